@@ -1,0 +1,28 @@
+"""The kdlora command line: a thin typer app; each area registers its commands here.
+
+Command modules import torch and friends inside the functions, so `kdlora report` starts fast
+and never loads torch.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from kdlora.commands import train as train_cmd
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Train, sweep and analyse FFT / LoRA / KD-LoRA studies.",
+    pretty_exceptions_enable=False,
+)
+
+app.command("train")(train_cmd.train)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""The configuration of one run: frozen, validated, and hashed into a stable run_id.
+
+A RunConfig holds everything needed to re-run an experiment. Defaults that depend on the
+strategy (learning rate, which hyperparameters matter at all) are resolved when the config is
+built, so two spellings of the same experiment get the same run_id. Fields that only say *how*
+a run executes (threads, device, gradient accumulation) are left out of the hash: a run retried
+with half the micro-batch after an out-of-memory error is still the same experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from kdlora.errors import UserError
+
+STRATEGIES = ("fft", "lora", "kd-lora")
+VARIANTS = ("lora", "rslora", "olora", "dora", "adalora", "mrlora")
+DEFAULT_LR = {"fft": 5e-5, "lora": 5e-4, "kd-lora": 5e-4}
+
+# Groups of fields that only matter for some runs; the canonical form drops the rest.
+ADAPTER_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules")
+KD_FIELDS = ("student_model", "kd_temperature", "kd_alpha", "teacher_lr", "teacher_epochs",
+             "teacher_batch_size")
+MRLORA_FIELDS = ("mrlora_ranks", "mrlora_scaling")
+ADALORA_FIELDS = ("adalora_init_r", "adalora_tinit", "adalora_tfinal", "adalora_delta_t")
+# How a run executes, not what it computes: excluded from the run_id.
+EXECUTION_FIELDS = ("grad_accum", "threads", "device")
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # what is trained
+    family: str
+    task: str
+    strategy: Literal["fft", "lora", "kd-lora"]
+    variant: str | None = "lora"
+    seed: int = 42
+    teacher_model: str | None = None  # hub id or local path; default from the family table
+    student_model: str | None = None
+    data_dir: str | None = None  # local GLUE directory (TSV layout or save_to_disk)
+    metric_policy: Literal["glue", "legacy"] = "glue"
+
+    # optimisation (shared by every strategy)
+    lr: float | None = None
+    epochs: float = 3.0
+    batch_size: int = 32  # effective batch per optimizer step
+    max_length: int = 128
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    group_by_length: bool = False
+    eval_every_epoch: bool = False
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+    # adapters
+    r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] | None = None
+    mrlora_ranks: tuple[int, ...] | None = None
+    mrlora_scaling: Literal["rank_stabilized", "standard"] = "rank_stabilized"
+    adalora_init_r: int = 12
+    adalora_tinit: float = 0.1  # fractions of total steps
+    adalora_tfinal: float = 0.2
+    adalora_delta_t: int = 10
+
+    # distillation (KD-LoRA); teacher_* describe the FFT teacher run it needs
+    kd_temperature: float = 2.0
+    kd_alpha: float = 0.5
+    teacher_lr: float | None = None
+    teacher_epochs: float | None = None
+    teacher_batch_size: int | None = None
+
+    # execution only (not hashed)
+    grad_accum: int = 1
+    threads: int | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        strategy = data.get("strategy")
+        if strategy == "fft":
+            data["variant"] = None
+        elif data.get("variant") is None:
+            data["variant"] = "lora"
+        if data.get("lr") is None and strategy in DEFAULT_LR:
+            data["lr"] = DEFAULT_LR[strategy]
+        if strategy == "kd-lora":
+            data.setdefault("teacher_lr", None)
+            data["teacher_lr"] = data["teacher_lr"] or DEFAULT_LR["fft"]
+            data["teacher_epochs"] = data.get("teacher_epochs") or data.get("epochs", 3.0)
+            data["teacher_batch_size"] = data.get("teacher_batch_size") or data.get("batch_size", 32)
+        if data.get("variant") == "mrlora" and not data.get("mrlora_ranks"):
+            data["mrlora_ranks"] = default_mrlora_ranks(int(data.get("r", 8)))
+        for key in ("target_modules", "mrlora_ranks"):
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
+        return data
+
+    @field_validator("variant")
+    @classmethod
+    def _known_variant(cls, v: str | None) -> str | None:
+        if v is not None and v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r}; choose one of: {', '.join(VARIANTS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_values(self) -> RunConfig:
+        positive = {"r": self.r, "batch_size": self.batch_size, "max_length": self.max_length,
+                    "grad_accum": self.grad_accum, "epochs": self.epochs}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0 (got {value})")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"lr must be > 0 (got {self.lr})")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise ValueError(f"kd_alpha must be in [0, 1] (got {self.kd_alpha})")
+        if self.kd_temperature <= 0:
+            raise ValueError(f"kd_temperature must be > 0 (got {self.kd_temperature})")
+        if self.mrlora_ranks is not None and any(r <= 0 for r in self.mrlora_ranks):
+            raise ValueError(f"mrlora_ranks must all be > 0 (got {list(self.mrlora_ranks)})")
+        if self.variant == "adalora" and self.adalora_init_r < self.r:
+            raise ValueError(f"adalora_init_r ({self.adalora_init_r}) must be >= r ({self.r})")
+        return self
+
+    # ----- identity -------------------------------------------------------------------------
+    def canonical(self) -> dict[str, Any]:
+        """The fields that define the experiment, irrelevant groups dropped."""
+        data = self.model_dump(mode="json")
+        drop: set[str] = set(EXECUTION_FIELDS)
+        if self.strategy == "fft":
+            drop |= {"variant", *ADAPTER_FIELDS, *KD_FIELDS, *MRLORA_FIELDS, *ADALORA_FIELDS}
+        elif self.strategy == "lora":
+            drop |= set(KD_FIELDS)
+        if self.variant != "mrlora":
+            drop |= set(MRLORA_FIELDS)
+        if self.variant != "adalora":
+            drop |= set(ADALORA_FIELDS)
+        return {k: v for k, v in sorted(data.items()) if k not in drop}
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+        parts = [self.family, task_slug(self.task), self.strategy, self.variant or "full", f"s{self.seed}"]
+        return "-".join(parts) + "-" + digest
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.batch_size // self.grad_accum
+
+    def teacher_config(self) -> RunConfig:
+        """The FFT run whose fine-tuned model teaches this KD-LoRA run."""
+        if self.strategy != "kd-lora":
+            raise ValueError("only kd-lora runs have a teacher")
+        shared = {k: getattr(self, k) for k in (
+            "family", "task", "seed", "teacher_model", "data_dir", "metric_policy", "max_length",
+            "warmup_ratio", "weight_decay", "max_grad_norm", "group_by_length", "max_train_samples",
+            "max_eval_samples", "precision", "threads", "device")}
+        return RunConfig(strategy="fft", lr=self.teacher_lr, epochs=self.teacher_epochs,
+                         batch_size=self.teacher_batch_size, **shared)
+
+    def with_updates(self, **changes: Any) -> RunConfig:
+        data = self.model_dump()
+        data.update(changes)
+        return build_config(data)
+
+
+def default_mrlora_ranks(r: int) -> tuple[int, ...]:
+    """r, r/2, ..., 1 (the multi-rank default: [8, 4, 2, 1] for r = 8)."""
+    ranks = []
+    while r >= 1:
+        ranks.append(r)
+        r //= 2
+    return tuple(ranks)
+
+
+def task_slug(task: str) -> str:
+    """A short name for a task given as a GLUE name or a YAML path."""
+    name = Path(task).stem if ("/" in task or task.endswith((".yaml", ".yml"))) else task
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "task"
+
+
+def build_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a dict into a RunConfig, turning pydantic's report into one clear line."""
+    try:
+        return RunConfig(**data)
+    except ValidationError as exc:
+        raise UserError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {loc!r}; check its spelling (see docs/configuration.md)"
+    if err["type"] == "missing":
+        return f"missing required key {loc!r}"
+    return f"bad value for {loc!r}: {msg}" if loc != "config" else msg
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Safe-load a YAML mapping, with one clear line for every way it can be wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {str(p)!r} not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs; values are parsed as YAML scalars/lists (lr=1e-4, ranks=[8,4])."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise UserError(f"--set {key}: cannot parse value {raw!r}") from None
+    return out

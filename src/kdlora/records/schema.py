@@ -1,0 +1,62 @@
+"""The run record: one JSON file per run, the contract between training and analysis.
+
+Units are absolute and the same for every strategy: parameter counts are counts, memory is
+bytes, time is seconds, FLOPs are FLOPs, energy is joules. A measurement that could not be
+taken is null, never a guess. See docs/record-schema.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION = 1
+RunStatus = Literal["completed", "failed", "oom", "nan_loss"]
+
+
+class Efficiency(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    trainable_params: int | None = None
+    total_params: int | None = None
+    # Peak memory during training. CUDA: max_memory_allocated / max_memory_reserved after a
+    # reset. CPU: growth of the process's peak RSS over the training phase.
+    peak_memory_bytes: int | None = None
+    peak_memory_reserved_bytes: int | None = None
+    memory_kind: Literal["cuda_max_allocated", "cpu_peak_rss_growth", "epoch_end_allocated"] | None = None
+    train_time_s: float | None = None  # optimisation only; evaluation excluded
+    train_steps: int | None = None
+    train_samples: int | None = None  # examples seen (epochs included)
+    train_samples_per_s: float | None = None
+    train_tokens_per_s: float | None = None  # non-padding tokens
+    flops_measured: float | None = None  # FlopCounterMode on a representative step, scaled by tokens
+    flops_analytic: float | None = None  # 6·N·D full, 4·N·D + 6·N_trainable·D adapters
+    flops_method: str | None = None
+    energy_j: float | None = None
+    gpu_util_mean: float | None = None
+    gpu_power_mean_w: float | None = None
+    eval_samples_per_s: float | None = None
+    eval_latency_ms_b32: float | None = None  # median latency of one batch of 32
+    # KD-LoRA: the teacher's side of the cost, kept apart from the student's training time.
+    teacher_run_id: str | None = None
+    teacher_cache_build_s: float | None = None
+    teacher_cache_hit: bool | None = None
+
+
+class RunRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    status: RunStatus
+    error: str | None = None
+    config: dict[str, Any]
+    metrics: dict[str, Any]  # every task metric, plus `primary` and `primary_name`
+    efficiency: Efficiency
+    environment: dict[str, Any]
+    started_at: str
+    finished_at: str
+    teacher_run_id: str | None = None
+    history: list[dict[str, Any]] = []  # per-epoch loss / eval, when asked for
+    notes: list[str] = []  # e.g. "oom retry: micro-batch 16 x 2 accumulation"

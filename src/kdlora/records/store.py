@@ -1,0 +1,75 @@
+"""Atomic storage of run records under a results directory.
+
+Layout: DIR/runs/<run_id>.json. Every write goes to a temp file in the same directory and is
+renamed into place, so a crash leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from pydantic import ValidationError
+
+from kdlora.records.schema import RunRecord
+
+RUNS_DIR = "runs"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record_path(results_dir: str | Path, run_id: str) -> Path:
+    return Path(results_dir) / RUNS_DIR / f"{run_id}.json"
+
+
+def write_record(results_dir: str | Path, record: RunRecord) -> Path:
+    path = record_path(results_dir, record.run_id)
+    atomic_write_text(path, record.model_dump_json(indent=2))
+    return path
+
+
+def read_record(path: str | Path) -> RunRecord:
+    """Parse one record; raises ValueError naming the file if it is not a valid record."""
+    path = Path(path)
+    try:
+        return RunRecord.model_validate_json(path.read_text())
+    except (ValidationError, ValueError, OSError) as exc:
+        raise ValueError(f"{path}: not a valid run record ({type(exc).__name__})") from exc
+
+
+def iter_records(results_dir: str | Path, errors: list[str] | None = None) -> Iterator[RunRecord]:
+    """Every valid record under DIR/runs; invalid files are reported into `errors`, not raised."""
+    runs = Path(results_dir) / RUNS_DIR
+    for path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+        try:
+            yield read_record(path)
+        except ValueError as exc:
+            if errors is not None:
+                errors.append(str(exc))
+
+
+def load_completed(results_dir: str | Path, run_id: str) -> RunRecord | None:
+    path = record_path(results_dir, run_id)
+    if not path.is_file():
+        return None
+    try:
+        rec = read_record(path)
+    except ValueError:
+        return None
+    return rec if rec.status == "completed" else None
