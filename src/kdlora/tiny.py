@@ -36,7 +36,10 @@ def build_tiny_model(arch: str, out_dir: str | Path, words: list[str], *, hidden
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = BertTokenizerFast(vocab_file=str(write_vocab(out / "vocab.txt", words)), do_lower_case=True)
+    # transformers 5 tokenizers take the vocabulary itself (`vocab`); a `vocab_file` keyword is
+    # silently ignored and would leave only the special tokens.
+    vocab = write_vocab(out / "vocab.txt", words).read_text().split("\n")
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(v for v in vocab if v)}, do_lower_case=True)
     cls_name, extra = TINY_ARCHS[arch]
     sizes = ({"dim": hidden, "n_layers": layers, "n_heads": heads, "hidden_dim": intermediate}
              if arch == "distilbert" else
