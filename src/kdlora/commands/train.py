@@ -1,0 +1,77 @@
+"""`kdlora train`: one run, from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kdlora.commands.common import user_errors
+
+
+@user_errors
+def train(
+    family: str = typer.Option(..., help="Model family: bert, roberta, deberta or minilm (offline)."),
+    task: str = typer.Option(..., help="A GLUE task name (cola, sst2, ...) or the path of a task YAML."),
+    strategy: str = typer.Option(..., help="fft, lora (LoRA-only) or kd-lora."),
+    variant: Optional[str] = typer.Option(None, help="lora, rslora, olora, dora, adalora or mrlora (not for fft)."),
+    seed: int = typer.Option(42, help="Random seed (model init, adapters, data order)."),
+    results: Path = typer.Option(..., help="Results directory; the record goes to RESULTS/runs/<run_id>.json."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of run settings (hyperparameters, model paths)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting: key=value (repeatable)."),
+    train_teacher: bool = typer.Option(False, help="kd-lora: train the FFT teacher first if it is missing."),
+) -> None:
+    """Train one experiment and write its run record."""
+    from kdlora.config import build_config, parse_overrides, read_yaml
+
+    data = read_yaml(config) if config else {}
+    data.update(family=family, task=resolve_task_arg(task), strategy=strategy, seed=seed)
+    if variant is not None:
+        data["variant"] = variant
+    elif strategy != "fft" and "variant" not in data:
+        data["variant"] = "lora"
+    data.update(parse_overrides(set_))
+    cfg = build_config(data)
+    if strategy == "fft" and variant not in (None, "none"):
+        typer.echo(f"note: --variant {variant} is ignored for fft (no adapters)", err=True)
+    run_cli(cfg, results, train_teacher)
+
+
+def resolve_task_arg(task: str) -> str:
+    """Task files are stored by absolute path, so the run_id does not depend on the cwd."""
+    p = Path(task)
+    return str(p.resolve()) if p.suffix in (".yaml", ".yml") or p.exists() else task
+
+
+def run_cli(cfg, results: Path, train_teacher: bool) -> None:
+    from kdlora.records.store import load_completed as completed
+    from kdlora.runner import run_one, validate
+
+    validate(cfg)
+    if cfg.strategy == "kd-lora" and train_teacher:
+        teacher = cfg.teacher_config()
+        if completed(results, teacher.run_id) is None:
+            typer.echo(f"training the FFT teacher {teacher.run_id} first")
+            summarize(run_one(teacher, results), results)
+    record = run_one(cfg, results)
+    summarize(record, results)
+    if record.status != "completed":
+        raise typer.Exit(code=1)
+
+
+def summarize(record, results: Path) -> None:
+    from rich.console import Console
+
+    from kdlora.records.store import record_path
+
+    console = Console()
+    eff = record.efficiency
+    if record.status == "completed":
+        m = record.metrics
+        console.print(f"[bold]{record.run_id}[/] completed: {m['primary_name']} = {m['primary']:.4f}; "
+                      f"trainable {eff.trainable_params:,} of {eff.total_params:,} params; "
+                      f"train {eff.train_time_s:.1f} s")
+    else:
+        console.print(f"[bold red]{record.run_id} {record.status}[/]: {record.error}")
+    console.print(f"record: {record_path(results, record.run_id)}")

@@ -1,0 +1,132 @@
+"""run_one(config) -> RunRecord: one experiment from data to a record on disk.
+
+Order of work: validate (bad input raises UserError and writes nothing), load and tokenise data,
+let the strategy build model and loss, measure one step's FLOPs, train under the memory and
+energy meters, evaluate, measure inference, save weights, write the record atomically. Failures
+during training become records with their reason: failed, oom or nan_loss, kept distinct.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+import traceback
+from pathlib import Path
+from typing import Any
+
+from kdlora.config import RunConfig
+from kdlora.errors import UserError
+from kdlora.records import Efficiency, RunRecord, write_record
+
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def validate(cfg: RunConfig):
+    """Everything that can be refused before loading anything; returns the task spec."""
+    from kdlora.data.tasks import resolve_task
+    from kdlora.models import FAMILIES
+    from kdlora.strategies import STRATEGIES
+
+    FAMILIES.get(cfg.family)
+    STRATEGIES.get(cfg.strategy).check(cfg)
+    return resolve_task(cfg.task)
+
+
+def pick_device(cfg: RunConfig):
+    import torch
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda was asked for but no CUDA GPU is visible; use --set device=cpu")
+    if cfg.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def environment(device) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    import torch
+
+    versions = {}
+    for pkg in ("kdlora", "torch", "transformers", "peft", "datasets", "numpy"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    env = {"packages": versions, "python": platform.python_version(), "platform": platform.platform(),
+           "device": str(device), "torch_threads": torch.get_num_threads(), "git_commit": git_commit()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+    return env
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def quiet_libraries() -> None:
+    """Per-map and per-shard progress bars would drown the sweep's own progress display."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
+def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
+    """Train and evaluate one run; write and return its record (bad input raises UserError)."""
+    from kdlora.train.engine import execute
+
+    quiet_libraries()
+    results_dir = Path(results_dir)
+    spec = validate(cfg)
+    started = now()
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg)
+    base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), environment=environment(device),
+                started_at=started)
+    try:
+        outcome = execute(cfg, spec, results_dir, device)
+    except UserError:
+        raise
+    except Exception as exc:  # recorded with its reason; the sweep goes on
+        record = RunRecord(**base, status=failure_status(exc), error=describe(exc), metrics={},
+                           efficiency=Efficiency(), finished_at=now())
+    else:
+        record = RunRecord(**base, status="completed", error=None, finished_at=now(), **outcome)
+    write_record(results_dir, record)
+    return record
+
+
+def failure_status(exc: BaseException) -> str:
+    import torch
+
+    from kdlora.train.loop import NanLoss
+
+    if isinstance(exc, NanLoss):
+        return "nan_loss"
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return "oom"
+    return "failed"
+
+
+def describe(exc: BaseException) -> str:
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {os.path.basename(last[0].filename)}:{last[0].lineno})" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"

@@ -1,0 +1,19 @@
+"""Full fine-tuning: every parameter of the teacher-size model is trained."""
+
+from __future__ import annotations
+
+from kdlora.models import load_classifier, model_names
+from kdlora.strategies.base import RunContext, Setup, Strategy, register
+
+
+@register
+class FullFineTuning(Strategy):
+    name = "fft"
+
+    def setup(self, ctx: RunContext) -> Setup:
+        cfg = ctx.cfg
+        teacher, _ = model_names(cfg.family, cfg.teacher_model, cfg.student_model)
+        model = load_classifier(teacher, ctx.spec.num_labels)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return Setup(model=model)

@@ -1,0 +1,130 @@
+"""KD-LoRA: a small student with adapters, distilled from the fine-tuned FFT teacher of the same
+family, task and seed.
+
+L = alpha · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − alpha) · CE(s, y); for regression
+(STS-B) MSE replaces both terms. Teacher logits come from a cache keyed by dataset index, so a
+shuffled batch always meets its own teacher rows (the published code paired them by position).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from kdlora.errors import UserError
+from kdlora.models import load_classifier, model_names, student_layers
+from kdlora.records.store import load_completed
+from kdlora.strategies.base import RunContext, Setup, Strategy, register
+from kdlora.strategies.lora import with_adapters
+from kdlora.variants import VARIANTS
+
+CHECKPOINTS_DIR = "checkpoints"
+CACHE_DIR = "teacher_logits"
+
+
+def distillation_loss(student_logits, teacher_logits, hard_loss, *, temperature: float, alpha: float,
+                      regression: bool):
+    import torch.nn.functional as F
+
+    if regression:
+        soft = F.mse_loss(student_logits.view(-1), teacher_logits.view(-1).to(student_logits.dtype))
+    else:
+        t = temperature
+        soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1),
+                        reduction="batchmean") * (t * t)
+    return alpha * soft + (1.0 - alpha) * hard_loss
+
+
+def teacher_command(cfg) -> str:
+    t = cfg.teacher_config()
+    sets = "".join(f" --set {k}={v}" for k, v in (("lr", t.lr), ("epochs", t.epochs),
+                                                   ("batch_size", t.batch_size)))
+    return (f"kdlora train --family {cfg.family} --task {cfg.task} --strategy fft --seed {cfg.seed} "
+            f"--results DIR{sets}")
+
+
+def checkpoint_dir(results_dir: Path, run_id: str) -> Path:
+    return Path(results_dir) / CHECKPOINTS_DIR / run_id
+
+
+def find_teacher(cfg, results_dir: Path):
+    teacher_id = cfg.teacher_config().run_id
+    record = load_completed(results_dir, teacher_id)
+    ckpt = checkpoint_dir(results_dir, teacher_id)
+    if record is None or not ckpt.is_dir():
+        raise UserError(f"KD-LoRA needs the completed FFT teacher run {teacher_id} in {results_dir}; "
+                        f"train it first with: {teacher_command(cfg)} (or add --train-teacher)")
+    return record, ckpt
+
+
+def weights_fingerprint(ckpt: Path) -> str:
+    digest = hashlib.sha256()
+    for f in sorted(ckpt.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def data_fingerprint(split, text_fields) -> str:
+    digest = hashlib.sha256()
+    for col in ("idx", *text_fields):
+        digest.update("\x1f".join(map(str, split[col])).encode())
+    return digest.hexdigest()
+
+
+def teacher_logits(ckpt: Path, split, spec, max_length: int, device, batch_size: int = 64):
+    """(idx, logits) of the teacher over a split, in dataset order, in eval mode."""
+    import torch
+
+    from kdlora.data.tokenize import make_dataloader, tokenize_splits
+    from kdlora.models import load_tokenizer
+    from kdlora.train.loop import model_inputs
+
+    tok = load_tokenizer(str(ckpt))
+    data = tokenize_splits({"train": split}, tok, spec, max_length)["train"]
+    model = load_classifier(str(ckpt), spec.num_labels).to(device).eval()
+    loader = make_dataloader(data, tok, batch_size, shuffle=False, seed=0)
+    idx, logits = [], []
+    with torch.no_grad():
+        for batch in loader:
+            idx.append(batch["idx"])
+            out = model(**model_inputs(model, {k: v.to(device) for k, v in batch.items()}))
+            logits.append(out.logits.float().cpu())
+    return torch.cat(idx), torch.cat(logits)
+
+
+@register
+class KdLora(Strategy):
+    name = "kd-lora"
+    trains_student = True
+
+    def check(self, cfg) -> None:
+        if model_names(cfg.family, cfg.teacher_model, cfg.student_model)[1] is None:
+            raise UserError(f"family {cfg.family!r} has no student model; set --set student_model=NAME")
+        VARIANTS.get(cfg.variant).check(cfg)
+
+    def setup(self, ctx: RunContext) -> Setup:
+        from kdlora.strategies.logit_cache import TeacherLogitCache
+
+        cfg = ctx.cfg
+        record, ckpt = find_teacher(cfg, ctx.results_dir)
+        split = ctx.splits["train"]
+        key = {"teacher_run_id": record.run_id, "teacher_weights": weights_fingerprint(ckpt),
+               "task": ctx.spec.name, "split": "train", "tokenizer": str(ckpt), "max_length": cfg.max_length,
+               "size": len(split), "data": data_fingerprint(split, ctx.spec.text_fields)}
+        cache = TeacherLogitCache.build_or_load(
+            Path(ctx.results_dir) / CACHE_DIR, key,
+            lambda: teacher_logits(ckpt, split, ctx.spec, cfg.max_length, ctx.device))
+        _, student = model_names(cfg.family, cfg.teacher_model, cfg.student_model)
+        model = load_classifier(student, ctx.spec.num_labels, layers=student_layers(cfg.family, cfg.student_model))
+        model = with_adapters(model, ctx)
+
+        def loss(batch, outputs):
+            t_logits = cache.lookup(batch["idx"].cpu()).to(outputs.logits.device)
+            return distillation_loss(outputs.logits, t_logits, outputs.loss, temperature=cfg.kd_temperature,
+                                     alpha=cfg.kd_alpha, regression=ctx.spec.is_regression)
+
+        eff = {"teacher_run_id": record.run_id, "teacher_cache_build_s": cache.build_seconds,
+               "teacher_cache_hit": not cache.built}
+        return Setup(model=model, loss=loss, efficiency=eff, teacher_run_id=record.run_id)

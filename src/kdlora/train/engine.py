@@ -1,0 +1,123 @@
+"""One run's stages, top to bottom: data, model (from the strategy), measure, train, evaluate, save."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdlora.data.metrics import primary_metric
+from kdlora.models import count_params, load_tokenizer, model_names
+from kdlora.strategies import STRATEGIES, RunContext
+from kdlora.train import measure
+from kdlora.train.evaluate import batch_latency_ms, evaluate
+from kdlora.train.loop import model_inputs, optimizer_steps, train_loop
+from kdlora.variants import VARIANTS
+
+EVAL_BATCH = 32  # also the batch of the inference-latency measurement
+
+
+def seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)  # python, numpy, torch (and CUDA) RNGs, before any initialisation
+
+
+def load_data(cfg, spec, tokenizer):
+    from kdlora.data.loading import load_splits
+    from kdlora.data.tokenize import tokenize_splits
+
+    splits = load_splits(spec, cfg.data_dir, max_train_samples=cfg.max_train_samples,
+                         max_eval_samples=cfg.max_eval_samples, seed=cfg.seed)
+    return splits, tokenize_splits(splits, tokenizer, spec, cfg.max_length)
+
+
+def eval_loaders(tokenized, spec, tokenizer) -> dict[str, Any]:
+    from kdlora.data.tokenize import make_dataloader
+
+    return {prefix: make_dataloader(tokenized[split], tokenizer, EVAL_BATCH, shuffle=False, seed=0)
+            for split, prefix in spec.eval_splits}
+
+
+def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any]:
+    from kdlora.data.tokenize import make_dataloader
+
+    strategy = STRATEGIES.get(cfg.strategy)
+    variant = VARIANTS.get(cfg.variant) if cfg.variant else None
+    teacher, student = model_names(cfg.family, cfg.teacher_model, cfg.student_model)
+    tokenizer = load_tokenizer(student if strategy.trains_student else teacher)
+
+    # --- data: tokenised without padding; batches are padded to their own longest example ---
+    splits, tokenized = load_data(cfg, spec, tokenizer)
+    loader = make_dataloader(tokenized["train"], tokenizer, cfg.micro_batch_size, shuffle=True, seed=cfg.seed,
+                             group_by_length=cfg.group_by_length)
+    total_steps = optimizer_steps(len(loader), cfg.grad_accum, cfg.epochs)
+
+    # --- model and loss from the strategy; the seed is set right before any initialisation ---
+    seed_everything(cfg.seed)
+    ctx = RunContext(cfg=cfg, spec=spec, results_dir=results_dir, splits=splits, train_data=tokenized["train"],
+                     total_steps=total_steps, device=device)
+    setup = strategy.setup(ctx)
+    model = setup.model.to(device)
+    trainable, total = count_params(model)
+
+    # --- FLOPs of one representative step, before the clock starts (it does not train) ---
+    first = {k: v.to(device) for k, v in next(iter(loader)).items()}
+    flops_step, tokens_step = measure.step_flops(model, first, setup.loss, model_inputs)
+    seed_everything(cfg.seed)  # the measuring step drew dropout masks: restart the RNG stream
+
+    evals = eval_loaders(tokenized, spec, tokenizer)
+
+    def on_epoch_end(epoch: int) -> dict:
+        return evaluate(model, evals, spec, device)[0] if cfg.eval_every_epoch else {}
+
+    after_step = variant.after_optimizer_step if variant else (lambda m, s: None)
+    with measure.peak_memory(device) as mem, measure.gpu_energy(device) as energy:
+        result = train_loop(model, loader, cfg=cfg, device=device, loss_fn=setup.loss, after_step=after_step,
+                            total_steps=total_steps, on_epoch_end=on_epoch_end)
+
+    # --- evaluation and inference cost of the trained model ---
+    metrics, eval_rate = evaluate(model, evals, spec, device)
+    name, value = primary_metric(spec.name, metrics, cfg.metric_policy, spec.primary)
+    metrics.update(primary=value, primary_name=name)
+    latency = batch_latency_ms(model, next(iter(evals[spec.eval_splits[0][1]])), device)
+    save_weights(model, variant, tokenizer, results_dir, cfg)
+
+    efficiency = {
+        "trainable_params": trainable, "total_params": total, **mem, **energy,
+        "train_time_s": result.seconds, "train_steps": result.steps, "train_samples": result.samples,
+        "train_samples_per_s": result.samples / result.seconds,
+        "train_tokens_per_s": result.tokens / result.seconds,
+        "flops_measured": flops_step / tokens_step * result.padded_tokens,
+        "flops_analytic": measure.analytic_flops(model, result.padded_tokens, full=variant is None),
+        "flops_method": "FlopCounterMode on the first batch (forward+backward), per padded token, "
+                        "times padded tokens trained; analytic: 6ND full, 4ND+6N_trainable*D adapters",
+        "eval_samples_per_s": eval_rate, "eval_latency_ms_b32": latency, **setup.efficiency,
+    }
+    history = [{**h} for h in result.history]
+    return {"metrics": metrics, "efficiency": efficiency, "teacher_run_id": setup.teacher_run_id,
+            "history": history}
+
+
+def save_weights(model, variant, tokenizer, results_dir: Path, cfg) -> None:
+    """FFT runs keep the whole model (it may teach a KD run); adapter runs keep their adapters.
+    Written to a temp dir and renamed, so a crash never leaves a half checkpoint."""
+    import shutil
+    import tempfile
+
+    final = Path(results_dir) / "checkpoints" / cfg.run_id
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{cfg.run_id}."))
+    try:
+        if variant is None:
+            model.save_pretrained(tmp, safe_serialization=True)
+        else:
+            variant.save(model, tmp)
+        tokenizer.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,35 @@
+"""AdaLoRA: adaptive rank allocation. Its budget schedule needs the real number of optimizer
+steps, and it must be told after every step (PEFT leaves that call to the training loop)."""
+
+from __future__ import annotations
+
+from kdlora.errors import UserError
+from kdlora.variants.base import AdapterTargets, Variant, register
+
+
+@register
+class AdaLora(Variant):
+    name = "adalora"
+
+    def check(self, cfg) -> None:
+        if cfg.adalora_tinit + cfg.adalora_tfinal >= 1.0:
+            raise UserError("adalora_tinit + adalora_tfinal must be < 1 (they are fractions of the "
+                            "total steps; the budget phase needs the rest)")
+
+    def apply(self, model, cfg, targets: AdapterTargets, total_steps: int):
+        from peft import AdaLoraConfig, get_peft_model
+
+        tinit = int(cfg.adalora_tinit * total_steps)
+        tfinal = int(cfg.adalora_tfinal * total_steps)
+        if total_steps - tfinal - tinit < 1:
+            raise UserError(f"AdaLoRA needs more optimizer steps than {total_steps} for its schedule: "
+                            "train on more data or for more epochs, or use a smaller batch_size")
+        peft_cfg = AdaLoraConfig(
+            task_type="SEQ_CLS", init_r=cfg.adalora_init_r, target_r=cfg.r, lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout, target_modules=list(targets.modules),
+            modules_to_save=list(targets.head), total_step=total_steps, tinit=tinit, tfinal=tfinal,
+            deltaT=max(1, min(cfg.adalora_delta_t, total_steps // 10 or 1)))
+        return get_peft_model(model, peft_cfg)
+
+    def after_optimizer_step(self, model, step: int) -> None:
+        model.base_model.update_and_allocate(step)

@@ -1,0 +1,31 @@
+"""MrLoRA (multi-rank LoRA) as a variant plug-in; the method itself lives in variants/mrlora/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdlora.variants.base import AdapterTargets, Variant, register
+
+
+@register
+class MrLora(Variant):
+    name = "mrlora"
+
+    def apply(self, model, cfg, targets: AdapterTargets, total_steps: int):
+        from kdlora.variants.mrlora import MrLoRAConfig, apply_mrlora
+
+        mr_cfg = MrLoRAConfig(ranks=tuple(cfg.mrlora_ranks), alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                              scaling=cfg.mrlora_scaling, target_modules=targets.modules)
+        return apply_mrlora(model, mr_cfg, modules_to_save=targets.head)
+
+    def save(self, model, path) -> None:
+        from kdlora.variants.mrlora import save_mrlora
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        save_mrlora(model, Path(path) / "mrlora_adapter.safetensors")
+
+    def merge(self, model):
+        from kdlora.variants.mrlora import merge_mrlora
+
+        merge_mrlora(model)
+        return model
