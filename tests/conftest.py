@@ -16,13 +16,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 
-# Words the synthetic fixture data are made of; the tiny tokenizers' vocabulary.
-FIXTURE_WORDS = (
-    "the a movie film plot actor story was is it this that very really quite not good great fine "
-    "excellent wonderful bad awful terrible poor boring dull and but so of to in on with man woman "
-    "cat dog sat ran park city house question answer what why how where who does did sentence "
-    "entails contradicts neutral same different yes no one two three"
-).split()
+# Words the synthetic fixture data are made of; the tiny tokenizers' vocabulary. The list lives
+# in kdlora.data.synthetic (the fixture writer) so data and vocabulary cannot drift apart.
+from kdlora.data.synthetic import FIXTURE_WORDS  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -102,6 +102,16 @@ class TaskFile(BaseModel):
             raise ValueError("give one text column or a pair, e.g. [sentence1, sentence2]")
         return v
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_scalars(cls, v):
+        if isinstance(v, list):
+            if any(isinstance(x, bool) for x in v):
+                raise ValueError("YAML reads yes/no/true/false/on/off as booleans; quote the label names, "
+                                 "e.g. ['no', 'yes']")
+            return [str(x) if isinstance(x, (int, float)) else x for x in v]
+        return v
+
     @field_validator("labels")
     @classmethod
     def _labels(cls, v):
