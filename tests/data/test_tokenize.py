@@ -109,3 +109,10 @@ def test_drop_last(varied, tokenizer):
     sizes = [len(b) for b in _batch_ids(make_dataloader(varied, tokenizer, 64, shuffle=True, seed=0,
                                                         drop_last=True))]
     assert sizes == [64, 64, 64]
+
+
+def test_plain_dict_of_splits_is_accepted(glue_dir, tokenizer):
+    spec = resolve_task("rte")
+    train = load_splits(spec, str(glue_dir), max_train_samples=10, seed=2)["train"]
+    out = tokenize_splits({"train": train}, tokenizer, spec)["train"]
+    assert out["idx"] == train["idx"] and out["labels"] == train["label"]

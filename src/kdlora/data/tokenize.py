@@ -28,6 +28,10 @@ def tokenize_splits(splits, tokenizer: PreTrainedTokenizerBase, spec: TaskSpec, 
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return enc
 
+    import datasets
+
+    if not isinstance(splits, datasets.DatasetDict):  # a plain {name: Dataset} works too
+        splits = datasets.DatasetDict(splits)
     # keep_in_memory: never write cache files next to the user's data (it may be read-only).
     return splits.map(encode, batched=True, keep_in_memory=True,
                       remove_columns=[*spec.text_fields, "label"], desc=None)
