@@ -130,3 +130,15 @@ def test_offline_hub_gives_actionable_error(monkeypatch):
 
 def test_fixture_writes_every_glue_folder(glue_dir):
     assert sorted(p.name for p in glue_dir.iterdir()) == sorted(GLUE_DIRS.values())
+
+
+def test_broken_tsv_lines_are_skipped_not_fatal(tmp_path):
+    """Real GLUE files have a few malformed lines (QQP); they are skipped with a warning."""
+    (tmp_path / "QQP").mkdir()
+    head = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+    body = head + "0\t1\t2\twhat a\twhy b\t1\n1\t3\t4\tbroken\n2\t5\t6\tx\ty\t0\textra\tfields\n3\t7\t8\tc\td\t0\n"
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "QQP" / name).write_text(body)
+    with pytest.warns(Warning):
+        ds = load_splits(resolve_task("qqp"), str(tmp_path))["train"]
+    assert ds["question1"] == ["what a", "c"] and ds["label"] == [1, 0] and ds["idx"] == [0, 1]

@@ -101,7 +101,7 @@ def read_glue_tsv(spec: TaskSpec, path: Path) -> pd.DataFrame:
     # The dtype=str / no NA parsing keeps texts like "null" or "NA" verbatim.
     frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
                         encoding="utf-8-sig", header=0 if header else None,
-                        names=None if header else COLA_COLUMNS, on_bad_lines="skip")
+                        names=None if header else COLA_COLUMNS, on_bad_lines="warn")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {missing} of the GLUE {spec.name} layout; "
