@@ -96,7 +96,8 @@ def load_classifier(name: str, num_labels: int, *, layers: tuple[int, ...] | Non
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    kwargs: dict[str, Any] = {"num_labels": num_labels}
+    # A checkpoint with another head (other label count) gets a fresh head of the right size.
+    kwargs: dict[str, Any] = {"num_labels": num_labels, "ignore_mismatched_sizes": True}
     if num_labels == 1:
         kwargs["problem_type"] = "regression"
     verbosity = hf_logging.get_verbosity()
