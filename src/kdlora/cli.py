@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from kdlora.commands import sweep as sweep_cmd
 from kdlora.commands import train as train_cmd
 
 app = typer.Typer(
@@ -18,6 +19,9 @@ app = typer.Typer(
 )
 
 app.command("train")(train_cmd.train)
+app.command("plan")(sweep_cmd.plan)
+app.command("sweep")(sweep_cmd.sweep)
+app.command("status")(sweep_cmd.status)
 
 
 def main() -> None:

@@ -1,0 +1,139 @@
+"""`kdlora plan`, `kdlora sweep` and `kdlora status`: a grid file as a first-class object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kdlora.commands.common import user_errors
+from kdlora.errors import UserError
+
+GridArg = typer.Argument(..., help="grid YAML file (see docs/sweeps.md)", show_default=False)
+ResultsOpt = typer.Option(..., "--results", help="results directory (records in DIR/runs)")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _load(grid: Path):
+    from kdlora.grid import expand_grid, load_grid
+
+    spec = load_grid(grid)
+    return spec, expand_grid(spec)
+
+
+@user_errors
+def plan(grid: Path = GridArg,
+         csv: Optional[Path] = typer.Option(None, "--csv", help="write every expected run to this CSV")) -> None:
+    """Expand a grid and print how many runs it expects, with a breakdown."""
+    from rich.table import Table
+
+    from kdlora.grid import breakdown, run_row
+
+    spec, runs = _load(grid)
+    counts = breakdown(runs)
+    console = _console()
+    by_strategy = ", ".join(f"{n} {s}" for s, n in counts["strategy"].items())
+    console.print(f"[bold]{len(runs)}[/] runs expected by {grid} ({by_strategy})", highlight=False)
+    table = Table(title="expected runs by strategy/variant x family")
+    table.add_column("strategy/variant")
+    for family in spec.families:
+        table.add_column(family, justify="right")
+    table.add_column("total", justify="right")
+    per_family = {f: breakdown(r for r in runs if r.family == f)["variant"] for f in spec.families}
+    for key, total in counts["variant"].items():
+        table.add_row(key, *(str(per_family[f].get(key, 0)) for f in spec.families), str(total))
+    table.add_row("[bold]all", *(str(counts["family"][f]) for f in spec.families), f"[bold]{len(runs)}")
+    console.print(table)
+    console.print("tasks: " + ", ".join(f"{t} {n}" for t, n in counts["task"].items()), highlight=False)
+    if csv is not None:
+        import pandas as pd
+
+        from kdlora.records.store import atomic_write_text
+
+        atomic_write_text(csv, pd.DataFrame([run_row(r) for r in runs]).to_csv(index=False))
+        console.print(f"wrote {csv}")
+
+
+@user_errors
+def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
+          executor: str = typer.Option("local", "--executor", help="local (a process pool) or ray"),
+          workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                                help="runs at once [default: one per GPU, else 1; ray: cluster]"),
+          ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (ray only)"),
+          retries: int = typer.Option(0, "--retries", min=0, help="retry a failed run up to K times"),
+          gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", min=0,
+                                                       help="GPUs per run, fractions allowed on Ray "
+                                                            "[default: 1 if there are GPUs, else 0]"),
+          run_fn: str = typer.Option("kdlora.runner:run_one", "--run-fn",
+                                     help="function (package.module:function) that trains one run")) -> None:
+    """Run every expected run of a grid not yet completed (rerun the same command to resume)."""
+    from kdlora.executors import ExecutorOptions, make_executor
+    from kdlora.sweep.child import resolve_run_fn
+    from kdlora.sweep.progress import SweepProgress
+    from kdlora.sweep.scheduler import run_sweep
+
+    _, runs = _load(grid)
+    resolve_run_fn(run_fn)  # a typo is refused here, not once per run
+    options = ExecutorOptions(workers=workers, ray_address=ray_address, gpus_per_run=gpus_per_run)
+    results.mkdir(parents=True, exist_ok=True)
+    pool = make_executor(executor, results.resolve(), run_fn, options)
+    with SweepProgress(len(runs)) as progress:
+        outcome = run_sweep(runs, results, pool, retries=retries, on_event=progress)
+    console = _console()
+    console.print(f"{len(outcome.skipped)} already done, {len(outcome.completed)} completed now, "
+                  f"{len(outcome.failed)} failed, of {outcome.expected} expected; records in {results / 'runs'}",
+                  highlight=False)
+    if outcome.failed:
+        console.print(f"failed runs keep their reason in their record; `kdlora status {grid} --results {results}` "
+                      "lists them, rerunning this command retries them", highlight=False)
+        raise typer.Exit(code=1)
+
+
+@user_errors
+def status(grid: Path = GridArg, results: Path = ResultsOpt,
+           plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG heatmap of completion"),
+           missing: Optional[Path] = typer.Option(None, "--missing",
+                                                  help="write the runs still to do to this CSV")) -> None:
+    """Completion of a grid in a results directory: done counts, failures, what is missing."""
+    from rich.table import Table
+
+    from kdlora.sweep import status as st
+
+    if not results.is_dir():
+        raise UserError(f"results directory {str(results)!r} not found")
+    _, runs = _load(grid)
+    table = st.run_table(runs, results)
+    console = _console()
+    console.print(f"completion: [bold]{st.completion_line(table)}[/]", highlight=False)
+    counts = table["status"].value_counts()
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    done, expected = st.done_matrix(table)
+    grid_table = Table(title="done / expected by strategy x variant x task")
+    grid_table.add_column("strategy")
+    grid_table.add_column("variant")
+    for task in done.columns:
+        grid_table.add_column(str(task), justify="right")
+    for (strategy, variant), row in done.iterrows():
+        cells = [f"{row[t]}/{expected.loc[(strategy, variant), t]}" for t in done.columns]
+        grid_table.add_row(strategy, variant, *cells)
+    console.print(grid_table)
+    bad = st.failures(table)
+    if len(bad):
+        fail_table = Table(title=f"{len(bad)} failed runs")
+        for col in ("run_id", "status", "error"):
+            fail_table.add_column(col, overflow="fold")
+        for row in bad.itertuples(index=False):
+            fail_table.add_row(row.run_id, row.status, str(row.error))
+        console.print(fail_table)
+    if plot is not None:
+        st.plot_heatmap(table, plot)
+        console.print(f"wrote {plot}")
+    if missing is not None:
+        n = st.write_missing(table, missing)
+        console.print(f"wrote {n} runs still to do to {missing}")

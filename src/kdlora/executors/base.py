@@ -1,0 +1,64 @@
+"""The executor contract: start runs, report how their processes ended. The scheduler does the rest.
+
+An executor knows nothing about records, retries or dependencies: it starts a Job (one attempt of
+one run) in a process of its own and later reports it Finished, with `crash` saying why the
+process died, if it did. Whether the run succeeded is read from the record the run wrote.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdlora.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Job:
+    cfg: RunConfig
+    attempt: int
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class Finished:
+    job: Job
+    crash: str | None  # None: the run's process ended normally (its record tells the outcome)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    workers: int | None = None  # runs at once; None: one per GPU, else 1 (local) / cluster size (ray)
+    ray_address: str | None = None
+    gpus_per_run: float | None = None  # None: 1 when GPUs exist, else 0 (fractions allowed on Ray)
+    cpus_per_run: float = 1.0
+
+
+class Executor(ABC):
+    """Runs jobs of a sweep; `capacity` is how many may run at once."""
+
+    capacity: int
+
+    def __init__(self, results_dir: Path, run_fn: str, options: ExecutorOptions) -> None:
+        self.results_dir = Path(results_dir)
+        self.run_fn = run_fn
+        self.options = options
+
+    @abstractmethod
+    def submit(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def wait(self, timeout: float) -> list[Finished]:
+        """Jobs that ended since the last call; waits up to `timeout` seconds for one."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop whatever still runs (an interrupted sweep) and free resources."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,132 @@
+"""The local executor: up to N runs at once, each in a process of its own.
+
+Each run gets a fresh process so that a run that dies (os._exit, SIGKILL, a segfault in a CUDA
+kernel) takes nothing else with it and leaves no GPU memory behind. Processes come from a
+multiprocessing fork server that has already imported torch and the run function, so starting
+a run costs a fork, not the several seconds of importing torch. With GPUs, worker slot i sees
+only GPU i (CUDA_VISIBLE_DEVICES); on CPU the cores are shared out between the slots.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kdlora.executors.base import Executor, ExecutorOptions, Finished, Job
+from kdlora.sweep.child import DEFAULT_RUN_FN, execute_run
+
+# Imported once in the fork server for the real runner: what every run would import anyway.
+RUNNER_PRELOAD = ("torch", "transformers", "peft", "kdlora.runner", "kdlora.train.engine")
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use, found without importing torch (which would cost seconds)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return []
+        return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+    return []
+
+
+def _exit_with_sweep() -> None:
+    """Die as soon as the sweep process dies (even by kill -9), so that no orphan run races with
+    the next sweep. The fork server itself lives on while its children do, so PR_SET_PDEATHSIG
+    would not fire; instead a thread waits on the pipe from the sweep, which closes when it dies."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        mp.connection.wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="kdlora-exit-with-sweep", daemon=True).start()
+
+
+def _child_main(env: dict[str, str], threads: int | None, run_fn: str, cfg_json: str,
+                results_dir: str, log_file: str, attempt: int) -> None:
+    _exit_with_sweep()
+    os.environ.update(env)  # before anything touches CUDA, so the slot's GPU is the only one
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch if it is imported later
+        if "torch" in sys.modules:  # preloaded in the fork server: set its pool directly
+            sys.modules["torch"].set_num_threads(threads)
+    execute_run(run_fn, cfg_json, results_dir, log_file, attempt)
+
+
+def exit_reason(code: int | None) -> str | None:
+    if code == 0:
+        return None
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"run process killed by signal {name}"
+    return f"run process exited with code {code}"
+
+
+class LocalExecutor(Executor):
+    def __init__(self, results_dir: Path, run_fn: str, options: ExecutorOptions) -> None:
+        super().__init__(results_dir, run_fn, options)
+        if options.ray_address:
+            from kdlora.errors import UserError
+
+            raise UserError("--ray-address needs --executor ray")
+        self.gpus = visible_gpus() if options.gpus_per_run != 0 else []
+        self.capacity = max(1, options.workers or len(self.gpus) or 1)
+        # On CPU, N runs at once each get their share of the cores instead of all fighting for all.
+        self.threads = None if self.gpus else max(1, (os.cpu_count() or 1) // self.capacity)
+        self.ctx = mp.get_context("forkserver")
+        module = run_fn.partition(":")[0] if ":" in run_fn else run_fn.rpartition(".")[0]
+        self.ctx.set_forkserver_preload(
+            ["kdlora.sweep.child", module, *(RUNNER_PRELOAD if run_fn == DEFAULT_RUN_FN else ())])
+        self.free_slots = list(range(self.capacity))
+        self.running: dict[int, tuple[mp.Process, Job, int, float]] = {}
+
+    def submit(self, job: Job) -> None:
+        slot = self.free_slots.pop(0)
+        env = {"CUDA_VISIBLE_DEVICES": self.gpus[slot % len(self.gpus)]} if self.gpus else {}
+        proc = self.ctx.Process(
+            target=_child_main, name=f"kdlora-run-{job.cfg.run_id}",
+            args=(env, self.threads, self.run_fn, job.cfg.model_dump_json(), str(self.results_dir),
+                  str(job.log_path), job.attempt))
+        proc.start()
+        self.running[proc.sentinel] = (proc, job, slot, time.monotonic())
+
+    def wait(self, timeout: float) -> list[Finished]:
+        if not self.running:
+            time.sleep(timeout)
+            return []
+        ready = mp.connection.wait(list(self.running), timeout=timeout)
+        out = []
+        for sentinel in ready:
+            proc, job, slot, started = self.running.pop(sentinel)  # type: ignore[index]
+            proc.join()
+            self.free_slots.append(slot)
+            out.append(Finished(job, exit_reason(proc.exitcode), time.monotonic() - started))
+        return out
+
+    def close(self) -> None:
+        for proc, *_ in self.running.values():
+            proc.terminate()
+        deadline = time.monotonic() + 10
+        for proc, *_ in self.running.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        self.running.clear()

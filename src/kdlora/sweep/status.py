@@ -1,0 +1,104 @@
+"""Where a sweep stands against its grid: completion, done counts, failures, what is missing.
+
+A run counts as done when RESULTS/runs/<run_id>.json exists with status completed. Records that
+belong to no run of the grid are ignored here (the analysis may still use them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kdlora.config import RunConfig
+from kdlora.grid import run_row
+from kdlora.records import read_record, record_path
+from kdlora.records.store import atomic_write_text
+from kdlora.sweep.claims import ClaimStore
+
+MISSING_COLUMNS = ["family", "task", "strategy", "variant", "seed", "run_id"]
+
+
+def run_table(runs: list[RunConfig], results_dir: str | Path) -> pd.DataFrame:
+    """One row per expected run: its identity, status (completed, failed, oom, nan_loss, running,
+    missing, unreadable) and error."""
+    results_dir = Path(results_dir)
+    claims = ClaimStore(results_dir) if (results_dir / "claims").is_dir() else None
+    rows = []
+    for cfg in runs:
+        status, error = "missing", None
+        path = record_path(results_dir, cfg.run_id)
+        if path.is_file():
+            try:
+                rec = read_record(path)
+                status, error = rec.status, rec.error
+            except ValueError as exc:
+                status, error = "unreadable", str(exc)
+        if status != "completed" and claims is not None and claims.held_elsewhere(cfg.run_id):
+            status = "running"
+        rows.append({**run_row(cfg), "status": status, "error": error})
+    return pd.DataFrame(rows, columns=[*MISSING_COLUMNS, "status", "error"])
+
+
+def completion(table: pd.DataFrame) -> tuple[int, int, float]:
+    done = int((table["status"] == "completed").sum())
+    total = len(table)
+    return done, total, (100.0 * done / total if total else 0.0)
+
+
+def completion_line(table: pd.DataFrame) -> str:
+    done, total, pct = completion(table)
+    return f"{done}/{total} = {pct:.2f} %"
+
+
+def done_matrix(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(done, expected) counts with rows strategy/variant and columns task, in the grid's order."""
+    keys = ["strategy", "variant"]
+    tasks = list(dict.fromkeys(table["task"]))
+    rows = list(dict.fromkeys(zip(table["strategy"], table["variant"])))
+    table = table.assign(done=(table["status"] == "completed").astype(int))
+    index = pd.MultiIndex.from_tuples(rows, names=keys)
+    expected = table.pivot_table(index=keys, columns="task", values="run_id", aggfunc="count", fill_value=0)
+    done = table.pivot_table(index=keys, columns="task", values="done", aggfunc="sum", fill_value=0)
+    return (done.reindex(index=index, columns=tasks, fill_value=0),
+            expected.reindex(index=index, columns=tasks, fill_value=0))
+
+
+def failures(table: pd.DataFrame) -> pd.DataFrame:
+    bad = table[table["status"].isin(["failed", "oom", "nan_loss", "unreadable"])]
+    return bad[["run_id", "status", "error"]].reset_index(drop=True)
+
+
+def write_missing(table: pd.DataFrame, path: str | Path) -> int:
+    """Write the runs still to do (not completed) as CSV; returns how many."""
+    missing = table[table["status"] != "completed"][MISSING_COLUMNS]
+    atomic_write_text(path, missing.to_csv(index=False))
+    return len(missing)
+
+
+def plot_heatmap(table: pd.DataFrame, path: str | Path) -> None:
+    """A PNG heatmap of the fraction done per strategy/variant x task, cells annotated done/expected."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done, expected = done_matrix(table)
+    frac = done / expected.where(expected > 0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(frac.columns), 1.0 + 0.4 * len(frac.index)))
+    image = ax.imshow(frac.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(frac.columns)), list(frac.columns), rotation=45, ha="right")
+    ax.set_yticks(range(len(frac.index)), [f"{s} / {v}" for s, v in frac.index])
+    for i in range(len(frac.index)):
+        for j in range(len(frac.columns)):
+            ax.text(j, i, f"{done.iat[i, j]}/{expected.iat[i, j]}", ha="center", va="center", fontsize=7,
+                    color="white" if (frac.iat[i, j] or 0) < 0.5 else "black")
+    ax.set_title(f"Completion {completion_line(table)}")
+    fig.colorbar(image, ax=ax, label="fraction done")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
