@@ -1,0 +1,182 @@
+"""KD-LoRA on tiny models: every variant distils and learns, the teacher-logit cache is shared
+and rebuilt when its inputs change, and each shuffled batch meets its own teacher rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdlora.config import build_config
+from kdlora.data.synthetic import write_glue_fixture
+from kdlora.errors import UserError
+from kdlora.runner import run_one
+from kdlora.strategies import kd_lora
+
+VARIANTS = ["lora", "rslora", "olora", "dora", "adalora", "mrlora"]
+STUDENT_LR = {"rslora": 2e-2}
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory):
+    return write_glue_fixture(tmp_path_factory.mktemp("glue"), tasks=("sst2", "stsb"), n_train=128, n_eval=48)
+
+
+def kd_cfg(dirs, glue_dir, variant="lora", task="sst2", **extra):
+    data = dict(family="bert", task=task, strategy="kd-lora", variant=variant, seed=5, data_dir=str(glue_dir),
+                teacher_model=str(dirs["bert"]), student_model=str(dirs["distilbert"]), epochs=8,
+                batch_size=16, lr=STUDENT_LR.get(variant, 6e-2), teacher_lr=3e-3, teacher_epochs=10)
+    data.update(extra)
+    return build_config(data)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, tiny_model_dirs, glue_dir):
+    """A results directory holding the trained FFT teachers (sst2 and stsb)."""
+    out = tmp_path_factory.mktemp("results")
+    for task in ("sst2", "stsb"):
+        teacher = run_one(kd_cfg(tiny_model_dirs, glue_dir, task=task).teacher_config(), out)
+        assert teacher.status == "completed", teacher.error
+    return out
+
+
+def count_teacher_passes(monkeypatch) -> list:
+    calls = []
+    real = kd_lora.teacher_logits
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kd_lora, "teacher_logits", counting)
+    return calls
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_kd_lora_learns_with_every_variant(variant, tiny_model_dirs, glue_dir, results):
+    rec = run_one(kd_cfg(tiny_model_dirs, glue_dir, variant), results)
+    assert rec.status == "completed", rec.error
+    losses = [h["train_loss"] for h in rec.history]
+    assert losses[-1] < losses[0] - 0.05, losses
+    teacher_id = kd_cfg(tiny_model_dirs, glue_dir, variant).teacher_config().run_id
+    assert rec.teacher_run_id == teacher_id == rec.efficiency.teacher_run_id
+    if variant == "lora":  # the adapters sit on the student, not on the teacher
+        import json
+
+        adapter = json.loads((results / "checkpoints" / rec.run_id / "adapter_config.json").read_text())
+        assert adapter["base_model_name_or_path"] == str(tiny_model_dirs["distilbert"])
+
+
+def test_regression_distillation(tiny_model_dirs, glue_dir, results):
+    rec = run_one(kd_cfg(tiny_model_dirs, glue_dir, task="stsb", epochs=2), results)
+    assert rec.status == "completed", rec.error
+    assert rec.metrics["primary_name"] == "mean(pearson,spearman)"
+
+
+def test_teacher_runs_once_for_many_students(tiny_model_dirs, glue_dir, results, monkeypatch, tmp_path):
+    """One teacher pass serves every variant and hyperparameter of the same teacher and data;
+    a change to what produced the logits (the teacher's weights) builds a new cache."""
+    import shutil
+
+    fresh = tmp_path / "r"
+    shutil.copytree(results, fresh, ignore=shutil.ignore_patterns("teacher_logits"))
+    calls = count_teacher_passes(monkeypatch)
+    students = [kd_cfg(tiny_model_dirs, glue_dir, v, epochs=1) for v in ("lora", "dora", "mrlora")]
+    students.append(kd_cfg(tiny_model_dirs, glue_dir, "lora", epochs=1, kd_temperature=4.0))
+    recs = [run_one(cfg, fresh) for cfg in students]
+    assert [r.status for r in recs] == ["completed"] * 4
+    assert len(calls) == 1
+    assert [r.efficiency.teacher_cache_hit for r in recs] == [False, True, True, True]
+    assert recs[0].efficiency.teacher_cache_build_s > 0
+    from safetensors.torch import load_file, save_file
+
+    weights = kd_lora.checkpoint_dir(fresh, students[0].teacher_config().run_id) / "model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v + 0.01 for k, v in tensors.items()}, weights, metadata={"format": "pt"})
+    again = run_one(kd_cfg(tiny_model_dirs, glue_dir, "lora", epochs=1), fresh)
+    assert len(calls) == 2  # other teacher weights: rebuilt, not reused
+    assert again.efficiency.teacher_cache_hit is False
+
+
+def test_batches_meet_their_own_teacher_rows(tiny_model_dirs, glue_dir, results, monkeypatch):
+    """The loss of every shuffled batch is computed against the teacher's logits for exactly
+    those examples (the published code paired shuffled batches with rows by position)."""
+    from kdlora.strategies.logit_cache import assert_aligned
+
+    seen = []
+    real_loss = kd_lora.distillation_loss
+
+    def spying(student_logits, teacher_logits, hard_loss, **kw):
+        seen.append(teacher_logits.detach().cpu())
+        return real_loss(student_logits, teacher_logits, hard_loss, **kw)
+
+    monkeypatch.setattr(kd_lora, "distillation_loss", spying)
+    captured = {}
+    real_build = kd_lora_cache_class().build_or_load
+
+    def capture_build(*args, **kwargs):
+        captured["cache"] = real_build(*args, **kwargs)
+        return captured["cache"]
+
+    monkeypatch.setattr(kd_lora_cache_class(), "build_or_load", capture_build)
+    idx_seen = []
+    real_lookup = kd_lora_cache_class().lookup
+
+    def capture_lookup(self, idx):
+        idx_seen.append(idx.clone())
+        return real_lookup(self, idx)
+
+    monkeypatch.setattr(kd_lora_cache_class(), "lookup", capture_lookup)
+    cfg = kd_cfg(tiny_model_dirs, glue_dir, epochs=1)
+    assert run_one(cfg, results).status == "completed"
+    cache = captured["cache"]
+    # independent ground truth: the teacher's logits recomputed example by example
+    teacher_dir = kd_lora.checkpoint_dir(results, cfg.teacher_config().run_id)
+    from kdlora.data.loading import load_splits
+    from kdlora.data.tasks import resolve_task
+
+    spec = resolve_task("sst2")
+    split = load_splits(spec, str(glue_dir), seed=cfg.seed)["train"]
+    idx_all, logits_all = kd_lora.teacher_logits(teacher_dir, split, spec, cfg.max_length, torch.device("cpu"))
+    reference = dict(zip(idx_all.tolist(), logits_all))
+    shuffled = [i for i in idx_seen if not torch.equal(i, torch.sort(i).values)]
+    assert shuffled, "batches were not shuffled; the alignment test would prove nothing"
+    for idx, used in zip(idx_seen, seen):
+        expected = torch.stack([reference[i] for i in idx.tolist()])
+        torch.testing.assert_close(used, expected, atol=1e-4, rtol=0)
+        assert_aligned(cache, idx, expected, atol=1e-4)
+
+
+def test_mis_indexed_cache_is_caught(tiny_model_dirs, glue_dir, results):
+    """The alignment check fails on rows paired by batch position: the bug it exists for."""
+    from kdlora.strategies.logit_cache import assert_aligned
+
+    cfg = kd_cfg(tiny_model_dirs, glue_dir)
+    teacher_dir = kd_lora.checkpoint_dir(results, cfg.teacher_config().run_id)
+    from kdlora.data.loading import load_splits
+    from kdlora.data.tasks import resolve_task
+
+    spec = resolve_task("sst2")
+    split = load_splits(spec, str(glue_dir), seed=cfg.seed)["train"]
+    idx, logits = kd_lora.teacher_logits(teacher_dir, split, spec, cfg.max_length, torch.device("cpu"))
+    cache_cls = kd_lora_cache_class()
+    good = cache_cls.build_or_load(results / "align", {"kind": "good"}, lambda: (idx, logits))
+    perm = torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))
+    # the bug: a shuffled batch's rows taken by position, labelled with dataset order
+    bad = cache_cls.build_or_load(results / "align", {"kind": "bad"}, lambda: (idx, logits[perm]))
+    batch = idx[perm[:16]]
+    expected = logits[perm[:16]]
+    assert_aligned(good, batch, expected, atol=1e-5)
+    with pytest.raises(AssertionError):
+        assert_aligned(bad, batch, expected, atol=1e-5)
+
+
+def test_missing_teacher_names_the_command(tiny_model_dirs, glue_dir, tmp_path):
+    with pytest.raises(UserError, match="kdlora train --family bert --task sst2 --strategy fft --seed 5"):
+        run_one(kd_cfg(tiny_model_dirs, glue_dir), tmp_path)
+    assert not (tmp_path / "runs").exists(), "a refused run must not leave a record"
+
+
+def kd_lora_cache_class():
+    from kdlora.strategies.logit_cache import TeacherLogitCache
+
+    return TeacherLogitCache
