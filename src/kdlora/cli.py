@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from kdlora.commands import analysis as analysis_cmd
 from kdlora.commands import sweep as sweep_cmd
 from kdlora.commands import train as train_cmd
 
@@ -22,6 +23,8 @@ app.command("train")(train_cmd.train)
 app.command("plan")(sweep_cmd.plan)
 app.command("sweep")(sweep_cmd.sweep)
 app.command("status")(sweep_cmd.status)
+app.command("report")(analysis_cmd.report)
+app.command("import-legacy")(analysis_cmd.import_legacy)
 
 
 def main() -> None:

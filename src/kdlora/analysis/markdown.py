@@ -1,0 +1,334 @@
+"""report.md, rendered only from the computed tables.
+
+Each section is a function of the Analysis; every number it prints is a cell of one of the CSVs
+written beside the report (formatted by kdlora.analysis.fmt), and every sentence is filled from
+those cells. Sections whose data are absent say so instead of printing placeholders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from kdlora.analysis.fmt import ci, compact, integer, mean_sd, missing, num, pct, pval, ratio, signed
+from kdlora.analysis.report import Analysis
+from kdlora.analysis.table import STRATEGY_LABEL, method_label
+from kdlora.analysis.tables import method_order, task_order
+
+Cell = Callable[[pd.Series], str]
+
+
+def md_table(frame: pd.DataFrame, columns: Sequence[tuple[str, Cell]]) -> str:
+    """A GitHub markdown table: one (header, row -> text) pair per column."""
+    if frame.empty:
+        return "_(no data)_\n"
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(fn(row) for _, fn in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def col(name: str, fmt=num, *args) -> Cell:
+    return lambda r: fmt(r[name], *args) if not missing(r[name]) else "n/a"
+
+
+def text(name: str) -> Cell:
+    return lambda r: "—" if missing(r[name]) else str(r[name])
+
+
+def yes_no(name: str) -> Cell:
+    return lambda r: "n/a" if missing(r[name]) else ("**yes**" if bool(r[name]) else "no")
+
+
+def _count(a: Analysis, dimension: str, level: str) -> int:
+    c = a["counts"]
+    hit = c[(c["dimension"] == dimension) & (c["level"] == level)]
+    return int(hit["runs"].iloc[0]) if len(hit) else 0
+
+
+# ----- sections ---------------------------------------------------------------------------------------
+def header(a: Analysis) -> str:
+    c = a["counts"]
+    by = lambda dim: ", ".join(f"{r.level} ({r.runs})" for r in c[c["dimension"] == dim].itertuples())
+    strategies = ", ".join(f"{STRATEGY_LABEL.get(r.level, r.level)} ({r.runs})"
+                           for r in c[c["dimension"] == "strategy"].itertuples())
+    lines = ["# kdlora report", "",
+             f"- **Runs analysed**: {_count(a, 'total', 'all')} completed runs",
+             f"- **Model families**: {by('family')}",
+             f"- **Strategies**: {strategies}",
+             f"- **Tasks**: {by('task')}",
+             f"- **Seeds**: {by('seed')}",
+             f"- **Primary metric policy**: `{a['settings']['metric_policy'].iloc[0]}`",
+             f"- **Completion**: {_completion_phrase(a)}",
+             "- **Sources**: " + ", ".join(f"`{s}`" for s in a.sources)]
+    return "\n".join(lines) + "\n"
+
+
+def _completion_phrase(a: Analysis) -> str:
+    comp = a.tables.get("completion")
+    if comp is None:
+        return "unknown (no `--grid` given)"
+    row = comp[comp["scope"] == "overall"].iloc[0]
+    return f"{pct(row['completion_pct'])} ({int(row['done'])}/{int(row['expected'])} runs of `{a.grid}`)"
+
+
+def executive_summary(a: Analysis) -> str:
+    s = a["scores"]
+    strat = s[s["level"] == "strategy"]
+    means = ", ".join(f"{STRATEGY_LABEL[r.name]} {num(r.performance_mean)} ({int(r.runs)} runs)"
+                      for r in strat.itertuples())
+    norm = ", ".join(f"{STRATEGY_LABEL[r.name]} {num(r.score_norm_mean)} {ci(r.score_norm_ci_low, r.score_norm_ci_high)}"
+                     for r in strat.itertuples() if not missing(r.score_norm_mean))
+    items = [f"Pooled mean primary metric (the reference's measure; it mixes tasks and metrics): {means}."]
+    if norm:
+        items.append(f"Mean FFT-normalised score with task-stratified bootstrap CI: {norm}.")
+    items += _test_headlines(a) + _gain_headlines(a)
+    kd_tasks = a["strategy_task_counts"]
+    kd = kd_tasks[kd_tasks["strategy"] == "kd-lora"]
+    if not kd.empty:
+        per = ", ".join(f"{t} {int(kd[t].iloc[0])}" for t in kd.columns[1:])
+        items.append(f"KD-LoRA runs per task: {per}.")
+    collapsed = len(a["collapsed_runs"])
+    if collapsed:
+        items.append(f"{collapsed} runs collapsed to a constant prediction (see Limitations).")
+    body = "\n".join(f"{i}. {item}" for i, item in enumerate(items, 1))
+    return "## Executive summary\n\n" + body + "\n"
+
+
+def _test_headlines(a: Analysis) -> list[str]:
+    tests, legacy = a["statistical_tests"], a["legacy_tests"]
+    out = []
+    for fam, what in (("lora_vs_kd", "LoRA-only vs KD-LoRA per variant"), ("vs_fft", "adapter methods vs FFT"),
+                      ("families", "model families")):
+        part = tests[tests["test_family"] == fam] if not tests.empty else tests
+        old = legacy[legacy["test_family"] == fam] if not legacy.empty else legacy
+        if part.empty:
+            continue
+        out.append(f"{what}: {int(part['significant'].sum())} of {len(part)} paired comparisons significant "
+                   f"after Holm correction (Wilcoxon), against {int(old['significant'].sum())} of {len(old)} "
+                   "with the reference's unpaired, uncorrected Welch tests.")
+    return out
+
+
+def _gain_headlines(a: Analysis) -> list[str]:
+    gains = a["efficiency_gains"]
+    if gains.empty:
+        return []
+    part = gains[gains["peft_group"] == "PEFT (all)"]
+    pieces = [f"{r.label} {ratio(r.ratio_of_means)} {r.direction} (medians: {ratio(r.ratio_of_medians)})"
+              for r in part.itertuples()]
+    return ["PEFT vs FFT, ratio of means: " + "; ".join(pieces) + "."]
+
+
+def lora_vs_kd(a: Analysis) -> str:
+    legacy, tests = a["legacy_tests"], a["statistical_tests"]
+    alpha = num(a["settings"]["alpha"].iloc[0], 2)
+    out = ["## 1. Statistical comparisons", "",
+           "Each comparison is shown the reference's way (unpaired Welch t-test over all runs, pooled over "
+           "tasks, uncorrected) and the sound way (runs matched on family, task and seed; paired t and "
+           "Wilcoxon signed-rank tests; Holm–Bonferroni within each family of comparisons; mean difference "
+           "with a task-stratified bootstrap CI; d_z; probability of improvement).", "",
+           "### 1.1 LoRA-only vs KD-LoRA", "", "**Reference method (pooled Welch, uncorrected):**", ""]
+    out.append(_welch_table(legacy, "lora_vs_kd", "Variant", "LoRA-only mean (n)", "KD-LoRA mean (n)", alpha))
+    out += ["", "**Paired (LoRA-only − KD-LoRA):**", "", _paired_table(tests, "lora_vs_kd", "Variant")]
+    by_task = a["paired_by_task"]
+    if not by_task.empty:
+        wide = by_task.pivot(index="variant", columns="task", values="mean_diff")
+        n = by_task.pivot(index="variant", columns="task", values="n_pairs")
+        wide = wide[task_order(wide.columns)].reset_index()
+        cols = [("Variant", text("variant"))] + [
+            (t, (lambda t: lambda r: f"{signed(r[t])} ({integer(n.loc[r['variant'], t])})"
+                 if not missing(r[t]) else "—")(t)) for t in wide.columns[1:]]
+        out += ["", "Mean paired difference per task, in the task's own metric (pairs):", "", md_table(wide, cols)]
+    return "\n".join(out)
+
+
+def _welch_table(legacy: pd.DataFrame, fam: str, first: str, a_head: str, b_head: str, alpha: str) -> str:
+    part = legacy[legacy["test_family"] == fam] if not legacy.empty else legacy
+    return md_table(part, [
+        (first, text("comparison")),
+        (a_head, lambda r: f"{num(r['mean_a'])} ({integer(r['n_a'])})"),
+        (b_head, lambda r: f"{num(r['mean_b'])} ({integer(r['n_b'])})"),
+        ("Difference", col("diff", signed)), ("p-value", col("p", pval)),
+        (f"p < {alpha}?", yes_no("significant"))])
+
+
+def _paired_table(tests: pd.DataFrame, fam: str, first: str) -> str:
+    part = tests[tests["test_family"] == fam] if not tests.empty else tests
+    columns = [(first, text("comparison")), ("Pairs", col("n_pairs", integer)),
+               ("Mean diff [CI]", lambda r: f"{signed(r['mean_diff'])} {ci(r['ci_low'], r['ci_high'])}")]
+    if not part.empty and part["mean_diff_norm"].notna().any():
+        columns.append(("Normalised diff [CI]",
+                        lambda r: f"{signed(r['mean_diff_norm'])} {ci(r['ci_norm_low'], r['ci_norm_high'])}"))
+    columns += [("t-test p (Holm)", lambda r: f"{pval(r['p_t'])} ({pval(r['p_t_holm'])})"),
+                ("Wilcoxon p (Holm)", lambda r: f"{pval(r['p_wilcoxon'])} ({pval(r['p_wilcoxon_holm'])})"),
+                ("d_z", col("d_z", signed, 2)), ("P(a > b)", col("prob_improvement", num, 2)),
+                ("Significant?", yes_no("significant"))]
+    return md_table(part, columns)
+
+
+def vs_fft_and_families(a: Analysis) -> str:
+    legacy, tests = a["legacy_tests"], a["statistical_tests"]
+    alpha = num(a["settings"]["alpha"].iloc[0], 2)
+    return "\n".join([
+        "### 1.2 Adapter variants vs FFT", "",
+        "**Reference method** (both strategies pooled per variant; difference = variant − FFT):", "",
+        _welch_table(legacy, "vs_fft", "Comparison", "Variant mean (n)", "FFT mean (n)", alpha),
+        "**Paired** on (family, task, seed), per strategy:", "", _paired_table(tests, "vs_fft", "Comparison"),
+        "### 1.3 Model families", "", "**Reference method** (all runs of each family):", "",
+        _welch_table(legacy, "families", "Comparison", "First mean (n)", "Second mean (n)", alpha),
+        "**Paired** on (task, strategy, variant, seed):", "", _paired_table(tests, "families", "Comparison"),
+    ])
+
+
+def ranking(a: Analysis) -> str:
+    fr, ranks, nem = a["friedman"], a["friedman_ranks"], a["nemenyi"]
+    out = ["### 1.4 Ranking the variants (Friedman, Nemenyi)", ""]
+    if fr.empty:
+        return "\n".join(out + ["Not enough complete blocks (every variant on the same family, task and seed).", ""])
+    for r in fr.itertuples():
+        rk = ranks[ranks["strategy"] == r.strategy].sort_values("mean_rank")
+        order = ", ".join(f"{x.variant} {num(x.mean_rank, 2)}" for x in rk.itertuples())
+        sig = nem[(nem["strategy"] == r.strategy) & nem["significant"]]
+        pairs = ", ".join(f"{x.a}–{x.b} (p = {pval(x.p_nemenyi)})" for x in sig.itertuples()) or "none"
+        out.append(f"- **{r.label}**: {int(r.n_blocks)} complete blocks, Friedman χ² = {num(r.chi2, 2)}, "
+                   f"p = {pval(r.p)}; mean ranks (1 = best): {order}; critical difference "
+                   f"{num(r.critical_difference, 2)}; pairs that differ (Nemenyi): {pairs}.")
+    return "\n".join(out) + "\n"
+
+
+def power_note(a: Analysis) -> str:
+    tests = a["statistical_tests"]
+    if tests.empty:
+        return ""
+    rows = md_table(tests, [("Comparison", text("comparison")), ("Pairs", col("n_pairs", integer)),
+                            ("Smallest detectable mean diff", col("min_detectable_diff")),
+                            ("Smallest possible Wilcoxon p", col("min_wilcoxon_p", pval))])
+    s = a["settings"].iloc[0]
+    return "\n".join([
+        "### 1.5 Power", "",
+        f"Smallest mean paired difference a two-sided paired t-test detects with power {num(s['power'], 2)} at "
+        f"alpha = {num(s['alpha'], 2)} (d_z from statsmodels × the SD of the differences); with n pairs the "
+        "exact Wilcoxon test cannot go below 2/2^n "
+        f"(3 seeds: {pval(s['min_wilcoxon_p_3_seeds'])}).", "", rows])
+
+
+def efficiency_section(a: Analysis) -> str:
+    eff = a["efficiency_summary_by_variant"]
+    cols = [("Method", text("label")), ("Runs", col("runs", integer)), ("Performance", col("performance_mean"))]
+    if eff["score_norm_mean"].notna().any():
+        cols.append(("Normalised", col("score_norm_mean")))
+    optional = [("train_time_s_mean", "Train time (s)", 1), ("trainable_params_millions", "Trainable params (M)", 3),
+                ("memory_mb", "Memory (MB)", 1), ("train_samples_per_s_mean", "Throughput (samples/s)", 1),
+                ("eval_samples_per_s_mean", "Inference (samples/s)", 1),
+                ("eval_latency_ms_b32_mean", "Latency b32 (ms)", 2)]
+    cols += [(h, col(c, num, d)) for c, h, d in optional if c in eff and eff[c].notna().any()]
+    cols += [(h, col(c, compact)) for c, h in (("flops_measured_mean", "FLOPs measured"),
+                                               ("flops_analytic_mean", "FLOPs analytic"),
+                                               ("energy_j_mean", "Energy (J)")) if c in eff and eff[c].notna().any()]
+    kinds = ", ".join(sorted(set(eff["memory_kind"].dropna())))
+    out = ["## 2. Efficiency vs performance", "", "### 2.1 Efficiency by variant and strategy", "",
+           "Means over runs (complete data, medians included, in `efficiency_summary_by_variant.csv`). "
+           f"Memory kind: {kinds or 'none recorded'}.", "", md_table(eff, cols)]
+    conf = num(a["settings"]["confidence_pct"].iloc[0], 0)
+    out += ["### 2.2 Correlation of efficiency measures with performance", "",
+            f"Pearson r with its {conf} % CI (Fisher z) and Spearman ρ, pooled over all runs (the reference's way) "
+            "and within task (both variables centred on the task mean).", "",
+            md_table(a["correlations"], [("Measure", text("label")), ("Scope", text("scope")), ("n", col("n", integer)),
+                                         ("Pearson r [CI]", lambda r: f"{signed(r['pearson_r'], 2)} "
+                                                                      f"{ci(r['ci_low'], r['ci_high'], 2)}"),
+                                         ("p", col("p", pval)), ("Spearman ρ", col("spearman_rho", signed, 2))])]
+    out += [_gains(a)]
+    return "\n".join(out)
+
+
+def _gains(a: Analysis) -> str:
+    gains = a["efficiency_gains"]
+    head = ["### 2.3 Efficiency gains of PEFT vs FFT", ""]
+    if gains.empty:
+        return "\n".join(head + ["No FFT runs to compare with.", ""])
+    unit = {"trainable_params": "M", "peak_memory_bytes": "MB"}
+    show = lambda c: lambda r: f"{compact(r[c])} {unit.get(r['measure'], r['unit'])}"
+    return "\n".join(head + [
+        "Ratios are FFT ÷ PEFT for costs and PEFT ÷ FFT for rates, of means and of medians.", "",
+        md_table(gains, [("Measure", text("label")), ("PEFT group", text("peft_group")),
+                         ("FFT mean", show("fft_mean_display")), ("PEFT mean", show("peft_mean_display")),
+                         ("Ratio of means", col("ratio_of_means", ratio)),
+                         ("FFT median", show("fft_median_display")), ("PEFT median", show("peft_median_display")),
+                         ("Ratio of medians", col("ratio_of_medians", ratio)), ("", text("direction"))])])
+
+
+def parameter_section(a: Analysis) -> str:
+    pe = a["parameter_efficiency"]
+    out = ["## 3. Parameter efficiency", "", "### 3.1 Performance per parameter", "",
+           md_table(pe, [("Method", text("label")), ("Params (M)", col("trainable_params_millions", num, 3)),
+                         ("Performance", col("performance_mean")),
+                         ("Performance per M params", col("performance_per_million", num, 3)),
+                         ("Normalised per M params", col("score_norm_per_million", num, 3))]),
+           "### 3.2 Pareto frontier", ""]
+    front = a["pareto_frontier"]
+    for cost, part in front.groupby("cost", sort=False):
+        on = part[part["on_frontier"]].sort_values("cost_value")
+        out.append(f"- **{cost}**: " + ", ".join(f"{r.label} ({compact(r.cost_value)}, {num(r.score)})"
+                                                for r in on.itertuples()))
+    return "\n".join(out) + "\n"
+
+
+def teacher_section(a: Analysis) -> str:
+    pairs, summ = a["teacher_student"], a["teacher_student_summary"]
+    if pairs.empty:
+        return ""
+    cols = [("Family", text("family")), ("Variant", text("variant")), ("Runs", col("runs", integer)),
+            ("Student % of teacher", col("pct_of_teacher_mean", num, 1)),
+            ("Lowest %", col("pct_of_teacher_min", num, 1))]
+    if summ["inference_speedup_mean"].notna().any():
+        cols.append(("Inference speed-up", col("inference_speedup_mean", ratio)))
+    return "\n".join(["## 4. KD-LoRA student vs its FFT teacher", "",
+                      "Each KD-LoRA run beside the FFT run that taught it (linked by teacher_run_id); per run in "
+                      "`teacher_student.csv`.", "", md_table(summ, cols)])
+
+
+def findings(a: Analysis, name: str, title: str) -> str:
+    f = a[name]
+    if f.empty:
+        return f"## {title}\n\nNo rule fired.\n"
+    lines = [f"## {title}", ""] + [f"{i}. {r.text} _(rule: {r.statement})_" for i, r in enumerate(f.itertuples(), 1)]
+    return "\n".join(lines) + "\n"
+
+
+def per_task_section(a: Analysis) -> str:
+    pt, avg = a["per_task_results"], a["glue_average"].set_index(["family", "method"])
+    tasks = task_order(pt["task"])
+    names = pt.drop_duplicates("task").set_index("task")["primary_name"]
+    out = ["## 7. Per-task results (primary metric in percent, mean ± std over seeds)", "",
+           "Primary metric per task: " + ", ".join(f"{t} {names[t]}" for t in tasks) + ". "
+           "Average = mean of the task means present (n tasks).", ""]
+    for family, part in pt.groupby("family", sort=True):
+        wide = part.pivot_table(index="method", columns="task", values=["mean_x100", "std_x100"], aggfunc="first")
+        rows = pd.DataFrame({"method": method_order(wide.index)})
+        cols = [("Method", lambda r: method_label(r["method"]))]
+        for t in tasks:
+            cols.append((t, (lambda t: lambda r: mean_sd(wide["mean_x100"].get(t, {}).get(r["method"]),
+                                                         wide["std_x100"].get(t, {}).get(r["method"])))(t)))
+        cols.append(("Average (n)", lambda r, f=family: f"{num(avg.loc[(f, r['method']), 'average_x100'], 1)} "
+                                                        f"({integer(avg.loc[(f, r['method']), 'n_tasks'])})"))
+        out += [f"**{family}**", "", md_table(rows, cols)]
+    return "\n".join(out)
+
+
+def files_section(a: Analysis, figures: Sequence[Path]) -> str:
+    out = ["## Files", "", "CSV: " + ", ".join(f"`{n}.csv`" for n in a.tables), "",
+           "LaTeX (booktabs): `tables/*.tex`", ""]
+    if figures:
+        out += ["Figures:", ""] + [f"- [{p.stem}]({p.as_posix()})" for p in figures if p.suffix == ".png"]
+    return "\n".join(out) + "\n"
+
+
+def render(a: Analysis, figures: Sequence[Path] = ()) -> str:
+    sections = [header(a), executive_summary(a), lora_vs_kd(a), vs_fft_and_families(a), ranking(a),
+                power_note(a), efficiency_section(a), parameter_section(a), teacher_section(a),
+                findings(a, "recommendations", "5. Recommendations"), findings(a, "limitations", "6. Limitations"),
+                per_task_section(a), files_section(a, figures)]
+    return "\n".join(s for s in sections if s)

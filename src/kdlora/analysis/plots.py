@@ -1,0 +1,210 @@
+"""Figures of the report, each a pure function of the computed tables returning a Figure.
+
+Figures are built on matplotlib's object API (no pyplot state, no display backend), so a report
+can run in a headless worker or a thread.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from kdlora.analysis.efficiency import memory_kind_of
+from kdlora.analysis.report import Analysis
+from kdlora.analysis.table import STRATEGY_LABEL, method_label
+from kdlora.analysis.tables import method_order, task_order
+
+COLORS = {"fft": "#444444", "lora": "#1f77b4", "kd-lora": "#d62728"}
+
+
+def close(fig: Figure) -> None:
+    fig.clear()
+
+
+def _color(method: str) -> str:
+    return COLORS.get(method.partition(":")[0], "#7f7f7f")
+
+
+def efficiency_scatter(a: Analysis) -> Figure | None:
+    df = a["runs"]
+    measures = [("train_time_s", "train time (s)"), ("trainable_params", "trainable parameters"),
+                ("peak_memory_bytes", "memory (bytes)"), ("train_samples_per_s", "train samples/s")]
+    if memory_kind_of(df["memory_kind"]) in (None, "mixed"):
+        measures = [m for m in measures if m[0] != "peak_memory_bytes"]
+    measures = [m for m in measures if df[m[0]].notna().any()]
+    if not measures:
+        return None
+    fig = Figure(figsize=(4.2 * len(measures), 3.8))
+    axes = fig.subplots(1, len(measures), squeeze=False)[0]
+    for ax, (column, label) in zip(axes, measures):
+        for strategy, part in df.groupby("strategy"):
+            ax.scatter(part[column], part["primary"], s=8, alpha=0.5, color=COLORS.get(strategy),
+                       label=STRATEGY_LABEL.get(strategy, strategy), rasterized=True)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("primary metric")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Efficiency vs performance (one point per run)")
+    return fig
+
+
+def parameter_efficiency(a: Analysis) -> Figure | None:
+    pe = a["parameter_efficiency"]
+    pe = pe[pe["strategy"] != "fft"].dropna(subset=["performance_per_million"])
+    if pe.empty:
+        return None
+    pe = pe.sort_values("performance_per_million")
+    fig = Figure(figsize=(7, 0.35 * len(pe) + 1.5))
+    ax = fig.subplots()
+    ax.barh(pe["label"], pe["performance_per_million"], color=[_color(m) for m in pe["method"]])
+    ax.set_xlabel("mean primary metric per million trainable parameters")
+    ax.set_title("Parameter efficiency")
+    return fig
+
+
+def pareto(a: Analysis) -> Figure | None:
+    front = a["pareto_frontier"]
+    if front.empty:
+        return None
+    costs = list(dict.fromkeys(front["cost"]))
+    fig = Figure(figsize=(4.6 * len(costs), 4))
+    axes = fig.subplots(1, len(costs), squeeze=False)[0]
+    for ax, cost in zip(axes, costs):
+        part = front[front["cost"] == cost]
+        ax.scatter(part["cost_value"], part["score"], color=[_color(m) for m in part["method"]], s=25)
+        on = part[part["on_frontier"]].sort_values("cost_value")
+        ax.step(on["cost_value"], on["score"], where="post", color="black", lw=1, label="Pareto frontier")
+        for r in on.itertuples():
+            ax.annotate(r.label, (r.cost_value, r.score), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"mean {cost}")
+        ax.set_ylabel("mean score")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Pareto frontier: score vs cost (methods)")
+    return fig
+
+
+def completion_heatmap(a: Analysis) -> Figure | None:
+    cells = a.tables.get("completion_cells")
+    if cells is not None and not cells.empty:
+        grid = cells.pivot_table(index=["family", "method"], columns="task", values="completion_pct")
+        title, vmax = "Completion against the grid (%)", 100
+    else:
+        grid = a["cells"].pivot_table(index=["family", "method"], columns="task", values="runs", fill_value=0)
+        title, vmax = "Completed runs per cell (no grid given)", None
+    grid = grid[task_order(grid.columns)]
+    order = [(f, m) for f in sorted(grid.index.get_level_values(0).unique())
+             for m in method_order(grid.loc[f].index)]
+    grid = grid.loc[order]
+    fig = Figure(figsize=(1 + 0.6 * grid.shape[1], 1 + 0.22 * grid.shape[0]))
+    ax = fig.subplots()
+    im = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=45, ha="right")
+    ax.set_yticks(range(grid.shape[0]), [f"{f} {method_label(m)}" for f, m in grid.index], fontsize=6)
+    fig.colorbar(im, ax=ax)
+    ax.set_title(title)
+    return fig
+
+
+def per_task_bars(a: Analysis) -> Figure | None:
+    """One panel per task, one bar per method (mean ± std over runs), one shared legend.
+
+    Methods are told apart by colour in a single legend rather than by rotated tick labels on
+    every panel: text layout is most of a figure's drawing time.
+    """
+    df = a["runs"]
+    tasks, methods = task_order(df["task"]), method_order(df["method"])
+    stat = df.groupby(["task", "method"])["primary"].agg(["mean", "std"])
+    palette = _palette(methods)
+    cols = min(3, len(tasks))
+    rows = int(np.ceil(len(tasks) / cols))
+    fig = Figure(figsize=(4.2 * cols + 2.2, 2.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, task in zip(axes, tasks):
+        part = stat.loc[task].reindex(methods)
+        bars = ax.bar(range(len(methods)), part["mean"], yerr=part["std"].fillna(0), color=palette, capsize=1.5)
+        ax.set_xticks([])
+        ax.set_title(f"{task} ({df.loc[df['task'] == task, 'primary_name'].iloc[0]})", fontsize=9)
+    for ax in axes[len(tasks):]:
+        ax.set_visible(False)
+    fig.legend(bars, [method_label(m) for m in methods], loc="center right", fontsize=7)
+    fig.subplots_adjust(right=1 - 2.0 / (4.2 * cols + 2.2), hspace=0.35)
+    fig.suptitle("Per-task primary metric (mean ± std over runs)")
+    return fig
+
+
+def _palette(methods: list[str]) -> list:
+    """Shades of the strategy's colour per variant, so strategy stays readable at a glance."""
+    from matplotlib import colormaps
+
+    maps = {"fft": "Greys", "lora": "Blues", "kd-lora": "Reds"}
+    out = []
+    for m in methods:
+        strategy = m.partition(":")[0]
+        same = [x for x in methods if x.partition(":")[0] == strategy]
+        shade = 0.45 + 0.5 * same.index(m) / max(len(same) - 1, 1)
+        out.append(colormaps[maps.get(strategy, "Greens")](shade))
+    return out
+
+
+def paired_forest(a: Analysis) -> Figure | None:
+    tests = a["statistical_tests"]
+    if tests.empty:
+        return None
+    tests = tests.iloc[::-1]
+    fig = Figure(figsize=(7, 0.3 * len(tests) + 1.5))
+    ax = fig.subplots()
+    y = np.arange(len(tests))
+    colors = ["#d62728" if s else "#1f77b4" for s in tests["significant"]]
+    ax.hlines(y, tests["ci_low"], tests["ci_high"], colors=colors)
+    ax.scatter(tests["mean_diff"], y, color=colors, zorder=3, s=14)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, [f"{f}: {c}" for f, c in zip(tests["test_family"], tests["comparison"])], fontsize=7)
+    ax.set_xlabel("mean paired difference (a − b) with bootstrap CI; red = significant after Holm")
+    ax.set_title("Paired differences")
+    return fig
+
+
+def critical_difference(a: Analysis) -> Figure | None:
+    import scikit_posthocs as sp
+
+    fr, ranks, nem = a["friedman"], a["friedman_ranks"], a["nemenyi"]
+    if fr.empty:
+        return None
+    fig = Figure(figsize=(8, 2.4 * len(fr)))
+    axes = fig.subplots(len(fr), 1, squeeze=False).ravel()
+    for ax, r in zip(axes, fr.itertuples()):
+        rk = ranks[ranks["strategy"] == r.strategy].set_index("variant")["mean_rank"]
+        sig = _square(nem[nem["strategy"] == r.strategy], list(rk.index))
+        sp.critical_difference_diagram(rk, sig, ax=ax, cd=r.critical_difference,
+                                       alpha=float(a["settings"]["alpha"].iloc[0]))
+        ax.set_title(f"{r.label}: mean ranks over {int(r.n_blocks)} blocks (Nemenyi)", fontsize=9)
+    return fig
+
+
+def _square(long: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    m = pd.DataFrame(1.0, index=names, columns=names)
+    for r in long.itertuples():
+        m.loc[r.a, r.b] = m.loc[r.b, r.a] = r.p_nemenyi
+    return m
+
+
+FIGURES: dict[str, Callable[[Analysis], Figure | None]] = {
+    "efficiency_performance_scatter": efficiency_scatter,
+    "parameter_efficiency": parameter_efficiency,
+    "pareto_frontier": pareto,
+    "completion_heatmap": completion_heatmap,
+    "per_task_bars": per_task_bars,
+    "paired_differences_forest": paired_forest,
+    "critical_difference": critical_difference,
+}
+
+
+def all_figures(a: Analysis) -> Iterator[tuple[str, Figure]]:
+    for name, make in FIGURES.items():
+        fig = make(a)
+        if fig is not None:
+            yield name, fig

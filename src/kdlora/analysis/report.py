@@ -1,0 +1,162 @@
+"""The report: compute every table once, then write CSVs, LaTeX, figures and report.md from them.
+
+`analyse` is pure (tables in, tables out); `write_report` does all the I/O, each file written
+atomically (temp file + rename) so an interrupted report never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from kdlora.analysis import comparisons, efficiency, rules, tables
+from kdlora.analysis.table import Loaded, check_table, completed, load_results
+from kdlora.analysis.tables import Settings
+from kdlora.errors import UserError
+from kdlora.records.store import atomic_write_text
+
+REQUIRED_CSVS = ("efficiency_summary_by_variant", "statistical_tests", "parameter_efficiency", "per_task_results")
+
+
+@dataclass
+class Analysis:
+    settings: Settings
+    tables: dict[str, pd.DataFrame]
+    sources: list[str] = field(default_factory=list)
+    grid: str | None = None
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self.tables[name]
+
+
+def analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None = None,
+            sources: Iterable[str] = (), grid: str | None = None) -> Analysis:
+    """Every table of the report from the tidy table (and the grid's expected runs, if any)."""
+    all_runs = check_table(loaded.table)
+    df = tables.add_normalised(completed(all_runs))
+    if df.empty:
+        raise UserError("no completed runs with a primary metric to analyse")
+    t: dict[str, pd.DataFrame] = {"settings": settings.table(), "runs": df}
+    t["problems"] = pd.DataFrame({"problem": loaded.problems})
+    t["failed_runs"] = all_runs.loc[all_runs["status"] != "completed", ["run_id", "family", "task", "method", "status"]]
+    t["counts"], t["strategy_task_counts"], t["cells"] = (
+        tables.counts(df), tables.strategy_task_counts(df), tables.cells(df))
+    if expected is not None:
+        t["completion"], t["completion_cells"] = tables.completion(df, expected)
+    t["scores"] = tables.scores(df, settings)
+    t["legacy_tests"] = comparisons.legacy_tests(df, settings)
+    t["statistical_tests"] = comparisons.paired_tests(df, settings)
+    t["paired_by_task"] = comparisons.paired_by_task(df)
+    t["friedman"], t["friedman_ranks"], t["nemenyi"] = comparisons.friedman_tables(df, settings)
+    _efficiency_tables(t, df, settings)
+    t["per_task_results"] = tables.per_task(df)
+    t["glue_average"] = tables.glue_average(t["per_task_results"])
+    t["teacher_student"] = tables.teacher_student(df)
+    t["teacher_student_summary"] = tables.teacher_student_summary(t["teacher_student"])
+    t["collapsed_runs"] = tables.collapsed_runs(df)
+    t["recommendations"] = rules.apply(rules.RECOMMENDATIONS, t)
+    t["limitations"] = rules.apply(rules.LIMITATIONS, t)
+    return Analysis(settings, t, list(sources), grid)
+
+
+def _efficiency_tables(t: dict[str, pd.DataFrame], df: pd.DataFrame, settings: Settings) -> None:
+    summary = efficiency.summary_by_variant(df)
+    t["efficiency_summary_by_variant"] = summary
+    t["correlations"] = efficiency.correlations(df, settings)
+    t["efficiency_gains"] = efficiency.gains_vs_fft(df)
+    t["parameter_efficiency"] = efficiency.parameter_efficiency(summary)
+    score = "score_norm_mean" if summary["score_norm_mean"].notna().all() else "performance_mean"
+    t["pareto_frontier"] = efficiency.pareto(summary, score)
+
+
+# ----- inputs ------------------------------------------------------------------------------------------
+def expected_from_grid(path: str | Path) -> pd.DataFrame:
+    """The grid file's runs as keys, through the sweep's own grid expansion."""
+    try:
+        from kdlora.grid import expand_grid, load_grid
+    except ImportError as exc:  # pragma: no cover - the sweep module ships with kdlora
+        raise UserError(f"--grid needs kdlora.grid ({exc})") from None
+    return tables.expected_keys(expand_grid(load_grid(path)))
+
+
+def build(results: Iterable[str | Path], policy: str = "glue", grid: str | Path | None = None,
+          settings: Settings | None = None) -> Analysis:
+    """Load, validate and analyse; nothing is written, so bad input leaves no trace."""
+    if policy not in ("glue", "legacy"):
+        raise UserError(f"unknown metric policy {policy!r}; choose glue or legacy")
+    results = [Path(r) for r in results]
+    if not results:
+        raise UserError("give at least one --results DIR (or --legacy DIR)")
+    expected = expected_from_grid(grid) if grid is not None else None
+    loaded = load_results(results, policy)
+    settings = settings or Settings(policy=policy)
+    return analyse(loaded, settings, expected, [str(r) for r in results], None if grid is None else str(grid))
+
+
+# ----- outputs -----------------------------------------------------------------------------------------
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csvs(analysis: Analysis, out: Path) -> list[Path]:
+    paths = []
+    for name, frame in analysis.tables.items():
+        path = out / f"{name}.csv"
+        atomic_write_text(path, frame.to_csv(index=False))
+        paths.append(path)
+    return paths
+
+
+def write_figures(analysis: Analysis, out: Path) -> list[Path]:
+    from kdlora.analysis import plots
+
+    paths = []
+    for name, fig in plots.all_figures(analysis):
+        for ext in ("png", "pdf"):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, dpi=100, bbox_inches="tight")
+            path = out / "figures" / f"{name}.{ext}"
+            atomic_write_bytes(path, buf.getvalue())
+            paths.append(path)
+        plots.close(fig)
+    return paths
+
+
+def write_latex(analysis: Analysis, out: Path) -> list[Path]:
+    from kdlora.analysis import latex
+
+    paths = []
+    for name, text in latex.all_tables(analysis):
+        path = out / "tables" / f"{name}.tex"
+        atomic_write_text(path, text)
+        paths.append(path)
+    return paths
+
+
+def write_report(analysis: Analysis, out: str | Path, figures: bool = True) -> Path:
+    """Every output under OUT; report.md is written last, after everything it links to."""
+    from kdlora.analysis.markdown import render
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} exists and is not a directory")
+    write_csvs(analysis, out)
+    write_latex(analysis, out)
+    figure_paths = write_figures(analysis, out) if figures else []
+    report = out / "report.md"
+    atomic_write_text(report, render(analysis, [p.relative_to(out) for p in figure_paths]))
+    return report

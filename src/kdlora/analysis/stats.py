@@ -1,0 +1,213 @@
+"""Statistics as small pure functions on 1-D arrays (or one blocks x treatments frame).
+
+Every test statistic comes from scipy / statsmodels / scikit-posthocs; this module only checks
+shapes, handles the degenerate cases the report must survive (n < 2, all-zero differences) and
+returns plain dicts. Inputs of the wrong shape are refused, never silently broadcast.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+NAN = float("nan")
+
+
+# ----- shape checks -------------------------------------------------------------------------
+def as_vector(x, name: str = "x") -> np.ndarray:
+    arr = np.asarray(x, dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    return arr
+
+
+def as_pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a, b = as_vector(a, "a"), as_vector(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples must have equal length, got {a.size} and {b.size}")
+    return a, b
+
+
+# ----- unpaired: the reference's way ----------------------------------------------------------
+def welch(a, b) -> dict:
+    """Welch's unpaired t-test (scipy ttest_ind, equal_var=False), as the reference computed it."""
+    a, b = as_vector(a, "a"), as_vector(b, "b")
+    out = {"n_a": a.size, "n_b": b.size, "mean_a": _mean(a), "mean_b": _mean(b)}
+    out["diff"] = out["mean_a"] - out["mean_b"]
+    if min(a.size, b.size) < 2:
+        return {**out, "t": NAN, "p": NAN}
+    res = st.ttest_ind(a, b, equal_var=False)
+    return {**out, "t": float(res.statistic), "p": float(res.pvalue)}
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x)) if x.size else NAN
+
+
+# ----- paired: the sound way -------------------------------------------------------------------
+def cohens_dz(diff) -> float:
+    """Mean paired difference over its standard deviation (ddof=1)."""
+    d = as_vector(diff, "diff")
+    if d.size < 2:
+        return NAN
+    sd = float(np.std(d, ddof=1))
+    return NAN if sd == 0 else float(np.mean(d)) / sd
+
+
+def prob_improvement(a, b) -> float:
+    """P(a > b) over matched pairs, ties counting one half."""
+    a, b = as_pairs(a, b)
+    if a.size == 0:
+        return NAN
+    return float(np.mean(a > b) + 0.5 * np.mean(a == b))
+
+
+def paired_t(a, b) -> tuple[float, float]:
+    a, b = as_pairs(a, b)
+    if a.size < 2 or np.all(a - b == 0):
+        return NAN, NAN
+    res = st.ttest_rel(a, b)
+    return float(res.statistic), float(res.pvalue)
+
+
+def wilcoxon(a, b) -> tuple[float, float]:
+    """Wilcoxon signed-rank (two-sided, scipy's default method); nan when every difference is 0."""
+    a, b = as_pairs(a, b)
+    if a.size == 0 or np.all(a - b == 0):
+        return NAN, NAN
+    res = st.wilcoxon(a, b)
+    return float(res.statistic), float(res.pvalue)
+
+
+def min_wilcoxon_p(n: int) -> float:
+    """The smallest two-sided exact Wilcoxon p-value n pairs can reach: 2 / 2**n."""
+    return 2.0 / 2.0 ** n if n > 0 else NAN
+
+
+def paired_summary(a, b) -> dict:
+    """Every paired statistic the report shows for one comparison of a against b."""
+    a, b = as_pairs(a, b)
+    t, p_t = paired_t(a, b)
+    w, p_w = wilcoxon(a, b)
+    return {"n_pairs": a.size, "mean_a": _mean(a), "mean_b": _mean(b), "mean_diff": _mean(a - b),
+            "t": t, "p_t": p_t, "w": w, "p_wilcoxon": p_w, "d_z": cohens_dz(a - b),
+            "prob_improvement": prob_improvement(a, b)}
+
+
+# ----- bootstrap ---------------------------------------------------------------------------------
+def bootstrap_mean_ci(values, strata: Sequence | None = None, n_boot: int = 2000,
+                      confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean, resampling within each stratum (e.g. task).
+
+    Stratifying keeps every resample's task mix equal to the data's, so the interval reflects
+    seed-to-seed variation and not a random reshuffling of which tasks are in the average.
+    """
+    x = as_vector(values, "values")
+    if x.size == 0:
+        return NAN, NAN
+    groups = np.zeros(x.size, dtype=int) if strata is None else pd.factorize(np.asarray(strata))[0]
+    if groups.shape != x.shape:
+        raise ValueError(f"strata must match values: {groups.shape} vs {x.shape}")
+    rng = np.random.default_rng(seed)
+    total = np.zeros(n_boot)
+    for g in np.unique(groups):
+        member = x[groups == g]
+        picks = rng.integers(0, member.size, size=(n_boot, member.size))
+        total += member[picks].sum(axis=1)
+    means = total / x.size
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+# ----- multiple comparisons ---------------------------------------------------------------------
+def holm(pvalues) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (statsmodels); nan inputs stay nan and are not counted."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = as_vector(pvalues, "pvalues")
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out
+
+
+# ----- many methods over blocks ------------------------------------------------------------------
+def check_blocks(matrix: pd.DataFrame) -> pd.DataFrame:
+    """A blocks x treatments frame with no missing cells (rows: blocks, columns: methods)."""
+    if not isinstance(matrix, pd.DataFrame) or matrix.ndim != 2:
+        raise ValueError("expected a blocks x treatments DataFrame")
+    if matrix.isna().any().any():
+        raise ValueError("blocks x treatments frame has missing cells; keep complete blocks only")
+    return matrix.astype(float)
+
+
+def mean_ranks(matrix: pd.DataFrame) -> pd.Series:
+    """Average rank of each column, rank 1 = best (highest score) within a block; ties averaged."""
+    m = check_blocks(matrix)
+    ranks = st.rankdata(-m.to_numpy(), axis=1)
+    return pd.Series(ranks.mean(axis=0), index=m.columns)
+
+
+def friedman(matrix: pd.DataFrame) -> dict:
+    m = check_blocks(matrix)
+    if m.shape[1] < 3 or m.shape[0] < 2:
+        return {"n_blocks": m.shape[0], "k": m.shape[1], "chi2": NAN, "p": NAN}
+    res = st.friedmanchisquare(*[m[c].to_numpy() for c in m.columns])
+    return {"n_blocks": m.shape[0], "k": m.shape[1], "chi2": float(res.statistic), "p": float(res.pvalue)}
+
+
+def nemenyi(matrix: pd.DataFrame) -> pd.DataFrame:
+    """Nemenyi post-hoc p-values after Friedman (scikit-posthocs), columns x columns."""
+    import scikit_posthocs as sp
+
+    return sp.posthoc_nemenyi_friedman(check_blocks(matrix))
+
+
+def critical_difference(k: int, n_blocks: int, alpha: float = 0.05) -> float:
+    """Nemenyi critical difference of mean ranks (Demšar 2006): q_alpha * sqrt(k(k+1)/(6N))."""
+    if k < 2 or n_blocks < 1:
+        return NAN
+    q = st.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+    return float(q * math.sqrt(k * (k + 1) / (6.0 * n_blocks)))
+
+
+# ----- correlation and power ----------------------------------------------------------------------
+def correlation(x, y, confidence: float = 0.95) -> dict:
+    """Pearson r with its Fisher-z confidence interval (scipy), and Spearman's rho."""
+    x, y = as_pairs(x, y)
+    ok = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[ok], y[ok]
+    out = {"n": x.size, "pearson_r": NAN, "ci_low": NAN, "ci_high": NAN, "p": NAN,
+           "spearman_rho": NAN, "spearman_p": NAN}
+    if x.size < 4 or np.std(x) == 0 or np.std(y) == 0:
+        return out
+    res = st.pearsonr(x, y)
+    ci = res.confidence_interval(confidence)
+    rho = st.spearmanr(x, y)
+    return {**out, "pearson_r": float(res.statistic), "ci_low": float(ci.low), "ci_high": float(ci.high),
+            "p": float(res.pvalue), "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue)}
+
+
+def min_detectable_dz(n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest standardised paired effect (d_z) a two-sided paired t-test detects with `power`."""
+    from statsmodels.stats.power import TTestPower
+
+    if n < 3:
+        return NAN
+    return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power))
+
+
+# ----- Pareto ----------------------------------------------------------------------------------------
+def pareto_mask(cost, score) -> np.ndarray:
+    """True where no other point has cost <= and score >= with one strictly better."""
+    c, s = as_pairs(cost, score)
+    better_or_equal = (c[None, :] <= c[:, None]) & (s[None, :] >= s[:, None])
+    strictly = (c[None, :] < c[:, None]) | (s[None, :] > s[:, None])
+    dominated = (better_or_equal & strictly).any(axis=1)
+    return ~dominated & ~np.isnan(c) & ~np.isnan(s)

@@ -1,0 +1,145 @@
+"""The tidy table every analysis function takes: one row per run.
+
+Columns: identity (run_id, family, task, seed, strategy, variant, method, status), every task
+metric, `primary` / `primary_name` under the chosen policy, and efficiency in absolute units
+(counts, bytes, seconds, FLOPs, joules). FFT rows have variant None and method "fft"; adapter
+rows have method "<strategy>:<variant>" (e.g. "kd-lora:dora").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from kdlora.config import task_slug
+from kdlora.data.metrics import GLUE_TASKS, primary_metric
+from kdlora.errors import UserError
+from kdlora.records.schema import RunRecord
+
+KEY = ("family", "task", "strategy", "variant", "seed")
+STRATEGY_ORDER = ("fft", "lora", "kd-lora")
+STRATEGY_LABEL = {"fft": "FFT", "lora": "LoRA-only", "kd-lora": "KD-LoRA"}
+METRICS = ("accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman",
+           "matched_accuracy", "mismatched_accuracy")
+EFFICIENCY = ("trainable_params", "total_params", "peak_memory_bytes", "peak_memory_reserved_bytes",
+              "train_time_s", "train_steps", "train_samples_per_s", "train_tokens_per_s",
+              "flops_measured", "flops_analytic", "hf_total_flos", "energy_j", "gpu_util_mean",
+              "gpu_power_mean_w", "eval_samples_per_s", "eval_latency_ms_b32", "teacher_cache_build_s")
+TEXT = ("run_id", "family", "task", "strategy", "variant", "method", "status", "primary_name",
+        "memory_kind", "teacher_run_id", "source")
+COLUMNS = ("run_id", "family", "task", "seed", "strategy", "variant", "method", "status",
+           *METRICS, "primary", "primary_name", *EFFICIENCY, "memory_kind", "teacher_run_id", "source")
+
+
+@dataclass
+class Loaded:
+    """A tidy table plus what could not be used, each reported by path or run_id."""
+
+    table: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+
+
+def method_of(strategy: str, variant: str | None) -> str:
+    return "fft" if strategy == "fft" else f"{strategy}:{variant}"
+
+
+def method_label(method: str) -> str:
+    """'kd-lora:dora' -> 'KD-LoRA dora'; 'fft' -> 'FFT'."""
+    strategy, _, variant = method.partition(":")
+    return STRATEGY_LABEL.get(strategy, strategy) + (f" {variant}" if variant else "")
+
+
+def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
+    cfg, metrics = record.config, record.metrics
+    task = task_slug(str(cfg.get("task", "")))
+    custom = None if task in GLUE_TASKS else metrics.get("primary_name")
+    name, value = primary_metric(task, metrics, policy, custom)
+    eff = record.efficiency.model_dump()
+    row = {
+        "run_id": record.run_id, "family": cfg.get("family"), "task": task,
+        "seed": cfg.get("seed"), "strategy": cfg.get("strategy"), "variant": cfg.get("variant"),
+        "method": method_of(cfg.get("strategy"), cfg.get("variant")), "status": record.status,
+        "primary": value, "primary_name": name, "memory_kind": eff.get("memory_kind"),
+        "teacher_run_id": record.teacher_run_id or eff.get("teacher_run_id"), "source": source,
+    }
+    row.update({m: _number(metrics.get(m)) for m in METRICS})
+    row.update({e: _number(eff.get(e)) for e in EFFICIENCY})
+    return row
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan
+
+
+def records_to_table(records: Iterable[tuple[RunRecord, str]], policy: str) -> pd.DataFrame:
+    """(record, source) pairs -> the tidy table, checked."""
+    rows = [record_row(rec, policy, src) for rec, src in records]
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    return check_table(_typed(table))
+
+
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.copy()
+    for col in TEXT:
+        table[col] = table[col].astype(object).where(table[col].notna(), None)
+    table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
+    for col in (*METRICS, "primary", *EFFICIENCY):
+        table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
+    return table
+
+
+def check_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Refuse a table that is not the tidy shape: missing columns, wrong types, duplicate runs."""
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"tidy table lacks columns {missing}")
+    numeric = [c for c in (*METRICS, "primary", *EFFICIENCY) if not pd.api.types.is_float_dtype(table[c])]
+    if numeric:
+        raise ValueError(f"tidy table columns {numeric} must be float")
+    if table["run_id"].duplicated().any():
+        raise ValueError("tidy table has duplicate run_id rows")
+    bad = set(table["strategy"].dropna()) - set(STRATEGY_ORDER)
+    if bad:
+        raise ValueError(f"unknown strategies {sorted(bad)}")
+    return table
+
+
+def completed(table: pd.DataFrame) -> pd.DataFrame:
+    """Runs that finished with a primary metric: the only rows any statistic uses."""
+    check_table(table)
+    return table[(table["status"] == "completed") & table["primary"].notna()].reset_index(drop=True)
+
+
+# ----- loading ----------------------------------------------------------------------------------
+def load_results(paths: Iterable[str | Path], policy: str) -> Loaded:
+    """Records from kdlora results directories or legacy-layout directories (detected), merged.
+
+    A run_id seen twice keeps its first occurrence; the duplicate is reported.
+    """
+    from kdlora.records.legacy import is_legacy_dir, iter_legacy_records
+    from kdlora.records.store import iter_records
+
+    pairs, problems, seen = [], [], set()
+    for path in paths:
+        path = Path(path)
+        if not path.is_dir():
+            raise UserError(f"results directory {str(path)!r} not found")
+        legacy = is_legacy_dir(path)
+        found = iter_legacy_records(path, problems) if legacy else iter_records(path, problems)
+        for record in found:
+            if record.run_id in seen:
+                problems.append(f"{path}: duplicate run_id {record.run_id} ignored")
+                continue
+            seen.add(record.run_id)
+            pairs.append((record, f"{'legacy:' if legacy else ''}{path}"))
+    if not pairs:
+        where = ", ".join(str(p) for p in paths)
+        raise UserError(f"no valid run records in {where}; expected RESULTS/runs/*.json "
+                        "(kdlora train/sweep) or the legacy layout {fft,lora,kd-lora}/task_*/...")
+    return Loaded(records_to_table(pairs, policy), problems)

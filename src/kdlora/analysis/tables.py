@@ -1,0 +1,246 @@
+"""Descriptive tables from the tidy table: counts, completion against a grid, normalised scores,
+per-task GLUE results, student-as-%-of-teacher and collapsed runs.
+
+Every function takes the completed-runs table (see table.completed) and returns a DataFrame whose
+columns are what the CSV and the report show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kdlora.analysis import stats
+from kdlora.analysis.glue import chance_of_primary, constant_predictor
+from kdlora.analysis.table import KEY, METRICS, STRATEGY_ORDER, method_of
+from kdlora.config import task_slug
+from kdlora.data.metrics import GLUE_TASKS
+
+BLOCK = ["family", "task", "seed"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    policy: str = "glue"
+    alpha: float = 0.05
+    confidence: float = 0.95
+    n_boot: int = 2000
+    seed: int = 0  # of the bootstrap generator, so a report is reproducible
+    power: float = 0.8
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([{
+            "metric_policy": self.policy, "alpha": self.alpha,
+            "confidence_pct": round(self.confidence * 100, 6), "bootstrap_resamples": self.n_boot,
+            "bootstrap_seed": self.seed, "power": self.power,
+            "min_wilcoxon_p_3_seeds": stats.min_wilcoxon_p(3),
+        }])
+
+
+# ----- ordering helpers ---------------------------------------------------------------------
+def ordered(values, order=()) -> list:
+    """Known names in their conventional order first, then the rest sorted."""
+    values = [v for v in pd.unique(pd.Series(list(values)).dropna())]
+    return [v for v in order if v in values] + sorted(v for v in values if v not in order)
+
+
+def task_order(tasks) -> list[str]:
+    return ordered(tasks, GLUE_TASKS)
+
+
+def method_order(methods) -> list[str]:
+    def key(m: str):
+        strategy, _, variant = m.partition(":")
+        return (STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else 9, variant)
+    return sorted(pd.unique(pd.Series(list(methods)).dropna()), key=key)
+
+
+# ----- normalised scores ----------------------------------------------------------------------
+def add_normalised(df: pd.DataFrame) -> pd.DataFrame:
+    """Add chance, fft_ref and score_norm = (score - chance) / (FFT - chance).
+
+    FFT is the FFT run of the same family, task and seed (the mean over that family and task's
+    FFT seeds when that seed has none). FFT at or below chance cannot anchor a scale: nan.
+    """
+    out = df.copy()
+    cache: dict[tuple[str, str], float] = {}
+    out["chance"] = [cache.setdefault((t, n), chance_of_primary(t, n))
+                     for t, n in zip(out["task"], out["primary_name"])]
+    fft = out[out["strategy"] == "fft"]
+    by_seed = fft.groupby(BLOCK)["primary"].mean().rename("_fft_seed")
+    by_cell = fft.groupby(["family", "task"])["primary"].mean().rename("_fft_cell")
+    out = out.join(by_seed, on=BLOCK).join(by_cell, on=["family", "task"])
+    out["fft_ref"] = out["_fft_seed"].fillna(out["_fft_cell"])
+    denom = out["fft_ref"] - out["chance"]
+    out["score_norm"] = ((out["primary"] - out["chance"]) / denom).where(denom > 0)
+    return out.drop(columns=["_fft_seed", "_fft_cell"])
+
+
+# ----- counts -------------------------------------------------------------------------------------
+def counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs by every dimension, long: dimension, level, runs."""
+    parts = [pd.DataFrame([{"dimension": "total", "level": "all", "runs": len(df)}])]
+    orders = {"strategy": STRATEGY_ORDER, "family": (), "task": GLUE_TASKS, "seed": (), "method": ()}
+    for dim, order in orders.items():
+        sizes = df.groupby(dim).size()
+        levels = method_order(sizes.index) if dim == "method" else ordered(sizes.index, order)
+        parts.append(pd.DataFrame({"dimension": dim, "level": [str(v) for v in levels],
+                                   "runs": [int(sizes[v]) for v in levels]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def strategy_task_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs per strategy x task (zeros included), the table that settles 'no runs on task X'."""
+    table = df.groupby(["strategy", "task"]).size().unstack(fill_value=0)
+    table = table.reindex(index=ordered(table.index, STRATEGY_ORDER), columns=task_order(table.columns),
+                          fill_value=0)
+    return table.rename_axis(index="strategy", columns=None).reset_index()
+
+
+def cells(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (family, method, task): runs and distinct seeds."""
+    g = df.groupby(["family", "strategy", "variant", "method", "task"], dropna=False)
+    out = g.agg(runs=("run_id", "size"), seeds=("seed", "nunique")).reset_index()
+    return out.sort_values(["family", "method", "task"]).reset_index(drop=True)
+
+
+# ----- completion against a grid --------------------------------------------------------------
+def expected_keys(configs) -> pd.DataFrame:
+    """The grid's runs as rows: run_id and key (family, task, strategy, variant, seed)."""
+    rows = [{"run_id": c.run_id, "family": c.family, "task": task_slug(c.task), "strategy": c.strategy,
+             "variant": c.variant, "seed": c.seed} for c in configs]
+    return pd.DataFrame(rows, columns=["run_id", *KEY]).drop_duplicates("run_id").reset_index(drop=True)
+
+
+def _keyed(frame: pd.DataFrame) -> pd.Series:
+    """One string per row for the key; a missing variant (FFT) is spelt 'None' on both sides."""
+    cols = [["None" if v is None or v != v else str(v) for v in frame[k].tolist()] for k in KEY]
+    return pd.Series(["|".join(row) for row in zip(*cols)], index=frame.index, dtype=object)
+
+
+def completion(df: pd.DataFrame, expected: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary by scope, per-cell table) of the grid's runs that completed.
+
+    A grid run is done when a completed run has its run_id, or, if no other grid run shares its
+    key (family, task, strategy, variant, seed), when a completed run has that key: runs made
+    elsewhere (other defaults, the legacy study) still count, and hyperparameter axes that give
+    one key several runs are told apart by run_id. Completed runs matching no grid run are
+    counted as outside the grid.
+    """
+    exp = expected.assign(seed=expected["seed"].astype(int), method=[
+        method_of(s, v) for s, v in zip(expected["strategy"], expected["variant"])])
+    exp["key"] = _keyed(exp)
+    done_keys = _keyed(df.assign(seed=df["seed"].astype(int)))
+    unique_key = ~exp["key"].duplicated(keep=False)
+    exp["done"] = exp["run_id"].isin(set(df["run_id"])) | (unique_key & exp["key"].isin(set(done_keys)))
+    matched = df["run_id"].isin(set(exp["run_id"])) | done_keys.isin(set(exp.loc[unique_key, "key"]))
+    rows = [_completion_row("overall", "all", exp)]
+    for scope in ("strategy", "family", "task"):
+        for level, part in exp.groupby(scope, sort=False):
+            rows.append(_completion_row(scope, level, part))
+    summary = pd.DataFrame(rows)
+    summary["outside_grid"] = np.where(summary["scope"] == "overall", int((~matched).sum()), np.nan)
+    per_cell = exp.groupby(["family", "method", "task"]).agg(
+        expected=("done", "size"), done=("done", "sum")).reset_index()
+    per_cell["completion_pct"] = 100 * per_cell["done"] / per_cell["expected"]
+    return summary, per_cell
+
+
+def _completion_row(scope: str, level: str, part: pd.DataFrame) -> dict:
+    done, expected = int(part["done"].sum()), len(part)
+    return {"scope": scope, "level": level, "expected": expected, "done": done,
+            "missing": expected - done, "completion_pct": 100 * done / expected if expected else np.nan}
+
+
+# ----- per-task results (the paper's Table 1) ---------------------------------------------------
+def per_task(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of the primary metric per family x method x task."""
+    g = df.groupby(["family", "strategy", "variant", "method", "task", "primary_name"], dropna=False)
+    out = g["primary"].agg(n_seeds="count", mean="mean", std="std").reset_index()
+    out["mean_x100"], out["std_x100"] = out["mean"] * 100, out["std"] * 100
+    return _sort_cells(out)
+
+
+def glue_average(per_task_table: pd.DataFrame) -> pd.DataFrame:
+    """Mean over tasks of the per-task means; `complete` says whether all nine GLUE tasks are in."""
+    g = per_task_table.groupby(["family", "strategy", "variant", "method"], dropna=False)
+    out = g.agg(n_tasks=("task", "nunique"), average=("mean", "mean")).reset_index()
+    tasks = per_task_table.groupby(["family", "method"])["task"].agg(set)
+    out["complete"] = [set(GLUE_TASKS) <= tasks[(f, m)] for f, m in zip(out["family"], out["method"])]
+    out["average_x100"] = out["average"] * 100
+    return _sort_cells(out)
+
+
+def _sort_cells(out: pd.DataFrame) -> pd.DataFrame:
+    rank = {m: i for i, m in enumerate(method_order(out["method"]))}
+    trank = {t: i for i, t in enumerate(task_order(out["task"]))} if "task" in out else {}
+    out = out.assign(_m=out["method"].map(rank), _t=out["task"].map(trank) if trank else 0)
+    return out.sort_values(["family", "_m", "_t"]).drop(columns=["_m", "_t"]).reset_index(drop=True)
+
+
+# ----- teacher -> student -------------------------------------------------------------------------
+def teacher_student(df: pd.DataFrame) -> pd.DataFrame:
+    """Each KD-LoRA run beside the FFT run that taught it (linked by teacher_run_id)."""
+    kd = df[(df["strategy"] == "kd-lora") & df["teacher_run_id"].notna()]
+    teachers = df[df["strategy"] == "fft"].set_index("run_id")
+    kd = kd[kd["teacher_run_id"].isin(teachers.index)]
+    cols = ["primary", "trainable_params", "eval_samples_per_s", "eval_latency_ms_b32", "train_time_s"]
+    t = teachers.loc[kd["teacher_run_id"], cols].set_axis(kd.index)
+    out = kd[["run_id", "teacher_run_id", "family", "task", "seed", "variant", "primary_name"]].copy()
+    out["student_primary"], out["teacher_primary"] = kd["primary"], t["primary"]
+    out["pct_of_teacher"] = 100 * kd["primary"] / t["primary"].where(t["primary"] != 0)
+    out["inference_speedup"] = kd["eval_samples_per_s"] / t["eval_samples_per_s"]
+    out["latency_ratio"] = kd["eval_latency_ms_b32"] / t["eval_latency_ms_b32"]
+    out["trainable_params_ratio"] = kd["trainable_params"] / t["trainable_params"]
+    return out.reset_index(drop=True)
+
+
+def teacher_student_summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Mean student-as-%-of-teacher per family x variant, with the inference speed-up."""
+    if pairs.empty:
+        return pd.DataFrame(columns=["family", "variant", "runs", "pct_of_teacher_mean",
+                                     "pct_of_teacher_min", "inference_speedup_mean"])
+    g = pairs.groupby(["family", "variant"])
+    return g.agg(runs=("run_id", "size"), pct_of_teacher_mean=("pct_of_teacher", "mean"),
+                 pct_of_teacher_min=("pct_of_teacher", "min"),
+                 inference_speedup_mean=("inference_speedup", "mean")).reset_index()
+
+
+# ----- collapsed runs -------------------------------------------------------------------------------
+def collapsed_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs whose metrics are exactly those of a constant predictor (see glue.constant_predictor)."""
+    rows = []
+    long = df.melt(id_vars=["run_id", "family", "task", "seed", "method"], value_vars=list(METRICS),
+                   var_name="metric", value_name="value").dropna(subset=["value"])
+    hits = [constant_predictor(t, m, v) for t, m, v in zip(long["task"], long["metric"], long["value"])]
+    for run_id, part in long[hits].groupby("run_id", sort=False):
+        first = part.iloc[0]
+        rows.append({"run_id": run_id, "family": first["family"], "task": first["task"],
+                     "seed": first["seed"], "method": first["method"],
+                     "evidence": "; ".join(f"{m}={v:.4f}" for m, v in zip(part["metric"], part["value"]))})
+    cols = ["run_id", "family", "task", "seed", "method", "evidence"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["task", "method", "family"]).reset_index(drop=True)
+
+
+# ----- aggregate scores ---------------------------------------------------------------------------
+def scores(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """Mean primary (pooled, the reference's way) and mean FFT-normalised score with a
+    task-stratified bootstrap CI, for all runs, each strategy and each method."""
+    groups = [("all", "all", df)]
+    groups += [("strategy", s, df[df["strategy"] == s]) for s in ordered(df["strategy"], STRATEGY_ORDER)]
+    groups += [("method", m, df[df["method"] == m]) for m in method_order(df["method"])]
+    return pd.DataFrame([_score_row(level, name, part, settings) for level, name, part in groups])
+
+
+def _score_row(level: str, name: str, part: pd.DataFrame, s: Settings) -> dict:
+    strategy, _, variant = name.partition(":") if level != "all" else ("", "", "")
+    norm = part.dropna(subset=["score_norm"])
+    p_lo, p_hi = stats.bootstrap_mean_ci(part["primary"].to_numpy(), part["task"], s.n_boot, s.confidence, s.seed)
+    n_lo, n_hi = stats.bootstrap_mean_ci(norm["score_norm"].to_numpy(), norm["task"], s.n_boot, s.confidence, s.seed)
+    return {"level": level, "name": name, "strategy": strategy or None, "variant": variant or None,
+            "runs": len(part), "performance_mean": part["primary"].mean(), "performance_std": part["primary"].std(),
+            "performance_ci_low": p_lo, "performance_ci_high": p_hi, "n_norm": len(norm),
+            "score_norm_mean": norm["score_norm"].mean() if len(norm) else np.nan,
+            "score_norm_ci_low": n_lo, "score_norm_ci_high": n_hi}

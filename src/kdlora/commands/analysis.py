@@ -1,0 +1,51 @@
+"""`kdlora report` and `kdlora import-legacy`: thin wrappers over kdlora.analysis and
+kdlora.records.legacy. Heavy imports (pandas, scipy, matplotlib) happen inside the functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from kdlora.commands.common import user_errors
+
+
+@user_errors
+def report(
+    results: List[Path] = typer.Option(..., "--results", help="Results directory (kdlora records, or the legacy "
+                                       "layout, detected); repeat to merge several."),
+    legacy: List[Path] = typer.Option([], "--legacy", help="A legacy-layout results directory to include."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="Grid YAML the runs belong to (completion rate)."),
+    metric_policy: str = typer.Option("glue", "--metric-policy", help="Primary metric policy: glue or legacy."),
+    out: Path = typer.Option(..., "--out", help="Output directory for report.md, CSVs, LaTeX and figures."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures (PNG and PDF)."),
+) -> None:
+    """Analyse results: statistics, efficiency, recommendations and limitations, into OUT/report.md."""
+    from kdlora.analysis.report import build, write_report
+    from kdlora.analysis.summary import print_summary
+
+    analysis = build([*results, *legacy], metric_policy, grid)
+    path = write_report(analysis, out, figures=figures)
+    print_summary(analysis, path)
+
+
+@user_errors
+def import_legacy(
+    source: Path = typer.Argument(..., help="The legacy results folder (holding fft/ lora/ kd-lora/ or results/)."),
+    results: Path = typer.Option(..., "--results", help="kdlora results directory to write records into."),
+) -> None:
+    """Convert the reference study's legacy layout into kdlora run records (units made absolute)."""
+    from rich.console import Console
+
+    from kdlora.errors import UserError
+    from kdlora.records.legacy import import_legacy as convert
+
+    if not source.is_dir():
+        raise UserError(f"legacy folder {str(source)!r} not found")
+    result = convert(source, results)
+    console = Console()
+    for problem in result.skipped:
+        console.print(f"[yellow]skipped[/] {problem}", highlight=False)
+    console.print(f"imported {len(result.written)} runs into {results / 'runs'}; skipped {len(result.skipped)} files",
+                  highlight=False)

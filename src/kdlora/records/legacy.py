@@ -1,0 +1,233 @@
+"""Read the reference study's legacy result layout as kdlora run records.
+
+Layout (one file per run):
+    [results/]{fft|lora|kd-lora}/task_{task}_{family}_{seed}/base_{batch}_{lr}_{wd}/
+        peft_{variant}_{alpha}_{dropout}_{rank}/metrics.json
+
+What the legacy files hold, and how it is made honest here:
+- `train.trainable_params_count` is in MILLIONS for every strategy: multiplied by 1e6 into a count.
+- `train.memory_allocated` is a list of torch.cuda.memory_allocated() values in MB (1e6 bytes)
+  read at each epoch end. It is not a peak: it is kept as bytes under
+  memory_kind="epoch_end_allocated" so it is never mistaken for a real peak.
+- HF's `total_flos` (6 x tokens x all parameters, even for adapters) is kept as `hf_total_flos`,
+  not as a measured or analytic FLOP count.
+- Corrupt, empty or partial files are reported by path and skipped.
+
+No torch here: the analysis reads legacy results directly through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from kdlora.config import RunConfig, build_config
+from kdlora.data.metrics import primary_metric
+from kdlora.errors import UserError
+from kdlora.records.schema import Efficiency, RunRecord
+from kdlora.records.store import write_record
+
+STRATEGY_DIRS = {"fft": "fft", "lora": "lora", "kd-lora": "kd-lora"}
+METRIC_NAMES = {
+    "eval_matthews_correlation": "mcc",
+    "eval_accuracy": "accuracy",
+    "eval_f1": "f1",
+    "eval_pearson": "pearson",
+    "eval_spearmanr": "spearman",
+    "eval_spearman": "spearman",
+    "matched_accuracy": "matched_accuracy",
+    "mismatched_accuracy": "mismatched_accuracy",
+}
+MB = 1_000_000  # torch.cuda.memory_allocated() / 1e6, as the legacy script logged it
+MILLION = 1_000_000
+RUN_DIR = re.compile(r"^task_(?P<task>[a-z0-9]+)_(?P<family>[a-z0-9]+)_(?P<seed>\d+)$")
+PEFT_DIR = re.compile(r"^peft_(?P<variant>[a-z]+)_(?P<alpha>[^_]+)_(?P<dropout>[^_]+)_(?P<rank>\d+)$")
+GLOB = "*/task_*/base_*/peft_*/metrics.json"
+NOTES = [
+    "imported from the legacy layout",
+    "trainable_params converted from millions to a count",
+    "memory is torch memory_allocated read at epoch end (not a peak): memory_kind=epoch_end_allocated",
+]
+
+
+class LegacyFormatError(ValueError):
+    """One legacy file cannot be read; the message starts with its path."""
+
+
+@dataclass
+class ImportResult:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "path: reason"
+
+
+def legacy_root(path: str | Path) -> Path | None:
+    """The folder holding fft/ lora/ kd-lora/ (the dataset folder or its results/), or None."""
+    path = Path(path)
+    for root in (path / "results", path):
+        if root.is_dir() and any(root.glob(GLOB)):
+            return root
+    return None
+
+
+def is_legacy_dir(path: str | Path) -> bool:
+    return legacy_root(path) is not None
+
+
+def legacy_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob(GLOB) if p.parts[-5] in STRATEGY_DIRS)
+
+
+def iter_legacy_records(path: str | Path, errors: list[str] | None = None) -> Iterator[RunRecord]:
+    """Every readable legacy run under `path`; unreadable files go to `errors` as 'path: reason'."""
+    root = legacy_root(path)
+    if root is None:
+        raise UserError(f"{path}: no legacy results found (expected {{fft,lora,kd-lora}}/{GLOB[2:]})")
+    for file in legacy_files(root):
+        try:
+            yield parse_legacy_file(file, root)
+        except LegacyFormatError as exc:
+            if errors is not None:
+                errors.append(str(exc))
+
+
+def parse_legacy_file(file: Path, root: Path) -> RunRecord:
+    """One legacy metrics.json as a RunRecord; LegacyFormatError names the file on any defect."""
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LegacyFormatError(f"{file}: unreadable or not JSON ({type(exc).__name__})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise LegacyFormatError(f"{file}: empty or not a JSON object")
+    try:
+        return _to_record(raw, file, root)
+    except (KeyError, TypeError, ValueError, IndexError, UserError) as exc:
+        reason = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise LegacyFormatError(f"{file}: partial or inconsistent legacy record ({reason})") from None
+
+
+def _to_record(raw: dict[str, Any], file: Path, root: Path) -> RunRecord:
+    where = _path_fields(file)
+    args, train = raw["args"], raw["train"]
+    _check_agrees(where, args)
+    config = _config(where, args)
+    metrics = _metrics(raw)
+    if not metrics:
+        raise ValueError("no task metric (eval_* or matched_accuracy)")
+    name, value = primary_metric(config.task, metrics, "legacy")
+    if value is None:
+        raise ValueError(f"primary metric {name} missing")
+    teacher = config.teacher_config().run_id if config.strategy == "kd-lora" else None
+    return RunRecord(
+        run_id=config.run_id,
+        status="completed",
+        config=config.model_dump(mode="json"),
+        metrics={**metrics, "primary": value, "primary_name": name},
+        efficiency=_efficiency(raw, train, teacher),
+        environment={"source": "legacy", "legacy_file": str(file.relative_to(root.parent))},
+        started_at="unknown",
+        finished_at="unknown",
+        teacher_run_id=teacher,
+        notes=NOTES + ([] if teacher is None else [
+            "teacher_run_id links the FFT run of the same family/task/seed and teacher settings; "
+            "the legacy files do not say which teacher checkpoint was used"]),
+    )
+
+
+def _path_fields(file: Path) -> dict[str, Any]:
+    strategy_dir, run_dir, _base, peft_dir = file.parts[-5:-1]
+    run, peft = RUN_DIR.match(run_dir), PEFT_DIR.match(peft_dir)
+    if run is None or peft is None:
+        raise ValueError(f"unexpected folder names {run_dir!r} / {peft_dir!r}")
+    strategy = STRATEGY_DIRS[strategy_dir]
+    return {"strategy": strategy, "task": run["task"], "family": run["family"],
+            "seed": int(run["seed"]), "variant": None if strategy == "fft" else peft["variant"]}
+
+
+def _check_agrees(where: dict[str, Any], args: dict[str, Any]) -> None:
+    """The folder names and the stored args must describe the same run."""
+    stored = {"task": args["task"], "family": args["model_family"], "seed": int(args["seed"])}
+    if where["variant"] is not None:
+        stored["variant"] = args["peft"]
+    wrong = {k: (where[k], v) for k, v in stored.items() if where[k] != v}
+    if wrong:
+        raise ValueError(f"folder and args disagree on {sorted(wrong)}")
+
+
+def _config(where: dict[str, Any], args: dict[str, Any]) -> RunConfig:
+    student = where["strategy"] != "fft"
+    data: dict[str, Any] = {
+        **where,
+        "teacher_model": args.get("teacher_model_name"),
+        "student_model": args.get("student_model_name") if where["strategy"] == "kd-lora" else None,
+        "metric_policy": "legacy",
+        "lr": float(args["student_learning_rate"] if student else args["teacher_learning_rate"]),
+        "epochs": float(args["num_train_epochs"]),
+        "batch_size": int(args["train_batch_size"]),
+        "weight_decay": float(args["weight_decay"]),
+        "r": int(args["rank"]),
+        "lora_alpha": float(args["lora_alpha"]),
+        "lora_dropout": float(args["lora_dropout"]),
+    }
+    if where["strategy"] == "kd-lora":
+        data["teacher_lr"] = float(args["teacher_learning_rate"])
+    if where["variant"] == "mrlora" and args.get("lora_ranks"):
+        data["mrlora_ranks"] = tuple(int(r) for r in args["lora_ranks"])
+    return build_config(data)
+
+
+def _metrics(raw: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, name in METRIC_NAMES.items():
+        value = raw.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def _efficiency(raw: dict[str, Any], train: dict[str, Any], teacher: str | None) -> Efficiency:
+    summary = _train_summary(raw.get("log_history") or [])
+    allocated, reserved = train.get("memory_allocated") or [], train.get("memory_reserved") or []
+    return Efficiency(
+        trainable_params=round(float(train["trainable_params_count"]) * MILLION),
+        peak_memory_bytes=round(max(allocated) * MB) if allocated else None,
+        peak_memory_reserved_bytes=round(max(reserved) * MB) if reserved else None,
+        memory_kind="epoch_end_allocated" if allocated else None,
+        train_time_s=float(train["train_time"]),
+        train_steps=summary.get("step"),
+        train_samples_per_s=summary.get("train_samples_per_second"),
+        eval_samples_per_s=_eval_throughput(raw),
+        teacher_run_id=teacher,
+        hf_total_flos=summary.get("total_flos"),
+    )
+
+
+def _train_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """HF Trainer's final training entry (the one with train_runtime), or {}."""
+    entries = [e for e in history if isinstance(e, dict) and "train_runtime" in e]
+    return entries[-1] if entries else {}
+
+
+def _eval_throughput(raw: dict[str, Any]) -> float | None:
+    value = raw.get("eval_samples_per_second")
+    if value is None:  # MNLI files keep evaluation only in the log history
+        evals = [e for e in raw.get("log_history") or [] if "eval_samples_per_second" in e]
+        value = evals[-1]["eval_samples_per_second"] if evals else None
+    return None if value is None else float(value)
+
+
+def import_legacy(source: str | Path, results_dir: str | Path) -> ImportResult:
+    """Convert every readable legacy run under `source` into RESULTS/runs/<run_id>.json."""
+    result = ImportResult()
+    records = list(iter_legacy_records(source, result.skipped))
+    seen: dict[str, str] = {}
+    for record in records:
+        where = record.environment["legacy_file"]
+        if record.run_id in seen:  # two files claiming the same experiment: keep the first
+            result.skipped.append(f"{where}: same experiment as {seen[record.run_id]} (run_id {record.run_id})")
+            continue
+        seen[record.run_id] = where
+        result.written.append(write_record(results_dir, record))
+    return result
