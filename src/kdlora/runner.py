@@ -78,12 +78,16 @@ def git_commit() -> str | None:
 
 
 def quiet_libraries() -> None:
-    """Per-map and per-shard progress bars would drown the sweep's own progress display."""
+    """Per-map and per-shard progress bars would drown the sweep's own progress display, and
+    PEFT's calls of deprecated transformers helpers warn on every run (not actionable here)."""
+    import warnings
+
     import datasets
     from transformers.utils import logging as hf_logging
 
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
