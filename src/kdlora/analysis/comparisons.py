@@ -3,8 +3,8 @@
 Legacy (the reference's way): Welch t-tests on every run of A against every run of B, pooled over
 tasks with different metrics, no correction. Kept so its numbers can be reproduced.
 
-Sound: runs are matched on blocks (family, task, seed), or (task, strategy, variant, seed) for
-family comparisons, so each difference compares like with like; paired t and Wilcoxon tests,
+Sound: runs are matched on blocks (family, task, seed), or (task, method, seed) for family
+comparisons, so each difference compares like with like; paired t and Wilcoxon tests,
 a task-stratified bootstrap CI of the mean difference, d_z, probability of improvement, and
 Holm–Bonferroni within each family of comparisons. Friedman + Nemenyi rank all variants of a
 strategy over complete blocks.
@@ -22,18 +22,19 @@ from kdlora.analysis import stats
 from kdlora.analysis.table import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import BLOCK, Settings, method_order, ordered
 
-FAMILY_BLOCK = ["task", "strategy", "variant", "seed"]
 TEST_FAMILIES = {"lora_vs_kd": "LoRA-only vs KD-LoRA (per variant)",
                  "vs_fft": "each variant vs FFT",
                  "families": "model families"}
+# How runs are matched: (block columns, the column whose values are compared).
+LAYOUTS = {"method": (BLOCK, "method"), "family": (["task", "method", "seed"], "family")}
 
 
 class Comparison(NamedTuple):
     test_family: str
     label: str
-    a: pd.Series  # a run subset's mask
-    b: pd.Series
-    block: list[str]
+    a: str  # a value of the layout's compared column (a method or a family)
+    b: str
+    layout: str
 
 
 def variants_of(df: pd.DataFrame, strategy: str) -> list[str]:
@@ -42,40 +43,45 @@ def variants_of(df: pd.DataFrame, strategy: str) -> list[str]:
 
 # ----- which comparisons -------------------------------------------------------------------------
 def lora_vs_kd(df: pd.DataFrame) -> Iterator[Comparison]:
+    kd = variants_of(df, "kd-lora")
     for v in variants_of(df, "lora"):
-        if v in variants_of(df, "kd-lora"):
-            yield Comparison("lora_vs_kd", v, (df["method"] == f"lora:{v}"),
-                             (df["method"] == f"kd-lora:{v}"), BLOCK)
+        if v in kd:
+            yield Comparison("lora_vs_kd", v, f"lora:{v}", f"kd-lora:{v}", "method")
 
 
 def each_vs_fft(df: pd.DataFrame) -> Iterator[Comparison]:
     if not (df["strategy"] == "fft").any():
         return
     for m in method_order(df.loc[df["strategy"] != "fft", "method"]):
-        yield Comparison("vs_fft", f"{method_label(m)} vs FFT", df["method"] == m, df["strategy"] == "fft", BLOCK)
+        yield Comparison("vs_fft", f"{method_label(m)} vs FFT", m, "fft", "method")
 
 
 def between_families(df: pd.DataFrame) -> Iterator[Comparison]:
     for f1, f2 in combinations(ordered(df["family"], ("bert", "roberta", "deberta")), 2):
-        yield Comparison("families", f"{f1} vs {f2}", df["family"] == f1, df["family"] == f2, FAMILY_BLOCK)
+        yield Comparison("families", f"{f1} vs {f2}", f1, f2, "family")
 
 
 def all_comparisons(df: pd.DataFrame) -> list[Comparison]:
     return [*lora_vs_kd(df), *each_vs_fft(df), *between_families(df)]
 
 
+def pooled(df: pd.DataFrame, c: Comparison, side: str) -> np.ndarray:
+    """Every run of one side, unmatched: what the reference's Welch test used."""
+    column = LAYOUTS[c.layout][1]
+    return df.loc[df[column] == getattr(c, side), "primary"].to_numpy()
+
+
 # ----- legacy: pooled Welch ------------------------------------------------------------------------
 def legacy_tests(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """The reference's three tables: LoRA-only vs KD-LoRA per variant, variant (both strategies
     pooled) vs FFT, and family vs family over all runs; unpaired Welch, uncorrected."""
-    rows = [_welch_row(c.test_family, c.label, df.loc[c.a, "primary"], df.loc[c.b, "primary"])
-            for c in lora_vs_kd(df)]
-    fft = df.loc[df["strategy"] == "fft", "primary"]
+    rows = [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b")) for c in lora_vs_kd(df)]
+    fft = df.loc[df["strategy"] == "fft", "primary"].to_numpy()
     if len(fft):
         for v in ordered(df.loc[df["strategy"] != "fft", "variant"]):
-            peft = df.loc[(df["strategy"] != "fft") & (df["variant"] == v), "primary"]
+            peft = df.loc[(df["strategy"] != "fft") & (df["variant"] == v), "primary"].to_numpy()
             rows.append(_welch_row("vs_fft", f"{v} vs FFT", peft, fft))
-    rows += [_welch_row(c.test_family, c.label, df.loc[c.a, "primary"], df.loc[c.b, "primary"])
+    rows += [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b"))
              for c in between_families(df)]
     out = pd.DataFrame(rows)
     if not out.empty:
@@ -83,22 +89,31 @@ def legacy_tests(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     return out
 
 
-def _welch_row(test_family: str, label: str, a: pd.Series, b: pd.Series) -> dict:
-    return {"test_family": test_family, "comparison": label, **stats.welch(a.to_numpy(), b.to_numpy())}
+def _welch_row(test_family: str, label: str, a: np.ndarray, b: np.ndarray) -> dict:
+    return {"test_family": test_family, "comparison": label, **stats.welch(a, b)}
 
 
 # ----- sound: paired -------------------------------------------------------------------------------
-def matched(df: pd.DataFrame, c: Comparison, value: str = "primary") -> pd.DataFrame:
-    """Blocks where both sides ran: columns a, b and task (runs sharing a block are averaged)."""
-    a = df[c.a].groupby(c.block, dropna=False)[value].mean().rename("a")
-    b = df[c.b].groupby(c.block, dropna=False)[value].mean().rename("b")
-    both = pd.concat([a, b], axis=1, join="inner").dropna().reset_index()
-    return both
+def wide(df: pd.DataFrame, layout: str, value: str = "primary") -> pd.DataFrame:
+    """Blocks x compared values (runs sharing a block are averaged); one groupby for all comparisons."""
+    index, column = LAYOUTS[layout]
+    return df.groupby([*index, column])[value].mean().unstack(column)
+
+
+def matched(table: pd.DataFrame, c: Comparison) -> pd.DataFrame:
+    """Blocks where both sides have a value: columns a, b and task."""
+    if c.a not in table or c.b not in table:
+        return pd.DataFrame({"a": [], "b": [], "task": []})
+    both = table[[c.a, c.b]].dropna()
+    return pd.DataFrame({"a": both[c.a].to_numpy(), "b": both[c.b].to_numpy(),
+                         "task": both.index.get_level_values("task").to_numpy()})
 
 
 def paired_tests(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """statistical_tests.csv: one row per comparison, paired statistics beside the legacy Welch."""
-    rows = [_paired_row(df, c, settings) for c in all_comparisons(df)]
+    tables = {(layout, value): wide(df, layout, value) for layout in LAYOUTS for value in ("primary", "score_norm")
+              if value in df}
+    rows = [_paired_row(df, c, tables, settings) for c in all_comparisons(df)]
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -109,17 +124,16 @@ def paired_tests(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     return out
 
 
-def _paired_row(df: pd.DataFrame, c: Comparison, s: Settings) -> dict:
-    pairs = matched(df, c)
-    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+def _paired_row(df: pd.DataFrame, c: Comparison, tables: dict, s: Settings) -> dict:
+    pairs = matched(tables[(c.layout, "primary")], c)
+    a, b = pairs["a"].to_numpy(float), pairs["b"].to_numpy(float)
     diff = a - b
     lo, hi = stats.bootstrap_mean_ci(diff, pairs["task"], s.n_boot, s.confidence, s.seed)
-    norm = _normalised_diff(df, c, s)
-    welch = stats.welch(df.loc[c.a, "primary"].to_numpy(), df.loc[c.b, "primary"].to_numpy())
+    welch = stats.welch(pooled(df, c, "a"), pooled(df, c, "b"))
     sd = float(np.std(diff, ddof=1)) if diff.size > 1 else np.nan
     return {
-        "test_family": c.test_family, "comparison": c.label, **stats.paired_summary(a, b),
-        "ci_low": lo, "ci_high": hi, **norm,
+        "test_family": c.test_family, "comparison": c.label, "a": c.a, "b": c.b, **stats.paired_summary(a, b),
+        "ci_low": lo, "ci_high": hi, **_normalised_diff(c, tables, s),
         "n_tasks": pairs["task"].nunique(),
         "min_wilcoxon_p": stats.min_wilcoxon_p(diff.size),
         "min_detectable_diff": stats.min_detectable_dz(diff.size, s.alpha, s.power) * sd,
@@ -128,26 +142,27 @@ def _paired_row(df: pd.DataFrame, c: Comparison, s: Settings) -> dict:
     }
 
 
-def _normalised_diff(df: pd.DataFrame, c: Comparison, s: Settings) -> dict:
+def _normalised_diff(c: Comparison, tables: dict, s: Settings) -> dict:
     """Mean paired difference in FFT-normalised units, comparable across tasks (not for families:
     each family is normalised by its own FFT)."""
     nan = {"mean_diff_norm": np.nan, "ci_norm_low": np.nan, "ci_norm_high": np.nan}
-    if c.test_family == "families" or "score_norm" not in df:
+    table = tables.get((c.layout, "score_norm"))
+    if c.layout == "family" or table is None:
         return nan
-    pairs = matched(df, c, "score_norm")
+    pairs = matched(table, c)
     if pairs.empty:
         return nan
-    diff = (pairs["a"] - pairs["b"]).to_numpy()
+    diff = (pairs["a"] - pairs["b"]).to_numpy(float)
     lo, hi = stats.bootstrap_mean_ci(diff, pairs["task"], s.n_boot, s.confidence, s.seed)
     return {"mean_diff_norm": float(diff.mean()), "ci_norm_low": lo, "ci_norm_high": hi}
 
 
 def paired_by_task(df: pd.DataFrame) -> pd.DataFrame:
     """Mean paired difference per task for LoRA-only vs KD-LoRA, each in its task's own metric."""
-    rows = []
+    rows, table = [], wide(df, "method")
     for c in lora_vs_kd(df):
-        for task, part in matched(df, c).groupby("task", sort=False):
-            diff = (part["a"] - part["b"]).to_numpy()
+        for task, part in matched(table, c).groupby("task", sort=False):
+            diff = (part["a"] - part["b"]).to_numpy(float)
             rows.append({"variant": c.label, "task": task, "n_pairs": diff.size,
                          "mean_diff": float(diff.mean()), "min_wilcoxon_p": stats.min_wilcoxon_p(diff.size)})
     return pd.DataFrame(rows, columns=["variant", "task", "n_pairs", "mean_diff", "min_wilcoxon_p"])

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from kdlora.analysis.fmt import num, pct, pval
+from kdlora.analysis.fmt import num, pct, pval, ratio
 from kdlora.analysis.table import STRATEGY_LABEL, method_label
 
 Tables = Mapping[str, pd.DataFrame]
@@ -21,7 +21,13 @@ IMBALANCE_RATIO = 1.25  # max/min runs per adapter method above which the design
 
 
 def finding(rule: str, statement: str, text: str, **values) -> dict:
+    """One finding; every number `text` prints is also one of `values` (the CSV's columns)."""
     return {"rule": rule, "statement": statement, "text": text, **values}
+
+
+def _detail(counts: pd.Series) -> str:
+    """A breakdown as data ('a=3; b=4'), stored beside the sentence that prints it."""
+    return "; ".join(f"{k}={int(v)}" for k, v in counts.items())
 
 
 def _score_column(scores: pd.DataFrame) -> tuple[str, str]:
@@ -107,7 +113,8 @@ def kd_versus_lora(t: Tables) -> list[dict]:
             f"significantly (Holm-adjusted Wilcoxon p < {num(t['settings']['alpha'].iloc[0], 2)}); mean "
             f"differences range from {num(part[col].min())} to {num(part[col].max())} {unit}.")
     return [finding("kd_versus_lora", "count of variants whose paired LoRA-only vs KD-LoRA difference "
-                    "survives Holm correction", text, significant=sig, tests=len(part))]
+                    "survives Holm correction", text, significant=sig, tests=len(part),
+                    low=part[col].min(), high=part[col].max())]
 
 
 def student_of_teacher(t: Tables) -> list[dict]:
@@ -117,10 +124,12 @@ def student_of_teacher(t: Tables) -> list[dict]:
     text = (f"KD-LoRA students reach a mean {num(pairs['pct_of_teacher'].mean(), 1)} % of their FFT "
             f"teacher's primary metric (range {num(pairs['pct_of_teacher'].min(), 1)} % to "
             f"{num(pairs['pct_of_teacher'].max(), 1)} %, {len(pairs)} student runs).")
+    speedup = pairs["inference_speedup"].mean()
     if pairs["inference_speedup"].notna().any():
-        text += f" Their inference is {num(pairs['inference_speedup'].mean(), 2)}x the teacher's throughput."
+        text += f" Their inference throughput is {ratio(speedup)} the teacher's."
     return [finding("student_of_teacher", "mean of student primary / teacher primary over linked pairs",
-                    text, value=pairs["pct_of_teacher"].mean())]
+                    text, value=pairs["pct_of_teacher"].mean(), low=pairs["pct_of_teacher"].min(),
+                    high=pairs["pct_of_teacher"].max(), runs=len(pairs), speedup=speedup)]
 
 
 RECOMMENDATIONS: list[Rule] = [best_per_strategy, best_per_parameter, lowest_memory, kd_versus_lora,
@@ -134,15 +143,15 @@ def imbalance(t: Tables) -> list[dict]:
     if len(methods) < 2:
         return []
     lo, hi = methods.loc[methods["runs"].idxmin()], methods.loc[methods["runs"].idxmax()]
-    ratio = hi["runs"] / lo["runs"]
-    if ratio <= IMBALANCE_RATIO:
+    spread = hi["runs"] / lo["runs"]
+    if spread <= IMBALANCE_RATIO:
         return []
     text = (f"Imbalanced design: runs per adapter method range from {int(lo['runs'])} "
             f"({method_label(lo['level'])}) to {int(hi['runs'])} ({method_label(hi['level'])}), "
-            f"a ratio of {num(ratio, 2)} (threshold {num(IMBALANCE_RATIO, 2)}); pooled means compare "
+            f"a ratio of {num(spread, 2)} (threshold {num(IMBALANCE_RATIO, 2)}); pooled means compare "
             "different task mixes, which is why the paired tests match runs.")
     return [finding("imbalance", f"max/min runs per adapter method > {IMBALANCE_RATIO}", text,
-                    value=ratio, threshold=IMBALANCE_RATIO)]
+                    value=spread, threshold=IMBALANCE_RATIO, low=lo["runs"], high=hi["runs"])]
 
 
 def missing_cells(t: Tables) -> list[dict]:
@@ -161,7 +170,8 @@ def missing_cells(t: Tables) -> list[dict]:
     text = f"{len(missing)} (method, task) cells {source} have no completed run: {listed}{more}."
     if empty_fine:
         text += f" Counting families, {empty_fine} (family, method, task) grid cells are empty."
-    return [finding("missing_cells", "a (method, task) cell with zero completed runs", text, value=len(missing))]
+    return [finding("missing_cells", "a (method, task) cell with zero completed runs", text, value=len(missing),
+                    empty_family_cells=empty_fine)]
 
 
 def single_seed(t: Tables) -> list[dict]:
@@ -173,7 +183,8 @@ def single_seed(t: Tables) -> list[dict]:
     parts = ", ".join(f"{STRATEGY_LABEL.get(s, s)} {int(n)}" for s, n in by.items())
     text = (f"{len(single)} of {len(cells)} (family, method, task) cells have a single seed ({parts}); "
             "they carry no seed-to-seed variance and a per-cell test is impossible.")
-    return [finding("single_seed", "a (family, method, task) cell with one distinct seed", text, value=len(single))]
+    return [finding("single_seed", "a (family, method, task) cell with one distinct seed", text, value=len(single),
+                    cells=len(cells), detail=_detail(by))]
 
 
 def incomplete(t: Tables) -> list[dict]:
@@ -200,7 +211,8 @@ def collapsed(t: Tables) -> list[dict]:
     text = (f"{len(runs)} runs scored exactly what a constant predictor scores (MCC or F1 of 0, or "
             f"accuracy equal to a class's share): {parts}. They are kept in every statistic and listed "
             "in collapsed_runs.csv.")
-    return [finding("collapsed", "a metric equal to a constant predictor's score", text, value=len(runs))]
+    return [finding("collapsed", "a metric equal to a constant predictor's score", text, value=len(runs),
+                    detail=_detail(by))]
 
 
 def memory_not_peak(t: Tables) -> list[dict]:
@@ -234,7 +246,7 @@ def low_power(t: Tables) -> list[dict]:
     text = (f"With at most {seeds} seeds per cell, a Wilcoxon test within one cell cannot reach p below "
             f"{pval(floor)} (2/2^n), above alpha = {num(alpha, 2)}: per-task significance needs pooling "
             "over families or more seeds.")
-    return [finding("low_power", "2/2^(max seeds per cell) >= alpha", text, value=floor)]
+    return [finding("low_power", "2/2^(max seeds per cell) >= alpha", text, value=floor, seeds=seeds)]
 
 
 def not_normalisable(t: Tables) -> list[dict]:
@@ -260,7 +272,7 @@ def skipped_inputs(t: Tables) -> list[dict]:
         parts = ", ".join(f"{s} {int(n)}" for s, n in by.items())
         out.append(finding("failed_runs", "records whose status is not completed",
                            f"{len(failed)} runs did not complete ({parts}); they are excluded from every "
-                           "statistic.", value=len(failed)))
+                           "statistic.", value=len(failed), detail=_detail(by)))
     comp = t.get("completion")
     if comp is not None and not comp.empty:
         outside = comp.loc[comp["scope"] == "overall", "outside_grid"].iloc[0]

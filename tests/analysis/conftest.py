@@ -1,0 +1,81 @@
+"""Shared fixtures: a small synthetic study on disk, its report, and the real legacy data.
+
+The legacy data live in ../shared beside the repository (read-only in CI); tests that need them
+skip with a reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO / ".." / "shared"
+LEGACY = SHARED / "data" / "kdlora-cs5483-90028be5"
+REFERENCE = SHARED / "reference" / "000_348850892537ed9c.txt"
+ANCHORS = SHARED / "reference" / "ANCHORS.md"
+PAPER_GRID = REPO / "configs" / "paper.yaml"
+TASKS = ("cola", "mrpc", "stsb", "mnli")
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared data sit beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def legacy_dir() -> Path:
+    return need(LEGACY)
+
+
+@pytest.fixture(scope="session")
+def synthetic_configs():
+    from kdlora.analysis.synthetic import grid_configs
+
+    return grid_configs(tasks=TASKS)
+
+
+@pytest.fixture(scope="session")
+def synthetic_results(tmp_path_factory, synthetic_configs) -> Path:
+    """A results dir: every synthetic run but a few, one failed run and one corrupt file."""
+    from kdlora.analysis.synthetic import make_records
+    from kdlora.records import write_record
+
+    root = tmp_path_factory.mktemp("synthetic_results")
+    records = list(make_records(synthetic_configs, n=len(synthetic_configs) - 10, seed=1))
+    failed = records[-1].model_copy(update={"status": "failed", "error": "CUDA out of memory"})
+    for rec in records[:-1] + [failed]:
+        write_record(root, rec)
+    (root / "runs" / "broken.json").write_text("{not json")
+    (root / "runs" / "empty.json").write_text(json.dumps({}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_grid(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("grid") / "small.yaml"
+    path.write_text("families: [bert, roberta, deberta]\n"
+                    f"tasks: [{', '.join(TASKS)}]\n"
+                    "seeds: [42, 123, 2024]\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_report(tmp_path_factory, synthetic_results, synthetic_grid):
+    """(analysis, out dir) of a full report, figures included, built once."""
+    from kdlora.analysis.report import build, write_report
+
+    out = tmp_path_factory.mktemp("synthetic_report")
+    analysis = build([synthetic_results], "glue", synthetic_grid)
+    write_report(analysis, out)
+    return analysis, out
+
+
+@pytest.fixture(scope="session")
+def legacy_analysis(legacy_dir):
+    from kdlora.analysis.report import build
+
+    return build([legacy_dir], "legacy", need(PAPER_GRID))

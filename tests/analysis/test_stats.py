@@ -1,0 +1,181 @@
+"""Each statistic against scipy / statsmodels / scikit-posthocs on random inputs (1e-9), and small
+cases computed by hand with exact asserts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scikit_posthocs as sp
+from scipy import stats as st
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
+
+from kdlora.analysis import stats
+
+TOL = 1e-9
+
+
+@pytest.fixture(params=[0, 1, 2])
+def rng(request):
+    return np.random.default_rng(request.param)
+
+
+def test_welch_equals_scipy(rng):
+    a, b = rng.normal(0.7, 0.1, 31), rng.normal(0.65, 0.2, 17)
+    res, ref = stats.welch(a, b), st.ttest_ind(a, b, equal_var=False)
+    assert res["t"] == pytest.approx(ref.statistic, abs=TOL)
+    assert res["p"] == pytest.approx(ref.pvalue, abs=TOL)
+    assert res["diff"] == pytest.approx(a.mean() - b.mean(), abs=TOL)
+    assert (res["n_a"], res["n_b"]) == (31, 17)
+
+
+def test_welch_by_hand():
+    # means 2 and 5, variances 1 and 1, n 3 and 3: se = sqrt(2/3), t = -3/se, df = 4
+    res = stats.welch([1, 2, 3], [4, 5, 6])
+    t = -3 / math.sqrt(2 / 3)
+    assert res["t"] == pytest.approx(t, abs=1e-12)
+    assert res["p"] == pytest.approx(2 * st.t.sf(abs(t), 4), abs=1e-12)
+    assert res["diff"] == -3.0
+
+
+def test_welch_too_small_gives_nan():
+    res = stats.welch([1.0], [2.0, 3.0])
+    assert math.isnan(res["p"]) and res["mean_a"] == 1.0
+
+
+def test_paired_tests_equal_scipy(rng):
+    a = rng.normal(0.8, 0.05, 25)
+    b = a - rng.normal(0.01, 0.02, 25)
+    t, p = stats.paired_t(a, b)
+    ref = st.ttest_rel(a, b)
+    assert t == pytest.approx(ref.statistic, abs=TOL) and p == pytest.approx(ref.pvalue, abs=TOL)
+    w, pw = stats.wilcoxon(a, b)
+    refw = st.wilcoxon(a, b)
+    assert w == pytest.approx(refw.statistic, abs=TOL) and pw == pytest.approx(refw.pvalue, abs=TOL)
+
+
+def test_paired_summary_by_hand():
+    a, b = np.array([3.0, 5.0, 7.0, 4.0]), np.array([2.0, 3.0, 4.0, 4.0])
+    s = stats.paired_summary(a, b)
+    # differences 1, 2, 3, 0: mean 1.5, sd sqrt(5/3)
+    assert s["mean_diff"] == 1.5
+    assert s["d_z"] == pytest.approx(1.5 / math.sqrt(5 / 3), abs=1e-12)
+    assert s["prob_improvement"] == (3 + 0.5) / 4
+    assert s["n_pairs"] == 4
+
+
+def test_cohens_dz_and_prob_improvement_exact():
+    assert stats.cohens_dz([1.0, 2.0, 3.0]) == 2.0
+    assert stats.prob_improvement([1, 2, 3, 4], [0, 2, 5, 1]) == 0.625
+    assert math.isnan(stats.cohens_dz([1.0, 1.0]))  # no spread: undefined, not infinite
+
+
+def test_all_zero_differences_give_nan_not_error():
+    assert all(math.isnan(x) for x in stats.wilcoxon([1.0, 2.0], [1.0, 2.0]))
+    assert all(math.isnan(x) for x in stats.paired_t([1.0, 2.0], [1.0, 2.0]))
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 6, 8])
+def test_min_wilcoxon_p_is_what_scipy_gives_for_all_positive_pairs(n):
+    diffs = np.arange(1, n + 1, dtype=float)
+    assert stats.min_wilcoxon_p(n) == pytest.approx(st.wilcoxon(diffs).pvalue, abs=1e-12)
+    assert stats.min_wilcoxon_p(3) == 0.25
+
+
+def test_holm_equals_statsmodels(rng):
+    p = rng.uniform(0, 0.2, 9)
+    assert np.allclose(stats.holm(p), multipletests(p, method="holm")[1], atol=TOL, rtol=0)
+
+
+def test_holm_by_hand_and_nan():
+    # sorted 0.01, 0.03, 0.04 -> 0.03, 0.06, max(0.06, 0.04) = 0.06
+    assert stats.holm([0.01, 0.04, 0.03]).tolist() == pytest.approx([0.03, 0.06, 0.06], abs=1e-15)
+    out = stats.holm([0.01, np.nan, 0.02])
+    assert math.isnan(out[1]) and out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.02)
+
+
+def test_friedman_and_nemenyi_equal_libraries(rng):
+    m = pd.DataFrame(rng.normal(0, 1, (20, 5)) + np.arange(5) * 0.3, columns=list("abcde"))
+    res = stats.friedman(m)
+    ref = st.friedmanchisquare(*[m[c] for c in m.columns])
+    assert res["chi2"] == pytest.approx(ref.statistic, abs=TOL)
+    assert res["p"] == pytest.approx(ref.pvalue, abs=TOL)
+    assert np.allclose(stats.nemenyi(m).to_numpy(), sp.posthoc_nemenyi_friedman(m).to_numpy(), atol=TOL)
+
+
+def test_mean_ranks_by_hand():
+    m = pd.DataFrame([[3, 2, 1], [3, 1, 2]], columns=["x", "y", "z"])
+    assert stats.mean_ranks(m).to_dict() == {"x": 1.0, "y": 2.5, "z": 2.5}
+    ties = pd.DataFrame([[1, 1, 0]], columns=["x", "y", "z"])
+    assert stats.mean_ranks(ties).to_dict() == {"x": 1.5, "y": 1.5, "z": 3.0}
+
+
+@pytest.mark.parametrize("k, q", [(2, 1.960), (3, 2.343), (4, 2.569), (5, 2.728), (6, 2.850)])
+def test_critical_difference_matches_demsar_table(k, q):
+    # Demšar (2006), Table 5(a): q_0.05 for the Nemenyi test
+    n = 10
+    assert stats.critical_difference(k, n) == pytest.approx(q * math.sqrt(k * (k + 1) / (6 * n)), abs=2e-3)
+
+
+def test_correlation_equals_scipy(rng):
+    x = rng.normal(0, 1, 50)
+    y = 0.5 * x + rng.normal(0, 1, 50)
+    res = stats.correlation(x, y)
+    ref = st.pearsonr(x, y)
+    ci = ref.confidence_interval(0.95)
+    assert res["pearson_r"] == pytest.approx(ref.statistic, abs=TOL)
+    assert (res["ci_low"], res["ci_high"]) == pytest.approx((ci.low, ci.high), abs=TOL)
+    assert res["spearman_rho"] == pytest.approx(st.spearmanr(x, y).statistic, abs=TOL)
+
+
+def test_correlation_drops_missing_pairs():
+    x = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0])
+    y = np.array([2.0, 4.0, 5.0, np.nan, 10.0, 12.5])
+    assert stats.correlation(x, y)["n"] == 4
+
+
+def test_min_detectable_dz_has_the_stated_power():
+    for n in (5, 20, 60):
+        dz = stats.min_detectable_dz(n, 0.05, 0.8)
+        assert TTestPower().power(effect_size=dz, nobs=n, alpha=0.05) == pytest.approx(0.8, abs=1e-6)
+
+
+def test_stratified_bootstrap_keeps_the_task_mix():
+    # Within each stratum the values are constant, so every stratified resample has exactly the
+    # data's mean; an unstratified resample does not.
+    values = np.array([0.0] * 5 + [1.0] * 5)
+    strata = ["a"] * 5 + ["b"] * 5
+    assert stats.bootstrap_mean_ci(values, strata) == (0.5, 0.5)
+    lo, hi = stats.bootstrap_mean_ci(values)
+    assert lo < 0.5 < hi
+
+
+def test_bootstrap_is_reproducible_and_brackets_the_mean(rng):
+    x = rng.normal(0, 1, 40)
+    strata = np.repeat(["a", "b", "c", "d"], 10)
+    a = stats.bootstrap_mean_ci(x, strata, seed=3)
+    assert a == stats.bootstrap_mean_ci(x, strata, seed=3)
+    assert a[0] < x.mean() < a[1]
+    narrow = stats.bootstrap_mean_ci(x, strata, confidence=0.5, seed=3)
+    assert a[0] < narrow[0] < narrow[1] < a[1]
+
+
+def test_pareto_mask_by_hand():
+    cost = [1.0, 2.0, 3.0, 2.0, 5.0]
+    score = [0.5, 0.7, 0.6, 0.7, 0.9]
+    # (3, 0.6) is dominated by (2, 0.7); the two (2, 0.7) tie and both stay
+    assert stats.pareto_mask(cost, score).tolist() == [True, True, False, True, True]
+
+
+def test_shapes_are_checked():
+    with pytest.raises(ValueError, match="1-D"):
+        stats.welch(np.ones((3, 2)), [1.0, 2.0])
+    with pytest.raises(ValueError, match="equal length"):
+        stats.paired_summary([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="strata"):
+        stats.bootstrap_mean_ci([1.0, 2.0, 3.0], ["a", "b"])
+    with pytest.raises(ValueError, match="missing cells"):
+        stats.friedman(pd.DataFrame([[1.0, np.nan, 2.0], [1.0, 2.0, 3.0]]))
