@@ -17,7 +17,7 @@ ResultsOpt = typer.Option(..., "--results", help="results directory (records in 
 def _console():
     from rich.console import Console
 
-    return Console()
+    return Console(soft_wrap=True)  # long lines (paths, run ids) stay whole for grep
 
 
 def _load(grid: Path):
@@ -124,13 +124,10 @@ def status(grid: Path = GridArg, results: Path = ResultsOpt,
         grid_table.add_row(strategy, variant, *cells)
     console.print(grid_table)
     bad = st.failures(table)
-    if len(bad):
-        fail_table = Table(title=f"{len(bad)} failed runs")
-        for col in ("run_id", "status", "error"):
-            fail_table.add_column(col, overflow="fold")
+    if len(bad):  # one line each, whole, so that they can be grepped
+        console.print(f"[bold red]{len(bad)} failed runs[/]:")
         for row in bad.itertuples(index=False):
-            fail_table.add_row(row.run_id, row.status, str(row.error))
-        console.print(fail_table)
+            console.print(f"  {row.run_id}  {row.status}: {row.error}", highlight=False, markup=False)
     if plot is not None:
         st.plot_heatmap(table, plot)
         console.print(f"wrote {plot}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import shutil
 import signal
@@ -94,6 +95,8 @@ class LocalExecutor(Executor):
         module = run_fn.partition(":")[0] if ":" in run_fn else run_fn.rpartition(".")[0]
         self.ctx.set_forkserver_preload(
             ["kdlora.sweep.child", module, *(RUNNER_PRELOAD if run_fn == DEFAULT_RUN_FN else ())])
+        # Start the fork server now: its imports (seconds, for torch) overlap the sweep's set-up.
+        mp.forkserver.ensure_running()
         self.free_slots = list(range(self.capacity))
         self.running: dict[int, tuple[mp.Process, Job, int, float]] = {}
 

@@ -87,6 +87,17 @@ class ClaimStore:
         for run_id in list(self.held):
             self.release(run_id)
 
+    def clear_stale(self) -> int:
+        """Remove claims left by dead sweeps (e.g. on runs that completed just before a kill -9)."""
+        removed = 0
+        with self._lock:
+            for path in self.root.glob("*.claim"):
+                run_id = path.name[: -len(".claim")]
+                if run_id not in self.held and self.is_stale(run_id):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
     # ----- inspecting ------------------------------------------------------------------------
     def read(self, run_id: str) -> dict[str, Any] | None:
         try:

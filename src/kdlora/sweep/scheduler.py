@@ -90,6 +90,7 @@ class Scheduler:
 
     # ----- the loop ---------------------------------------------------------------------------
     def run(self) -> SweepResult:
+        self.claims.clear_stale()
         self._scan()
         self.claims.start_heartbeat()
         try:
