@@ -34,6 +34,9 @@ class ExecutorOptions:
     ray_address: str | None = None
     gpus_per_run: float | None = None  # None: 1 when GPUs exist, else 0 (fractions allowed on Ray)
     cpus_per_run: float = 1.0
+    # Modules the local executor's fork server imports once for every run (the real runner's
+    # heavy imports are added automatically when it is the run function).
+    preload: tuple[str, ...] = ()
 
 
 class Executor(ABC):

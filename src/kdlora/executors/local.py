@@ -94,7 +94,7 @@ class LocalExecutor(Executor):
         self.ctx = mp.get_context("forkserver")
         module = run_fn.partition(":")[0] if ":" in run_fn else run_fn.rpartition(".")[0]
         self.ctx.set_forkserver_preload(
-            ["kdlora.sweep.child", module, *(RUNNER_PRELOAD if run_fn == DEFAULT_RUN_FN else ())])
+            ["kdlora.sweep.child", module, *options.preload, *(RUNNER_PRELOAD if run_fn == DEFAULT_RUN_FN else ())])
         # Start the fork server now: its imports (seconds, for torch) overlap the sweep's set-up.
         mp.forkserver.ensure_running()
         self.free_slots = list(range(self.capacity))
