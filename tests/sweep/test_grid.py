@@ -155,3 +155,13 @@ def test_missing_or_invalid_yaml(tmp_path):
     bad.write_text("families: [bert\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_grid(bad)
+
+
+def test_demo_shaped_grid_minilm_custom_task_13_runs(tmp_path):
+    (tmp_path / "tweets").mkdir()
+    (tmp_path / "tweets" / "task.yaml").write_text("name: tweets3\n")
+    path = write_grid(tmp_path, families=["minilm"], tasks=["tweets/task.yaml"], seeds=[0],
+                      fft={"lr": 5e-5}, adapters={"lr": 5e-4})
+    runs = expand_grid(load_grid(path))
+    assert Counter(r.strategy for r in runs) == {"fft": 1, "lora": 6, "kd-lora": 6}
+    assert {r.teacher_config().run_id for r in runs if r.strategy == "kd-lora"} == {runs[0].run_id}
