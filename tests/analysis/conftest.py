@@ -75,6 +75,21 @@ def synthetic_report(tmp_path_factory, synthetic_results, synthetic_grid):
 
 
 @pytest.fixture(scope="session")
+def reference_text() -> str:
+    return need(REFERENCE).read_text()
+
+
+@pytest.fixture(scope="session")
+def anchors_text() -> str:
+    return need(ANCHORS).read_text()
+
+
+@pytest.fixture(scope="session")
+def paper_grid() -> Path:
+    return need(PAPER_GRID)
+
+
+@pytest.fixture(scope="session")
 def legacy_analysis(legacy_dir):
     from kdlora.analysis.report import build
 

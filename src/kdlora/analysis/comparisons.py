@@ -85,7 +85,7 @@ def legacy_tests(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
              for c in between_families(df)]
     out = pd.DataFrame(rows)
     if not out.empty:
-        out["significant"] = out["p"] < settings.alpha
+        out["significant"] = (out["p"] < settings.alpha).where(out["p"].notna())
     return out
 
 
@@ -120,7 +120,7 @@ def paired_tests(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     for test_family, idx in out.groupby("test_family").groups.items():
         out.loc[idx, "p_t_holm"] = stats.holm(out.loc[idx, "p_t"])
         out.loc[idx, "p_wilcoxon_holm"] = stats.holm(out.loc[idx, "p_wilcoxon"])
-    out["significant"] = out["p_wilcoxon_holm"] < settings.alpha
+    out["significant"] = (out["p_wilcoxon_holm"] < settings.alpha).where(out["p_wilcoxon_holm"].notna())
     return out
 
 

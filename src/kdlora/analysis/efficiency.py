@@ -13,15 +13,15 @@ import pandas as pd
 
 from kdlora.analysis import stats
 from kdlora.analysis.table import STRATEGY_LABEL, method_label
-from kdlora.analysis.tables import Settings, method_order
+from kdlora.analysis.tables import BLOCK, Settings, method_order
 
 # (column in the tidy table, label, unit) of every efficiency measure the report may show.
 MEASURES = {
     "train_time_s": ("Train time", "s"),
     "trainable_params": ("Trainable params", "count"),
     "peak_memory_bytes": ("Memory", "bytes"),
-    "train_samples_per_s": ("Train throughput", "samples/s"),
-    "train_tokens_per_s": ("Train throughput", "tokens/s"),
+    "train_samples_per_s": ("Train throughput (samples)", "samples/s"),
+    "train_tokens_per_s": ("Train throughput (tokens)", "tokens/s"),
     "flops_measured": ("Training FLOPs (measured)", "FLOPs"),
     "flops_analytic": ("Training FLOPs (analytic)", "FLOPs"),
     "hf_total_flos": ("HF total_flos (6·N_all·tokens)", "FLOPs"),
@@ -29,7 +29,7 @@ MEASURES = {
     "eval_samples_per_s": ("Inference throughput", "samples/s"),
     "eval_latency_ms_b32": ("Inference latency, batch 32", "ms"),
 }
-# For gains: FFT / PEFT for costs, PEFT / FFT for rates.
+# For gains: baseline / group for costs, group / baseline for rates.
 HIGHER_IS_BETTER = {"train_samples_per_s", "train_tokens_per_s", "eval_samples_per_s"}
 
 
@@ -79,7 +79,8 @@ def correlations(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     rows = []
     usable = df if memory_kind_of(df["memory_kind"]) != "mixed" else df.assign(peak_memory_bytes=np.nan)
     for col in present(usable):
-        for scope in ("pooled", "within task"):
+        scopes = ("pooled", "within task") if usable["task"].nunique() > 1 else ("pooled",)
+        for scope in scopes:
             x, y = usable[col], usable["primary"]
             if scope == "within task":
                 x = x - usable.groupby("task")[col].transform("mean")
@@ -89,19 +90,28 @@ def correlations(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def gains_vs_fft(df: pd.DataFrame) -> pd.DataFrame:
-    """Ratios FFT / PEFT (costs) or PEFT / FFT (rates), of means and of medians."""
-    fft = df[df["strategy"] == "fft"]
-    if fft.empty:
-        return pd.DataFrame()
-    groups = {"PEFT (all)": df[df["strategy"] != "fft"],
+def gains(df: pd.DataFrame) -> pd.DataFrame:
+    """Efficiency of PEFT against FFT, and of KD-LoRA against LoRA-only: ratios baseline / group
+    for costs and group / baseline for rates, of means and of medians (> 1 = the group is better)."""
+    groups = {"FFT": df[df["strategy"] == "fft"], "PEFT (all)": df[df["strategy"] != "fft"],
               **{STRATEGY_LABEL[s]: df[df["strategy"] == s] for s in ("lora", "kd-lora")}}
+    pairs = [("FFT", "PEFT (all)"), ("FFT", "LoRA-only"), ("FFT", "KD-LoRA"), ("LoRA-only", "KD-LoRA")]
     rows = []
     for col in present(df):
-        for name, peft in groups.items():
-            if peft[col].notna().any() and fft[col].notna().any() and _same_memory(col, fft, peft):
-                rows.append(_gain(col, name, fft[col], peft[col]))
+        for base, group in pairs:
+            a, b = groups[base], groups[group]
+            if a[col].notna().any() and b[col].notna().any() and _same_memory(col, a, b):
+                rows.append({**_gain(col, base, group, a[col], b[col]), **_paired_ratio(col, a, b)})
     return pd.DataFrame(rows)
+
+
+def _paired_ratio(col: str, a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """Median over (family, task, seed) blocks of the per-block ratio: unlike the pooled ratios it
+    does not depend on which tasks each group happened to run (a block's runs are averaged)."""
+    both = pd.concat([a.groupby(BLOCK)[col].mean().rename("a"), b.groupby(BLOCK)[col].mean().rename("b")],
+                     axis=1, join="inner").dropna()
+    ratios = both["b"] / both["a"] if col in HIGHER_IS_BETTER else both["a"] / both["b"]
+    return {"paired_blocks": len(both), "ratio_paired_median": ratios.median() if len(both) else np.nan}
 
 
 def _same_memory(col: str, a: pd.DataFrame, b: pd.DataFrame) -> bool:
@@ -111,17 +121,16 @@ def _same_memory(col: str, a: pd.DataFrame, b: pd.DataFrame) -> bool:
     return len(kinds) == 1 and "mixed" not in kinds
 
 
-def _gain(col: str, name: str, fft: pd.Series, peft: pd.Series) -> dict:
+def _gain(col: str, base: str, group: str, a: pd.Series, b: pd.Series) -> dict:
     up = col in HIGHER_IS_BETTER
-    ratio = (lambda f, p: p / f) if up else (lambda f, p: f / p)
-    row = {"measure": col, "label": MEASURES[col][0], "unit": MEASURES[col][1], "peft_group": name,
+    ratio = (lambda x, y: y / x) if up else (lambda x, y: x / y)
+    row = {"measure": col, "label": MEASURES[col][0], "unit": MEASURES[col][1], "baseline": base, "group": group,
            "direction": "increase" if up else "reduction",
-           "fft_mean": fft.mean(), "peft_mean": peft.mean(), "fft_median": fft.median(),
-           "peft_median": peft.median()}
-    row["ratio_of_means"] = ratio(row["fft_mean"], row["peft_mean"])
-    row["ratio_of_medians"] = ratio(row["fft_median"], row["peft_median"])
+           "baseline_mean": a.mean(), "group_mean": b.mean(), "baseline_median": a.median(), "group_median": b.median()}
+    row["ratio_of_means"] = ratio(row["baseline_mean"], row["group_mean"])
+    row["ratio_of_medians"] = ratio(row["baseline_median"], row["group_median"])
     scale = {"trainable_params": 1e6, "peak_memory_bytes": 1e6}.get(col, 1.0)
-    for k in ("fft_mean", "peft_mean", "fft_median", "peft_median"):
+    for k in ("baseline_mean", "group_mean", "baseline_median", "group_median"):
         row[f"{k}_display"] = row[k] / scale  # millions of params, MB
     return row
 

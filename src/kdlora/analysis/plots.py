@@ -24,6 +24,16 @@ def close(fig: Figure) -> None:
     fig.clear()
 
 
+def log_x(ax) -> None:
+    """Log x axis labelled '100k', '1M' in plain text: the default mathtext labels ($10^{5}$)
+    are parsed per tick and dominate drawing time."""
+    from matplotlib.ticker import EngFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _color(method: str) -> str:
     return COLORS.get(method.partition(":")[0], "#7f7f7f")
 
@@ -43,7 +53,7 @@ def efficiency_scatter(a: Analysis) -> Figure | None:
         for strategy, part in df.groupby("strategy"):
             ax.scatter(part[column], part["primary"], s=8, alpha=0.5, color=COLORS.get(strategy),
                        label=STRATEGY_LABEL.get(strategy, strategy), rasterized=True)
-        ax.set_xscale("log")
+        log_x(ax)
         ax.set_xlabel(label)
         ax.set_ylabel("primary metric")
     axes[0].legend(fontsize=8)
@@ -79,7 +89,7 @@ def pareto(a: Analysis) -> Figure | None:
         ax.step(on["cost_value"], on["score"], where="post", color="black", lw=1, label="Pareto frontier")
         for r in on.itertuples():
             ax.annotate(r.label, (r.cost_value, r.score), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set_xscale("log")
+        log_x(ax)
         ax.set_xlabel(f"mean {cost}")
         ax.set_ylabel("mean score")
     axes[0].legend(fontsize=8)
@@ -110,29 +120,29 @@ def completion_heatmap(a: Analysis) -> Figure | None:
 
 
 def per_task_bars(a: Analysis) -> Figure | None:
-    """One panel per task, one bar per method (mean ± std over runs), one shared legend.
+    """Grouped bars: tasks along x, one bar per method (mean ± std over runs), one legend.
 
-    Methods are told apart by colour in a single legend rather than by rotated tick labels on
-    every panel: text layout is most of a figure's drawing time.
+    One axes rather than a panel per task: each panel costs as much to draw as the whole chart.
     """
     df = a["runs"]
     tasks, methods = task_order(df["task"]), method_order(df["method"])
     stat = df.groupby(["task", "method"])["primary"].agg(["mean", "std"])
     palette = _palette(methods)
-    cols = min(3, len(tasks))
-    rows = int(np.ceil(len(tasks) / cols))
-    fig = Figure(figsize=(4.2 * cols + 2.2, 2.6 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, task in zip(axes, tasks):
-        part = stat.loc[task].reindex(methods)
-        bars = ax.bar(range(len(methods)), part["mean"], yerr=part["std"].fillna(0), color=palette, capsize=1.5)
-        ax.set_xticks([])
-        ax.set_title(f"{task} ({df.loc[df['task'] == task, 'primary_name'].iloc[0]})", fontsize=9)
-    for ax in axes[len(tasks):]:
-        ax.set_visible(False)
-    fig.legend(bars, [method_label(m) for m in methods], loc="center right", fontsize=7)
-    fig.subplots_adjust(right=1 - 2.0 / (4.2 * cols + 2.2), hspace=0.35)
-    fig.suptitle("Per-task primary metric (mean ± std over runs)")
+    width = 0.8 / len(methods)
+    fig = Figure(figsize=(max(6.0, 1.3 * len(tasks)) + 2.0, 3.8))
+    ax = fig.subplots()
+    x = np.arange(len(tasks))
+    for i, (method, color) in enumerate(zip(methods, palette)):
+        part = stat.xs(method, level="method").reindex(tasks) if method in stat.index.get_level_values(1) else None
+        if part is None:
+            continue
+        ax.bar(x - 0.4 + (i + 0.5) * width, part["mean"], width, yerr=part["std"].fillna(0), color=color,
+               label=method_label(method), error_kw={"elinewidth": 0.5})
+    names = df.drop_duplicates("task").set_index("task")["primary_name"]
+    ax.set_xticks(x, [f"{t}\n{names[t]}" for t in tasks], fontsize=7)
+    ax.set_ylabel("primary metric")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title("Per-task primary metric (mean ± std over runs)")
     return fig
 
 
@@ -158,7 +168,7 @@ def paired_forest(a: Analysis) -> Figure | None:
     fig = Figure(figsize=(7, 0.3 * len(tests) + 1.5))
     ax = fig.subplots()
     y = np.arange(len(tests))
-    colors = ["#d62728" if s else "#1f77b4" for s in tests["significant"]]
+    colors = ["#d62728" if pd.notna(s) and bool(s) else "#1f77b4" for s in tests["significant"]]
     ax.hlines(y, tests["ci_low"], tests["ci_high"], colors=colors)
     ax.scatter(tests["mean_diff"], y, color=colors, zorder=3, s=14)
     ax.axvline(0, color="black", lw=0.8)
@@ -181,7 +191,7 @@ def critical_difference(a: Analysis) -> Figure | None:
         sig = _square(nem[nem["strategy"] == r.strategy], list(rk.index))
         sp.critical_difference_diagram(rk, sig, ax=ax, cd=r.critical_difference,
                                        alpha=float(a["settings"]["alpha"].iloc[0]))
-        ax.set_title(f"{r.label}: mean ranks over {int(r.n_blocks)} blocks (Nemenyi)", fontsize=9)
+        ax.set_title(f"{r.label}: mean ranks over {int(r.n_blocks)} blocks (Nemenyi)", fontsize=9, pad=24)
     return fig
 
 

@@ -89,7 +89,7 @@ def _efficiency_tables(t: dict[str, pd.DataFrame], df: pd.DataFrame, settings: S
     summary = efficiency.summary_by_variant(df)
     t["efficiency_summary_by_variant"] = summary
     t["correlations"] = efficiency.correlations(df, settings)
-    t["efficiency_gains"] = efficiency.gains_vs_fft(df)
+    t["efficiency_gains"] = efficiency.gains(df)
     t["parameter_efficiency"] = efficiency.parameter_efficiency(summary)
     score = "score_norm_mean" if summary["score_norm_mean"].notna().all() else "performance_mean"
     t["pareto_frontier"] = efficiency.pareto(summary, score)

@@ -101,6 +101,23 @@ def lowest_memory(t: Tables) -> list[dict]:
                     text, method=best["method"], value=best["memory_mb"])]
 
 
+def kd_memory(t: Tables) -> list[dict]:
+    gains = t["efficiency_gains"]
+    if gains.empty:
+        return []
+    row = gains[(gains["measure"] == "peak_memory_bytes") & (gains["baseline"] == "LoRA-only")
+                & (gains["group"] == "KD-LoRA")]
+    if row.empty or not row["paired_blocks"].iloc[0]:
+        return []
+    r = row.iloc[0]
+    kind = t["efficiency_summary_by_variant"]["memory_kind"].dropna().iloc[0]
+    text = (f"KD-LoRA (student) needs {ratio(r['ratio_paired_median'])} less training memory than LoRA-only "
+            f"(teacher-size model): median of per-block ratios over {int(r['paired_blocks'])} matched (family, "
+            f"task, seed) blocks; memory kind {kind}.")
+    return [finding("kd_memory", "median over matched blocks of LoRA-only memory / KD-LoRA memory", text,
+                    value=r["ratio_paired_median"], blocks=r["paired_blocks"])]
+
+
 def kd_versus_lora(t: Tables) -> list[dict]:
     tests = t["statistical_tests"]
     part = tests[tests["test_family"] == "lora_vs_kd"] if not tests.empty else tests
@@ -132,7 +149,7 @@ def student_of_teacher(t: Tables) -> list[dict]:
                     high=pairs["pct_of_teacher"].max(), runs=len(pairs), speedup=speedup)]
 
 
-RECOMMENDATIONS: list[Rule] = [best_per_strategy, best_per_parameter, lowest_memory, kd_versus_lora,
+RECOMMENDATIONS: list[Rule] = [best_per_strategy, best_per_parameter, lowest_memory, kd_memory, kd_versus_lora,
                                student_of_teacher]
 
 
