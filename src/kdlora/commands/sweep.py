@@ -83,9 +83,13 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
     options = ExecutorOptions(workers=workers, ray_address=ray_address, gpus_per_run=gpus_per_run)
     results.mkdir(parents=True, exist_ok=True)
     pool = make_executor(executor, results.resolve(), run_fn, options)
-    with SweepProgress(len(runs)) as progress:
-        outcome = run_sweep(runs, results, pool, retries=retries, on_event=progress)
     console = _console()
+    try:
+        with SweepProgress(len(runs)) as progress:
+            outcome = run_sweep(runs, results, pool, retries=retries, on_event=progress)
+    except KeyboardInterrupt:
+        console.print("interrupted: runs in progress were stopped; rerun the same command to resume")
+        raise typer.Exit(code=130) from None
     console.print(f"{len(outcome.skipped)} already done, {len(outcome.completed)} completed now, "
                   f"{len(outcome.failed)} failed, of {outcome.expected} expected; records in {results / 'runs'}",
                   highlight=False)

@@ -68,6 +68,19 @@ def _child_main(env: dict[str, str], threads: int | None, run_fn: str, cfg_json:
     execute_run(run_fn, cfg_json, results_dir, log_file, attempt)
 
 
+def _start_fork_server(preload: list[str]) -> None:
+    """Start the (per-process) fork server with `preload` imported, now, so that its imports
+    (seconds, for torch) overlap the sweep's set-up. One already running without these imports
+    (an earlier sweep in the same process, e.g. in tests) is restarted; otherwise every run
+    would import torch anew."""
+    server = getattr(mp.forkserver, "_forkserver", None)
+    running = getattr(server, "_forkserver_pid", None) is not None
+    if running and not set(preload) <= set(getattr(server, "_preload_modules", ())):
+        server._stop()  # waits for the server, which has no children once earlier sweeps closed
+    mp.forkserver.set_forkserver_preload(preload)
+    mp.forkserver.ensure_running()
+
+
 def exit_reason(code: int | None) -> str | None:
     if code == 0:
         return None
@@ -93,10 +106,8 @@ class LocalExecutor(Executor):
         self.threads = None if self.gpus else max(1, (os.cpu_count() or 1) // self.capacity)
         self.ctx = mp.get_context("forkserver")
         module = run_fn.partition(":")[0] if ":" in run_fn else run_fn.rpartition(".")[0]
-        self.ctx.set_forkserver_preload(
-            ["kdlora.sweep.child", module, *options.preload, *(RUNNER_PRELOAD if run_fn == DEFAULT_RUN_FN else ())])
-        # Start the fork server now: its imports (seconds, for torch) overlap the sweep's set-up.
-        mp.forkserver.ensure_running()
+        _start_fork_server(["kdlora.sweep.child", module, *options.preload,
+                            *(RUNNER_PRELOAD if run_fn == DEFAULT_RUN_FN else ())])
         self.free_slots = list(range(self.capacity))
         self.running: dict[int, tuple[mp.Process, Job, int, float]] = {}
 

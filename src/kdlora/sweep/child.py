@@ -96,10 +96,10 @@ def execute_run(run_fn: str, cfg_json: str, results_dir: str, log_file: str, att
               f"at {started} (micro-batch {cfg.micro_batch_size} x grad_accum {cfg.grad_accum})", flush=True)
         try:
             resolve_run_fn(run_fn)(cfg, Path(results_dir))
-        except BaseException as exc:  # noqa: BLE001 - whatever happened, the run gets a record
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the run gets a record
             traceback.print_exc()
             if not record_path(results_dir, cfg.run_id).exists():
                 write_record(results_dir, failure_record(cfg, describe(exc), started_at=started))
-            if not isinstance(exc, Exception):
-                raise
+        # SystemExit / KeyboardInterrupt propagate: the process's exit is the outcome (the
+        # scheduler records "exited with code N"; an interrupted sweep reruns the run later).
         print(f"=== finished at {now()}", flush=True)
