@@ -8,6 +8,7 @@ each finished run is printed as one line instead.
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -32,6 +33,7 @@ class SweepProgress:
         self.progress.stop()
 
     def __call__(self, kind: str, run_id: str, detail: str) -> None:
+        run_id, detail = escape(run_id), escape(detail)  # reasons may hold [brackets]
         if kind == "skipped":
             self.skipped += 1
         elif kind == "done":
@@ -39,13 +41,13 @@ class SweepProgress:
             self._line(f"[green]done[/] {run_id} ({detail})")
         elif kind == "failed":
             self.failed += 1
-            self.progress.console.print(f"[red]failed[/] {run_id}: {detail}", highlight=False)
+            self.progress.console.print(f"[red]failed[/] {run_id}: {detail}", highlight=False, soft_wrap=True)
         elif kind == "retry":
-            self.progress.console.print(f"[yellow]retry[/] {run_id}: {detail}", highlight=False)
+            self.progress.console.print(f"[yellow]retry[/] {run_id}: {detail}", highlight=False, soft_wrap=True)
         todo = self.expected - self.skipped
         self.progress.update(self.task, total=todo, completed=self.done + self.failed, done=self.done,
                              failed=self.failed, remaining=todo - self.done - self.failed)
 
     def _line(self, text: str) -> None:
         if not self.console.is_terminal:
-            self.progress.console.print(text, highlight=False)
+            self.progress.console.print(text, highlight=False, soft_wrap=True)
