@@ -147,3 +147,13 @@ def test_each_worker_sees_one_gpu(small_grid, tmp_path, monkeypatch):
     seen = {json.loads(p.read_text())["environment"]["cuda_visible_devices"]
             for p in (results / "runs").glob("*.json")}
     assert seen <= {"3", "5"} and seen
+
+
+def test_gpus_per_run_0_hides_the_gpus(small_grid, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    results = tmp_path / "results"
+    _, result, _ = sweep(small_grid, results, workers=2, gpus_per_run=0)
+    assert result.ok
+    seen = {json.loads(p.read_text())["environment"]["cuda_visible_devices"]
+            for p in (results / "runs").glob("*.json")}
+    assert seen == {""}

@@ -114,6 +114,8 @@ class LocalExecutor(Executor):
     def submit(self, job: Job) -> None:
         slot = self.free_slots.pop(0)
         env = {"CUDA_VISIBLE_DEVICES": self.gpus[slot % len(self.gpus)]} if self.gpus else {}
+        if self.options.gpus_per_run == 0:
+            env = {"CUDA_VISIBLE_DEVICES": ""}  # asked for CPU runs: hide the GPUs
         proc = self.ctx.Process(
             target=_child_main, name=f"kdlora-run-{job.cfg.run_id}",
             args=(env, self.threads, self.run_fn, job.cfg.model_dump_json(), str(self.results_dir),
