@@ -117,6 +117,12 @@ def status(grid: Path = GridArg, results: Path = ResultsOpt,
     console.print(f"completion: [bold]{st.completion_line(table)}[/]", highlight=False)
     counts = table["status"].value_counts()
     console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    by_key = int((table["matched"] == "key").sum())
+    if by_key:
+        console.print(f"{by_key} records matched by family/task/strategy/variant/seed only: their run_id differs "
+                      "from the grid's (other hyperparameters, model paths or metric policy)", highlight=False)
+    for problem in table.attrs.get("unreadable", []):
+        console.print(f"ignored: {problem}", highlight=False, markup=False)
     done, expected = st.done_matrix(table)
     grid_table = Table(title="done / expected by strategy x variant x task")
     grid_table.add_column("strategy")

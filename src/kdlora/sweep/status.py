@@ -1,43 +1,64 @@
 """Where a sweep stands against its grid: completion, done counts, failures, what is missing.
 
-A run counts as done when RESULTS/runs/<run_id>.json exists with status completed. Records that
-belong to no run of the grid are ignored here (the analysis may still use them).
+A run counts as done when RESULTS/runs/<run_id>.json exists with status completed. A record with
+another run_id but the same family, task, strategy, variant and seed also counts when that key
+names exactly one run of the grid: records imported from elsewhere (legacy results, other model
+paths or metric policy) then count as the analysis counts them. Such matches are marked
+`matched = key`. Records that belong to no run of the grid are ignored here.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from kdlora.config import RunConfig
+from kdlora.config import RunConfig, task_slug
 from kdlora.grid import run_row
-from kdlora.records import read_record, record_path
+from kdlora.records import iter_records
 from kdlora.records.store import atomic_write_text
 from kdlora.sweep.claims import ClaimStore
 
 MISSING_COLUMNS = ["family", "task", "strategy", "variant", "seed", "run_id"]
+STATUS_RANK = {"completed": 0, "nan_loss": 1, "oom": 2, "failed": 3}  # best outcome first
+
+
+def run_key(config: dict[str, Any]) -> tuple:
+    return (config.get("family"), task_slug(str(config.get("task"))), config.get("strategy"),
+            config.get("variant") if config.get("strategy") != "fft" else None, config.get("seed"))
 
 
 def run_table(runs: list[RunConfig], results_dir: str | Path) -> pd.DataFrame:
     """One row per expected run: its identity, status (completed, failed, oom, nan_loss, running,
-    missing, unreadable) and error."""
+    missing), error, and how its record was matched (run_id or key)."""
     results_dir = Path(results_dir)
     claims = ClaimStore(results_dir) if (results_dir / "claims").is_dir() else None
+    errors: list[str] = []
+    by_id = {rec.run_id: rec for rec in iter_records(results_dir, errors)}
+    expected_ids = {cfg.run_id for cfg in runs}
+    unique = {k for k, n in Counter(run_key(c.model_dump()) for c in runs).items() if n == 1}
+    by_key: dict[tuple, Any] = {}
+    for rec in by_id.values():
+        key = run_key(rec.config)
+        if rec.run_id not in expected_ids and key in unique:
+            best = by_key.get(key)
+            if best is None or STATUS_RANK.get(rec.status, 9) < STATUS_RANK.get(best.status, 9):
+                by_key[key] = rec
     rows = []
     for cfg in runs:
-        status, error = "missing", None
-        path = record_path(results_dir, cfg.run_id)
-        if path.is_file():
-            try:
-                rec = read_record(path)
-                status, error = rec.status, rec.error
-            except ValueError as exc:
-                status, error = "unreadable", str(exc)
+        rec, matched = by_id.get(cfg.run_id), "run_id"
+        if rec is None:
+            rec, matched = by_key.get(run_key(cfg.model_dump())), "key"
+        status, error = (rec.status, rec.error) if rec is not None else ("missing", None)
         if status != "completed" and claims is not None and claims.held_elsewhere(cfg.run_id):
             status = "running"
-        rows.append({**run_row(cfg), "status": status, "error": error})
-    return pd.DataFrame(rows, columns=[*MISSING_COLUMNS, "status", "error"])
+        rows.append({**run_row(cfg), "status": status, "error": error,
+                     "matched": matched if rec is not None else None})
+    table = pd.DataFrame(rows, columns=[*MISSING_COLUMNS, "status", "error", "matched"])
+    table.attrs["unreadable"] = errors  # record files that are not valid records
+    return table
 
 
 def completion(table: pd.DataFrame) -> tuple[int, int, float]:
@@ -65,7 +86,7 @@ def done_matrix(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def failures(table: pd.DataFrame) -> pd.DataFrame:
-    bad = table[table["status"].isin(["failed", "oom", "nan_loss", "unreadable"])]
+    bad = table[table["status"].isin(["failed", "oom", "nan_loss"])]
     return bad[["run_id", "status", "error"]].reset_index(drop=True)
 
 
