@@ -21,7 +21,15 @@ def test_a_ray_instance_kdlora_starts_has_no_public_dashboard():
                                                               "log_to_driver": False}
 
 
-def test_sweep_on_local_ray_runs_tasks_records_deaths_and_resumes(tmp_path, monkeypatch, fake_env):
+def dashboard_listeners() -> list:
+    """Sockets listening on Ray's dashboard port on a non-loopback address."""
+    import psutil
+
+    return [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+            and c.laddr.port == 8265 and c.laddr.ip not in ("127.0.0.1", "::1")]
+
+
+def test_sweep_on_a_ray_instance_it_starts_runs_tasks_and_records_deaths(tmp_path, monkeypatch, fake_env):
     # Ray's worker processes inherit the driver's environment: they must find the fake runs.
     monkeypatch.setenv("PYTHONPATH", fake_env["PYTHONPATH"])
     monkeypatch.setenv("FAKE_SLEEP", "0.05")
@@ -29,25 +37,23 @@ def test_sweep_on_local_ray_runs_tasks_records_deaths_and_resumes(tmp_path, monk
     grid.write_text("families: [bert]\ntasks: [rte]\nseeds: [1]\nvariants: [lora, dora]\n")
     runs = expand_grid(load_grid(grid))
     results = tmp_path / "results"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    assert not ray.is_initialized()
+    # The executor starts a local Ray itself: ray.init(num_cpus=2, no dashboard).
+    executor = RayExecutor(results, "sweep_fake_runs:dying", ExecutorOptions(workers=2, gpus_per_run=0))
     try:
-        executor = RayExecutor(results, "sweep_fake_runs:dying", ExecutorOptions(gpus_per_run=0))
-        assert executor.capacity == 2  # from the cluster's 2 CPUs at 1 CPU per run
+        assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2
+        assert executor.capacity == 2
+        assert not dashboard_listeners()
         result = run_sweep(runs, results, executor, poll_s=0.2)
-        recs = {r.run_id: r for r in iter_records(results)}
-        dora = {r.run_id for r in runs if r.variant == "dora"}
-        assert set(result.failed) == dora
-        assert all(recs[i].status == "failed" and "Ray task failed" in recs[i].error for i in dora)
-        assert all(recs[r.run_id].status == "completed" for r in runs if r.variant != "dora")
-        for run_id in recs:  # per-run logs from inside the Ray workers
-            assert (results / "logs" / f"{run_id}.log").read_text().startswith(f"=== kdlora run {run_id}")
-        kd = [r for r in runs if r.strategy == "kd-lora" and r.variant == "lora"]
-        assert all(recs[r.run_id].teacher_run_id == r.teacher_config().run_id for r in kd)
-
-        # resume: only the failed runs run again
-        again = run_sweep(runs, results, RayExecutor(results, "sweep_fake_runs:quick", ExecutorOptions()),
-                          poll_s=0.2)
-        assert again.ok and set(again.completed) == dora
-        assert len(again.skipped) == len(runs) - len(dora)
     finally:
-        ray.shutdown()
+        executor.close()
+    assert not ray.is_initialized()  # the instance it started is shut down with it
+    recs = {r.run_id: r for r in iter_records(results)}
+    dora = {r.run_id for r in runs if r.variant == "dora"}
+    assert set(result.failed) == dora
+    assert all(recs[i].status == "failed" and "Ray task failed" in recs[i].error for i in dora)
+    assert all(recs[r.run_id].status == "completed" for r in runs if r.variant != "dora")
+    for run_id in recs:  # per-run logs from inside the Ray workers
+        assert (results / "logs" / f"{run_id}.log").read_text().startswith(f"=== kdlora run {run_id}")
+    kd = [r for r in runs if r.strategy == "kd-lora" and r.variant == "lora"]
+    assert all(recs[r.run_id].teacher_run_id == r.teacher_config().run_id for r in kd)
