@@ -88,6 +88,10 @@ def measure(grid: Path, results: Path, workers: int) -> dict:
     ideal = total / workers
     return {
         "runs": len(runs), "workers": workers, "wall_s": wall, "steady_wall_s": steady,
+        # where the overhead goes: before the first run (grid, fork server importing torch) ...
+        "startup_s": min(t["start"] for t in times) - t0,
+        # ... and per run (fork, log, record checks, process exit), summed over runs
+        "per_run_process_overhead_s": (sum(result.run_seconds.values()) - total) / len(runs),
         "sum_run_s": total, "median_run_s": sorted(t["seconds"] for t in times)[len(times) // 2],
         "process_sum_s": sum(result.run_seconds.values()),
         "overhead_total": wall / ideal, "overhead_steady": steady / ideal,
