@@ -174,7 +174,7 @@ class RunConfig(BaseModel):
         shared = {k: getattr(self, k) for k in (
             "family", "task", "seed", "teacher_model", "data_dir", "metric_policy", "max_length",
             "warmup_ratio", "weight_decay", "max_grad_norm", "group_by_length", "max_train_samples",
-            "max_eval_samples", "precision", "threads", "device")}
+            "max_eval_samples", "eval_every_epoch", "precision", "threads", "device")}
         return RunConfig(strategy="fft", lr=self.teacher_lr, epochs=self.teacher_epochs,
                          batch_size=self.teacher_batch_size, **shared)
 

@@ -165,3 +165,26 @@ def test_demo_shaped_grid_minilm_custom_task_13_runs(tmp_path):
     runs = expand_grid(load_grid(path))
     assert Counter(r.strategy for r in runs) == {"fft": 1, "lora": 6, "kd-lora": 6}
     assert {r.teacher_config().run_id for r in runs if r.strategy == "kd-lora"} == {runs[0].run_id}
+
+
+# A valid non-default value for every hyperparameter a grid may set.
+NON_DEFAULT = {"teacher_model": "some/teacher", "student_model": "some/student", "data_dir": "/data/glue",
+               "metric_policy": "legacy", "lr": 1e-4, "epochs": 2.0, "batch_size": 16, "max_length": 64,
+               "warmup_ratio": 0.1, "weight_decay": 0.0, "max_grad_norm": 0.5, "group_by_length": True,
+               "eval_every_epoch": True, "max_train_samples": 100, "max_eval_samples": 50, "precision": "fp32",
+               "r": 4, "lora_alpha": 8.0, "lora_dropout": 0.1, "target_modules": ["query"],
+               "mrlora_ranks": [4, 2], "mrlora_scaling": "standard", "adalora_init_r": 16,
+               "adalora_tinit": 0.2, "adalora_tfinal": 0.3, "adalora_delta_t": 5, "kd_temperature": 3.0,
+               "kd_alpha": 0.3, "grad_accum": 2, "threads": 1, "device": "cpu"}
+
+
+def test_every_shared_hyperparameter_keeps_students_paired_with_the_grid_teacher(tmp_path):
+    from kdlora.grid import HYPERPARAMETERS
+
+    assert set(NON_DEFAULT) == set(HYPERPARAMETERS), "a new RunConfig field: give it a value here"
+    for key, value in NON_DEFAULT.items():
+        runs = expand_grid(load_grid(write_grid(tmp_path, variants=["lora"], hyperparameters={key: value})))
+        fft = [r for r in runs if r.strategy == "fft"]
+        kd = [r for r in runs if r.strategy == "kd-lora"]
+        assert len(fft) == 1 and len(kd) == 1, key
+        assert kd[0].teacher_config().run_id == fft[0].run_id, key
