@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kdlora.config import STRATEGIES, VARIANTS, RunConfig, build_config, describe_validation_error, read_yaml
+from kdlora.config import STRATEGIES, VARIANTS, RunConfig, describe_validation_error, read_yaml
 from kdlora.data.metrics import GLUE_TASKS
 from kdlora.errors import UserError
 
