@@ -96,20 +96,22 @@ def gains(df: pd.DataFrame) -> pd.DataFrame:
     groups = {"FFT": df[df["strategy"] == "fft"], "PEFT (all)": df[df["strategy"] != "fft"],
               **{STRATEGY_LABEL[s]: df[df["strategy"] == s] for s in ("lora", "kd-lora")}}
     pairs = [("FFT", "PEFT (all)"), ("FFT", "LoRA-only"), ("FFT", "KD-LoRA"), ("LoRA-only", "KD-LoRA")]
+    columns = present(df)
+    blocks = {name: g.groupby(BLOCK)[columns].mean() for name, g in groups.items()}  # one groupby per group
     rows = []
-    for col in present(df):
+    for col in columns:
         for base, group in pairs:
             a, b = groups[base], groups[group]
             if a[col].notna().any() and b[col].notna().any() and _same_memory(col, a, b):
-                rows.append({**_gain(col, base, group, a[col], b[col]), **_paired_ratio(col, a, b)})
-    return pd.DataFrame(rows)
+                rows.append({**_gain(col, base, group, a[col], b[col]),
+                             **_paired_ratio(col, blocks[base][col], blocks[group][col])})
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["measure", "label", "baseline", "group"])
 
 
-def _paired_ratio(col: str, a: pd.DataFrame, b: pd.DataFrame) -> dict:
+def _paired_ratio(col: str, a: pd.Series, b: pd.Series) -> dict:
     """Median over (family, task, seed) blocks of the per-block ratio: unlike the pooled ratios it
     does not depend on which tasks each group happened to run (a block's runs are averaged)."""
-    both = pd.concat([a.groupby(BLOCK)[col].mean().rename("a"), b.groupby(BLOCK)[col].mean().rename("b")],
-                     axis=1, join="inner").dropna()
+    both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
     ratios = both["b"] / both["a"] if col in HIGHER_IS_BETTER else both["a"] / both["b"]
     return {"paired_blocks": len(both), "ratio_paired_median": ratios.median() if len(both) else np.nan}
 

@@ -7,7 +7,6 @@ atomically (temp file + rename) so an interrupted report never leaves half a fil
 from __future__ import annotations
 
 import gc
-import io
 import os
 import tempfile
 from contextlib import contextmanager
@@ -146,11 +145,9 @@ def write_figures(analysis: Analysis, out: Path) -> list[Path]:
 
     paths = []
     for name, fig in plots.all_figures(analysis):
-        for ext in ("png", "pdf"):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=ext, dpi=100, bbox_inches="tight")
+        for ext, data in plots.render(fig, ("png", "pdf")).items():
             path = out / "figures" / f"{name}.{ext}"
-            atomic_write_bytes(path, buf.getvalue())
+            atomic_write_bytes(path, data)
             paths.append(path)
         plots.close(fig)
     return paths

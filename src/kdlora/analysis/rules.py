@@ -7,6 +7,7 @@ report prints, filled only from table values. Nothing here is prose written in a
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Mapping
 
 import numpy as np
@@ -257,7 +258,7 @@ def low_power(t: Tables) -> list[dict]:
     cells = t["cells"]
     alpha = float(t["settings"]["alpha"].iloc[0])
     seeds = int(cells["seeds"].max()) if not cells.empty else 0
-    floor = 2.0 / 2.0 ** seeds if seeds else np.nan
+    floor = math.ldexp(1.0, 1 - seeds) if seeds else np.nan
     if not seeds or floor < alpha:
         return []
     text = (f"With at most {seeds} seeds per cell, a Wilcoxon test within one cell cannot reach p below "

@@ -23,7 +23,7 @@ TASK_LEVEL = {"cola": 0.55, "sst2": 0.92, "mrpc": 0.86, "qqp": 0.89, "stsb": 0.8
 FAMILY_EFFECT = {"bert": 0.0, "roberta": 0.01, "deberta": 0.03}
 METHOD_EFFECT = {"fft": 0.0, "lora": -0.02, "kd-lora": -0.05}
 VARIANT_EFFECT = {"lora": 0.0, "rslora": 0.005, "olora": 0.003, "dora": 0.002, "adalora": -0.04, "mrlora": 0.006}
-PARAMS = {"bert": 109_483_778, "roberta": 124_647_170, "deberta": 184_423_682}
+PARAMS = {"bert": 109_483_778, "roberta": 124_647_170, "deberta": 184_423_682, "minilm": 22_713_216}
 
 
 def grid_configs(families=("bert", "roberta", "deberta"), tasks=GLUE_TASKS, seeds=(42, 123, 2024),
@@ -54,7 +54,7 @@ def _metrics(task: str, score: float, rng: np.random.Generator, collapsed: bool)
 
 
 def _efficiency(cfg: RunConfig, rng: np.random.Generator, teacher: str | None) -> Efficiency:
-    full = PARAMS[cfg.family]
+    full = PARAMS.get(cfg.family, 100_000_000)
     student = cfg.strategy == "kd-lora"
     total = int(full * (0.6 if student else 1.0))
     trainable = full if cfg.strategy == "fft" else int(rng.normal(6e5, 5e4) * (1.4 if cfg.variant == "mrlora" else 1))

@@ -1,0 +1,168 @@
+"""Analysis speed: `kdlora report` on 10,000 synthetic run records and on the 742 legacy runs.
+
+Both workloads are the full command, figures included, run as a fresh `kdlora report` process
+(imports and all), alternating legacy / synthetic for --reps repetitions; figures are medians with
+min..max. Targets (issue 7): <= 10 s for 10,000 records, <= 3 s for the legacy runs.
+
+- synthetic_10k: kdlora.analysis.synthetic records of 3 families x 9 GLUE tasks x 29 seeds x
+  (FFT + 6 variants x {LoRA-only, KD-LoRA}) = 10,179 runs, 10,000 of them kept at random, written
+  as RESULTS/runs/*.json, with a grid file so completion is computed (--grid).
+- legacy_742: ../shared/data/kdlora-cs5483-90028be5 read directly (layout detected), --grid
+  configs/paper.yaml, --metric-policy legacy (the issue's acceptance command).
+
+A separate worker process runs the same steps once per workload with a timer around each
+(imports, grid expansion, loading, analysis, CSV, LaTeX, figures, markdown) so the JSON says where
+the time goes. Exits non-zero only if it could not measure.
+
+Usage: python bench/bench_report.py [--reps 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+NAME = "report"
+TARGETS = {"synthetic_10k": 10.0, "legacy_742": 3.0}
+LEGACY = common.REPO / ".." / "shared" / "data" / "kdlora-cs5483-90028be5"
+PAPER_GRID = common.REPO / "configs" / "paper.yaml"
+FAMILIES = ("bert", "roberta", "deberta")
+
+
+def write_synthetic(root: Path, n: int, seeds: int) -> tuple[Path, Path]:
+    """n synthetic records (of the study with `seeds` seeds) and the grid they belong to."""
+    from kdlora.analysis.synthetic import grid_configs, make_records
+    from kdlora.data.metrics import GLUE_TASKS
+    from kdlora.records import write_record
+
+    results = root / "synthetic"
+    configs = grid_configs(families=FAMILIES, seeds=tuple(range(1, seeds + 1)))
+    for record in make_records(configs, n=min(n, len(configs)), seed=0):
+        write_record(results, record)
+    grid = root / "synthetic_grid.yaml"
+    grid.write_text(f"families: [{', '.join(FAMILIES)}]\ntasks: [{', '.join(GLUE_TASKS)}]\n"
+                    f"seeds: [{', '.join(str(s) for s in range(1, seeds + 1))}]\n")
+    return results, grid
+
+
+def cli_args(results: Path, grid: Path, policy: str, out: Path) -> list[str]:
+    return ["report", "--results", str(results), "--grid", str(grid), "--metric-policy", policy, "--out", str(out)]
+
+
+def run_cli(args: list[str]) -> dict:
+    """One fresh `kdlora report` process; its wall time from spawn to exit."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", "from kdlora.cli import main; main()", *args],
+                          capture_output=True, text=True, cwd=common.REPO)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"kdlora report failed ({done.returncode}): {done.stderr[-1500:]}")
+    return {"wall_s": wall}
+
+
+def run_worker(args: list[str]) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True,
+                          cwd=common.REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"phase worker failed: {done.stderr[-1500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def worker(argv: list[str]) -> None:
+    """The report's steps, as `kdlora report` runs them, each timed; prints one JSON line."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    phases: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # CPU seconds: what a phase costs whatever the machine's load
+
+    def mark(name: str) -> None:
+        nonlocal t0, c0
+        now, cnow = time.perf_counter(), time.process_time()
+        phases[name], cpu[name] = now - t0, cnow - c0
+        t0, c0 = now, cnow
+
+    import io
+    from contextlib import redirect_stdout
+
+    from kdlora.analysis import report as rep
+    from kdlora.analysis.markdown import render
+    from kdlora.analysis.summary import print_summary
+    from kdlora.analysis.table import load_results
+    from kdlora.records import atomic_write_text
+    mark("imports")
+    argv = argv[1:] if argv[:1] == ["report"] else argv
+    opts = dict(zip(argv[::2], argv[1::2]))
+    results, grid, policy, out = (Path(opts["--results"]), opts["--grid"], opts["--metric-policy"],
+                                  Path(opts["--out"]))
+    expected = rep.expected_from_grid(grid)
+    mark("grid_expansion")
+    loaded = load_results([results], policy)
+    mark("load_records")
+    analysis = rep.analyse(loaded, rep.Settings(policy=policy), expected, [str(results)], grid)
+    mark("analyse")
+    rep.write_csvs(analysis, out)
+    mark("csv")
+    rep.write_latex(analysis, out)
+    mark("latex")
+    figures = rep.write_figures(analysis, out)
+    mark("figures")
+    atomic_write_text(out / "report.md", render(analysis, [p.relative_to(out) for p in figures]))
+    mark("markdown")
+    with redirect_stdout(io.StringIO()):
+        print_summary(analysis, out / "report.md")
+    mark("terminal_summary")
+    print(json.dumps({"phases_s": phases, "phases_cpu_s": cpu, "runs": len(analysis["runs"])}))
+
+
+def main() -> Path:
+    p = common.parser(__doc__.splitlines()[0], default_reps=3)
+    p.add_argument("--records", type=int, default=10_000, help="synthetic records (default 10000)")
+    args = p.parse_args()
+    n = 1000 if args.quick else args.records
+    seeds = -(-n // (len(FAMILIES) * 9 * 13))  # enough seeds for n runs
+    bench = common.Bench(NAME, args)
+    reps = common.reps_of(args)
+    root = Path(tempfile.mkdtemp(prefix="kdlora-bench-report-"))
+    try:
+        synthetic, grid = write_synthetic(root, n, seeds)
+        workloads = {"synthetic_10k": cli_args(synthetic, grid, "glue", root / "out_synthetic")}
+        if LEGACY.is_dir() and PAPER_GRID.is_file():
+            workloads["legacy_742"] = cli_args(LEGACY.resolve(), PAPER_GRID, "legacy", root / "out_legacy")
+        else:
+            bench.note(f"legacy data not found at {LEGACY}: legacy_742 not measured")
+        print(f"{n} synthetic records in {seeds} seeds; {reps} rep(s) per workload, alternating")
+        runs = common.alternate({name: (lambda rep, a=a: run_cli(a)) for name, a in workloads.items()}, reps)
+        phases = {name: run_worker(a) for name, a in workloads.items()}
+        for name, rows in runs.items():
+            stats = common.summary(common.column(rows, "wall_s"))
+            target = TARGETS[name] if not args.quick or name == "legacy_742" else None
+            bench.data["results"][name] = {"cli_wall_s": stats, "reps": rows, "phase_breakdown": phases[name]}
+            bench.data["headline"].append(common.headline(
+                f"kdlora report, {name.replace('_', ' ')} (wall, fresh process)", stats,
+                target=f"<= {target:g} s" if target else None,
+                met=None if target is None else stats["median"] <= target, unit=" s"))
+        bench.data["settings"] = {"synthetic_records": n, "synthetic_seeds": seeds, "reps": reps,
+                                  "figures": True, "legacy_dir": str(LEGACY), "grid_legacy": str(PAPER_GRID)}
+        slowest = {name: max(ph["phases_s"], key=ph["phases_s"].get) for name, ph in phases.items()}
+        bench.note("largest phase per workload: " + ", ".join(f"{k}: {v}" for k, v in slowest.items()))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    bench.print_headline()
+    for name, ph in phases.items():
+        print(f"  {name} phases (wall/cpu): " + ", ".join(
+            f"{k} {v:.2f}/{ph['phases_cpu_s'][k]:.2f}s" for k, v in ph["phases_s"].items()))
+    return bench.write()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2:])
+    else:
+        common.main_guard(main)
