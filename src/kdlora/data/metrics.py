@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from scipy import stats
-from sklearn import metrics as skm
 
 from kdlora.errors import UserError
+
+# scipy and scikit-learn are imported inside the metric functions: `kdlora plan` and `status`
+# only need the task names from here, and those two imports cost seconds at start-up.
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -22,19 +23,27 @@ def _as_labels(preds: np.ndarray) -> np.ndarray:
 
 
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn import metrics as skm
+
     return float(skm.accuracy_score(labels, _as_labels(preds)))
 
 
 def f1(preds: np.ndarray, labels: np.ndarray) -> float:
     """Binary F1 of the positive class (label 1), as GLUE reports it for MRPC and QQP."""
+    from sklearn import metrics as skm
+
     return float(skm.f1_score(labels, _as_labels(preds), zero_division=0))
 
 
 def macro_f1(preds: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn import metrics as skm
+
     return float(skm.f1_score(labels, _as_labels(preds), average="macro", zero_division=0))
 
 
 def mcc(preds: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn import metrics as skm
+
     return float(skm.matthews_corrcoef(labels, _as_labels(preds)))
 
 
@@ -50,10 +59,14 @@ def _correlation(fn: Callable, preds: np.ndarray, labels: np.ndarray) -> float:
 
 
 def pearson(preds: np.ndarray, labels: np.ndarray) -> float:
+    from scipy import stats
+
     return _correlation(stats.pearsonr, preds, labels)
 
 
 def spearman(preds: np.ndarray, labels: np.ndarray) -> float:
+    from scipy import stats
+
     return _correlation(stats.spearmanr, preds, labels)
 
 
