@@ -129,7 +129,12 @@ def lora_vs_kd(a: Analysis) -> str:
            "Each comparison is shown the reference's way (unpaired Welch t-test over all runs, pooled over "
            "tasks, uncorrected) and the sound way (runs matched on family, task and seed; paired t and "
            "Wilcoxon signed-rank tests; Holm–Bonferroni within each family of comparisons; mean difference "
-           "with a task-stratified bootstrap CI; d_z; probability of improvement).", "",
+           "with a task-stratified bootstrap CI; d_z; probability of improvement). Differences are a − b in "
+           "the primary metric of each pair's own task; the normalised difference uses the FFT-normalised score "
+           "(score − chance) / (FFT − chance), FFT being the run of the same family, task and seed and chance "
+           "the expected score of uniform guessing (accuracy 1/k, MCC and correlations 0), so that tasks with "
+           "different metrics and ceilings can be averaged. A comparison is marked significant when its "
+           "Holm-adjusted Wilcoxon p is below alpha.", "",
            "### 1.1 LoRA-only vs KD-LoRA", "", "**Reference method (pooled Welch, uncorrected):**", ""]
     out.append(_welch_table(legacy, "lora_vs_kd", "Variant", "LoRA-only mean (n)", "KD-LoRA mean (n)", alpha))
     out += ["", "**Paired (LoRA-only − KD-LoRA):**", "", _paired_table(tests, "lora_vs_kd", "Variant")]
