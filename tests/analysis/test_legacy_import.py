@@ -151,3 +151,18 @@ def test_real_legacy_data(legacy_dir):
     assert min(fft_params) > 100_000_000  # BERT-base is 109M, never 109 or 120 "M%"
     ids = {r.run_id for r in recs}
     assert all(r.teacher_run_id in ids for r in recs if r.config["strategy"] == "kd-lora")
+
+
+def test_report_reads_imported_and_legacy_dirs_once(tree, tmp_path):
+    """--results (imported records) plus --legacy (the same runs, read directly): each run counts once."""
+    from kdlora.cli import app
+
+    import_legacy(tree, tmp_path / "imported")
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(app, ["report", "--results", str(tmp_path / "imported"), "--legacy", str(tree),
+                                   "--metric-policy", "legacy", "--out", str(out), "--no-figures"])
+    assert res.exit_code == 0, res.output
+    runs = (out / "runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 5
+    problems = (out / "problems.csv").read_text()
+    assert problems.count("duplicate run_id") == 5

@@ -38,7 +38,7 @@ def statistical_tests(a: Analysis) -> str | None:
         "Comparison": [_escape(f"{f}: {c}") for f, c in zip(t["test_family"], t["comparison"])],
         "Pairs": t["n_pairs"].astype(int),
         "Mean diff.": [signed(d) + stars(p) for d, p in zip(t["mean_diff"], t["p_wilcoxon_holm"])],
-        "95\\% CI": [ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
+        f"{a['settings']['confidence_pct'].iloc[0]:g}\\% CI": [ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
         "$p_t$ (Holm)": [pval(p) for p in t["p_t_holm"]],
         "$p_W$ (Holm)": [pval(p) for p in t["p_wilcoxon_holm"]],
         "$d_z$": [signed(d, 2) for d in t["d_z"]],
