@@ -90,7 +90,14 @@ def paper_grid() -> Path:
 
 
 @pytest.fixture(scope="session")
-def legacy_analysis(legacy_dir):
-    from kdlora.analysis.report import build
+def legacy_report(legacy_dir, paper_grid, tmp_path_factory):
+    """The issue's acceptance command, as written (legacy folder passed as --results), run once:
+    (CLI result, OUT directory)."""
+    from typer.testing import CliRunner
 
-    return build([legacy_dir], "legacy", need(PAPER_GRID))
+    from kdlora.cli import app
+
+    out = tmp_path_factory.mktemp("legacy_report") / "OUT"
+    res = CliRunner().invoke(app, ["report", "--results", str(legacy_dir), "--grid", str(paper_grid),
+                                   "--metric-policy", "legacy", "--out", str(out)])
+    return res, out
