@@ -287,6 +287,9 @@ def parameter_section(a: Analysis) -> str:
     return "\n".join(out) + "\n"
 
 
+PER_RUN_LIMIT = 40  # up to this many KD-LoRA runs, the report lists each beside its teacher
+
+
 def teacher_section(a: Analysis) -> str:
     pairs, summ = a["teacher_student"], a["teacher_student_summary"]
     if pairs.empty:
@@ -296,9 +299,18 @@ def teacher_section(a: Analysis) -> str:
             ("Lowest %", col("pct_of_teacher_min", num, 1))]
     if summ["inference_speedup_mean"].notna().any():
         cols.append(("Inference speed-up", col("inference_speedup_mean", ratio)))
-    return "\n".join(["## 4. KD-LoRA student vs its FFT teacher", "",
-                      "Each KD-LoRA run beside the FFT run that taught it (linked by teacher_run_id); per run in "
-                      "`teacher_student.csv`.", "", md_table(summ, cols)])
+    out = ["## 4. KD-LoRA student vs its FFT teacher", "",
+           "Each KD-LoRA run beside the FFT run that taught it (linked by teacher_run_id); per run in "
+           "`teacher_student.csv`.", "", md_table(summ, cols)]
+    if len(pairs) <= PER_RUN_LIMIT:
+        run_cols = [("Task", text("task")), ("Family", text("family")), ("Seed", col("seed", integer)),
+                    ("Variant", text("variant")), ("Student", col("student_primary")),
+                    ("Teacher", col("teacher_primary")), ("% of teacher", col("pct_of_teacher", num, 1))]
+        optional = [("inference_speedup", "Inference speed-up", ratio), ("latency_ratio", "Latency ratio", ratio),
+                    ("trainable_params_ratio", "Trainable params ratio", lambda x: num(x, 4))]
+        run_cols += [(h, col(c, f)) for c, h, f in optional if pairs[c].notna().any()]
+        out += ["Per run:", "", md_table(pairs, run_cols)]
+    return "\n".join(out)
 
 
 def findings(a: Analysis, name: str, title: str) -> str:

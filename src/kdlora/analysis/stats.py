@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats as st
 
 NAN = float("nan")
+BOOT_CHUNK = 256  # bootstrap resamples drawn per block
 
 
 # ----- shape checks -------------------------------------------------------------------------
@@ -122,9 +123,12 @@ def bootstrap_mean_ci(values, strata: Sequence | None = None, n_boot: int = 2000
     total = np.zeros(n_boot)
     for g in np.unique(groups):
         member = x[groups == g]
-        # int32 indices: half the memory traffic of the default int64, several times faster here
-        picks = rng.integers(0, member.size, size=(n_boot, member.size), dtype=np.int32)
-        total += member[picks].sum(axis=1)
+        # Resamples are drawn in blocks of rows that fit in cache, with int32 indices: several
+        # times faster than one (n_boot x n) int64 draw on 10,000 runs, same random stream.
+        for start in range(0, n_boot, BOOT_CHUNK):
+            rows = min(BOOT_CHUNK, n_boot - start)
+            picks = rng.integers(0, member.size, size=(rows, member.size), dtype=np.int32)
+            total[start:start + rows] += member[picks].sum(axis=1)
     means = total / x.size
     tail = (1 - confidence) / 2 * 100
     lo, hi = np.percentile(means, [tail, 100 - tail])
@@ -203,13 +207,27 @@ def correlation(x, y, confidence: float = 0.95) -> dict:
 
 @functools.lru_cache(maxsize=256)
 def min_detectable_dz(n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest standardised paired effect (d_z) a two-sided paired t-test detects with `power`
-    (cached: a root-finding per call, and comparisons often share their number of pairs)."""
+    """Smallest standardised paired effect (d_z) a two-sided paired t-test detects with `power`.
+
+    The power function is statsmodels'; the root is found with scipy's brentq in a bracket that
+    doubles until it holds the root (statsmodels' own solve_power needs ~60 evaluations a call).
+    """
+    from scipy.optimize import brentq
     from statsmodels.stats.power import TTestPower
 
     if n < 3:
         return NAN
-    dz = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)
+    analysis = TTestPower()
+    gap = lambda d: float(analysis.power(effect_size=d, nobs=n, alpha=alpha)) - power  # noqa: E731
+    hi = 4.0 / math.sqrt(n)  # noncentrality 4: power ~0.98, above the usual targets
+    while 0 < hi < 64 and gap(hi) < 0:
+        hi *= 2
+    try:
+        if gap(hi) > 0:
+            return float(brentq(gap, 1e-9, hi, xtol=1e-12))
+    except ValueError:  # the noncentral t gives nan far in its tail
+        pass
+    dz = analysis.solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)  # statsmodels' own solver
     return float(np.ravel(dz)[0])  # a 1-element array when statsmodels falls back to fsolve
 
 
