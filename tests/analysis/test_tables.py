@@ -165,3 +165,14 @@ def test_policy_decides_the_primary(synthetic_configs):
     assert glue["primary_name"] == "mean(accuracy,f1)" and legacy["primary_name"] == "accuracy"
     assert glue["primary"] == pytest.approx((rec.metrics["accuracy"] + rec.metrics["f1"]) / 2)
     assert legacy["primary"] == rec.metrics["accuracy"]
+
+
+def test_kd_record_without_teacher_id_links_through_its_config(synthetic_configs):
+    from kdlora.analysis.synthetic import make_records
+
+    kd = next(c for c in synthetic_configs if c.strategy == "kd-lora")
+    rec = next(make_records([kd]))
+    bare = rec.model_copy(update={"teacher_run_id": None,
+                                  "efficiency": rec.efficiency.model_copy(update={"teacher_run_id": None})})
+    row = records_to_table([(bare, "x")], "glue").iloc[0]
+    assert row["teacher_run_id"] == kd.teacher_config().run_id

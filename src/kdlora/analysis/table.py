@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from kdlora.config import task_slug
+from kdlora.config import build_config, task_slug
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
 from kdlora.errors import UserError
 from kdlora.records.schema import RunRecord
@@ -64,11 +64,22 @@ def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
         "seed": cfg.get("seed"), "strategy": cfg.get("strategy"), "variant": cfg.get("variant"),
         "method": method_of(cfg.get("strategy"), cfg.get("variant")), "status": record.status,
         "primary": value, "primary_name": name, "memory_kind": eff.get("memory_kind"),
-        "teacher_run_id": record.teacher_run_id or eff.get("teacher_run_id"), "source": source,
+        "teacher_run_id": record.teacher_run_id or eff.get("teacher_run_id") or _teacher_of(cfg),
+        "source": source,
     }
     row.update({m: _number(metrics.get(m)) for m in METRICS})
     row.update({e: _number(eff.get(e)) for e in EFFICIENCY})
     return row
+
+
+def _teacher_of(cfg: dict) -> str | None:
+    """A KD-LoRA record that does not name its teacher: the FFT run its config implies."""
+    if cfg.get("strategy") != "kd-lora":
+        return None
+    try:
+        return build_config(cfg).teacher_config().run_id
+    except (UserError, ValueError, TypeError):
+        return None
 
 
 def _number(value) -> float:
