@@ -19,6 +19,7 @@ from kdlora.analysis.table import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import method_order, task_order
 
 COLORS = {"fft": "#444444", "lora": "#1f77b4", "kd-lora": "#d62728"}
+RASTER_ABOVE = 2000  # runs; beyond this the scatter's points are embedded in the PDF as an image
 
 
 def close(fig: Figure) -> None:
@@ -70,7 +71,7 @@ def efficiency_scatter(a: Analysis) -> Figure | None:
     for ax, (column, label) in zip(axes, measures):
         for strategy, part in df.groupby("strategy"):
             ax.scatter(part[column], part["primary"], s=8, alpha=0.5, color=COLORS.get(strategy),
-                       label=STRATEGY_LABEL.get(strategy, strategy))
+                       label=STRATEGY_LABEL.get(strategy, strategy), rasterized=len(df) > RASTER_ABOVE)
         log_x(ax)
         ax.set_xlabel(label)
         ax.set_ylabel("primary metric")
