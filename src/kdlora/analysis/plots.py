@@ -203,8 +203,9 @@ def critical_difference(a: Analysis) -> Figure | None:
     fr, ranks, nem = a["friedman"], a["friedman_ranks"], a["nemenyi"]
     if fr.empty:
         return None
-    fig = Figure(figsize=(8, 2.4 * len(fr)))
+    fig = Figure(figsize=(8, 3.2 * len(fr)))
     axes = fig.subplots(len(fr), 1, squeeze=False).ravel()
+    fig.subplots_adjust(hspace=0.9)  # room for each panel's labels below its axis
     for ax, r in zip(axes, fr.itertuples()):
         rk = ranks[ranks["strategy"] == r.strategy].set_index("variant")["mean_rank"]
         sig = _square(nem[nem["strategy"] == r.strategy], list(rk.index))
