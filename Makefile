@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/render.py
 
 clean-venv:
 	rm -rf $(VENV)
