@@ -59,6 +59,9 @@ class GridConfig(BaseModel):
     fft: dict[str, Any] = {}
     lora: dict[str, Any] = {}
     kd_lora: dict[str, Any] = Field(default={}, alias="kd-lora")
+    # Most specific of all: per variant ("adalora") or per strategy and variant ("kd-lora/adalora"),
+    # e.g. a learning rate for a variant whose scaling differs (rsLoRA, AdaLoRA, MrLoRA).
+    per_variant: dict[str, dict[str, Any]] = {}
     source: str | None = None  # the file it came from (set by load_grid)
 
     @field_validator("families", "tasks", "seeds", "strategies", "variants")
@@ -95,6 +98,21 @@ class GridConfig(BaseModel):
                 raise ValueError(f"{key!r} is a grid axis; list it at the top level ({key}s:)")
             if key not in HYPERPARAMETERS:
                 raise ValueError(f"unknown hyperparameter {key!r}{_suggest(key, HYPERPARAMETERS)}")
+        return values
+
+    @field_validator("per_variant")
+    @classmethod
+    def _known_per_variant(cls, values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for key, settings in values.items():
+            strategy, _, variant = key.rpartition("/")
+            if strategy:
+                _known("strategy", strategy, ("lora", "kd-lora"))
+            _known("variant", variant, VARIANTS)
+            cls._known_keys(settings)
+            for name, value in settings.items():
+                if _is_axis(name, value):
+                    raise ValueError(f"per_variant.{key}.{name} is a list: per-variant values are single "
+                                     "values; give axes in a section (adapters:, lora:, kd-lora:)")
         return values
 
     def section(self, name: str) -> dict[str, Any]:
@@ -159,7 +177,9 @@ def _resolve_paths(grid: GridConfig, base: Path, path: Path) -> GridConfig:
             if key in values:
                 values[key] = _map_values(values[key], key, lambda v: _resolve_path(v, base))
         sections["kd_lora" if name == "kd-lora" else name] = values
-    return grid.model_copy(update={"tasks": tasks, **sections})
+    per_variant = {k: {n: _resolve_path(v, base) if n in PATH_KEYS else v for n, v in values.items()}
+                   for k, values in grid.per_variant.items()}
+    return grid.model_copy(update={"tasks": tasks, "per_variant": per_variant, **sections})
 
 
 def _resolve_task(task: str, base: Path, path: Path) -> str:
@@ -203,13 +223,17 @@ def _axes(grid: GridConfig) -> list[tuple[str, str, list[Any]]]:
     return out
 
 
-def _settings(grid: GridConfig, strategy: str, point: dict[tuple[str, str], Any]) -> dict[str, Any]:
-    """The hyperparameters of one strategy at one point of the hyperparameter axes."""
+def _settings(grid: GridConfig, strategy: str, point: dict[tuple[str, str], Any],
+              variant: str | None = None) -> dict[str, Any]:
+    """The hyperparameters of one strategy (and variant) at one point of the hyperparameter axes."""
     out: dict[str, Any] = {}
     for name, scope in SECTION_SCOPE.items():
         if strategy in scope:
             for key, value in grid.section(name).items():
                 out[key] = point.get((name, key), value)
+    if variant is not None:
+        out.update(grid.per_variant.get(variant, {}))
+        out.update(grid.per_variant.get(f"{strategy}/{variant}", {}))
     return out
 
 
@@ -235,7 +259,7 @@ def _cell(grid: GridConfig, family: str, task: str, seed: int,
         extra = ({"teacher_lr": fft.lr, "teacher_epochs": fft.epochs, "teacher_batch_size": fft.batch_size}
                  if strategy == "kd-lora" else {})
         for variant in grid.variants:
-            cfg = _build(grid, {**ident, **_settings(grid, strategy, point), **extra,
+            cfg = _build(grid, {**ident, **_settings(grid, strategy, point, variant), **extra,
                                 "strategy": strategy, "variant": variant})
             if strategy == "kd-lora":
                 _check_teacher(grid, cfg, fft)
