@@ -88,6 +88,12 @@ def paired_ratios(numerator: list[float], denominator: list[float]) -> dict[str,
     return summary([a / b for a, b in zip(numerator, denominator) if b])
 
 
+def best_ratio(numerator: list[float], denominator: list[float]) -> float | None:
+    """min ÷ min of two sides' times. Interference on a shared machine only ever adds time, so each
+    side's best repetition is its least disturbed one; a robust companion to the paired median."""
+    return min(numerator) / min(denominator) if numerator and denominator and min(denominator) else None
+
+
 def alternate(sides: dict[str, Callable[[int], dict]], reps: int,
               log: Callable[[str], None] = print) -> dict[str, list[dict]]:
     """Run every side `reps` times, alternating the order (A B, B A, A B...). Each call gets the
