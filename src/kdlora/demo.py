@@ -42,7 +42,7 @@ class DemoSize:
 
 FULL = DemoSize("full", n_train=600, n_eval=400)
 # CI's smoke run: the same command and grid, fewer tweets, one variant per strategy.
-SMOKE = DemoSize("smoke", n_train=240, n_eval=150, variants=("lora",))
+SMOKE = DemoSize("smoke", n_train=160, n_eval=120, variants=("lora",))
 
 
 @dataclass(frozen=True)
