@@ -209,7 +209,7 @@ def quality_checks(table: pd.DataFrame, majority: float, margin: float = FFT_MAR
 
 
 def best_per_strategy(table: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy, the variant with the highest mean accuracy over seeds (completed runs only)."""
+    """Per strategy, the variant(s) with the highest mean accuracy over seeds (completed runs only)."""
     done = table[table["status"] == "completed"]
     if done.empty:
         return pd.DataFrame(columns=["strategy", "variant", "runs", "accuracy", "macro_f1", "trainable_params",
@@ -219,8 +219,10 @@ def best_per_strategy(table: pd.DataFrame) -> pd.DataFrame:
                   trainable_params=("trainable_params", "median"), train_time_s=("train_time_s", "median"),
                   pct_of_teacher=("pct_of_teacher", "mean"))
              .reset_index())
-    best = means.loc[means.groupby("strategy", sort=False)["accuracy"].idxmax()]
-    return best.reset_index(drop=True)
+    top = means[means["accuracy"] == means.groupby("strategy", sort=False)["accuracy"].transform("max")]
+    # a tie names every tied variant ("lora = olora") rather than one picked by row order
+    rest = {c: (c, "first") for c in means.columns if c not in ("strategy", "variant")}
+    return top.groupby("strategy", sort=False).agg(variant=("variant", " = ".join), **rest).reset_index()
 
 
 # ----- the summary file -----------------------------------------------------------------------------------

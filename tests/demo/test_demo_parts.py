@@ -62,6 +62,14 @@ def test_best_per_strategy_averages_seeds_and_picks_the_highest_mean():
     assert best.loc["kd-lora", "variant"] == "rslora" and best.loc["kd-lora", "pct_of_teacher"] == 90.0
 
 
+def test_best_per_strategy_names_every_tied_variant():
+    t = table([("a", "kd-lora", "lora", 1, "completed", 0.6025, 0.4, 38, 5, 99.2),
+               ("b", "kd-lora", "olora", 1, "completed", 0.6025, 0.4, 38, 6, 99.2),
+               ("c", "kd-lora", "dora", 1, "completed", 0.59, 0.4, 40, 6, 98.0)])
+    best = demo.best_per_strategy(t)
+    assert list(best["variant"]) == ["lora = olora"] and list(best["accuracy"]) == [0.6025]
+
+
 # ----- inputs ----------------------------------------------------------------------------------------
 def test_shipped_grid_keeps_every_strategy_and_variant():
     data = yaml.safe_load(SHIPPED.read_text())
