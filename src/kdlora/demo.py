@@ -167,10 +167,16 @@ def runs_table(runs: list, results_dir: Path, run_seconds: dict[str, float] | No
             "trainable_params": eff.trainable_params if eff else None,
             "total_params": eff.total_params if eff else None,
             "train_time_s": eff.train_time_s if eff else None,
-            "run_wall_s": (run_seconds or {}).get(cfg.run_id),
+            "run_wall_s": _wall(run_seconds or {}, cfg.run_id),
             "teacher_run_id": rec.teacher_run_id if rec else None,
         })
     return pd.DataFrame(rows)
+
+
+def _wall(run_seconds: dict[str, float], run_id: str) -> float | None:
+    """Seconds of every attempt of a run in this sweep (the scheduler keys them run_id#attempt)."""
+    times = [t for key, t in run_seconds.items() if key.partition("#")[0] == run_id]
+    return round(sum(times), 1) if times else None
 
 
 def add_pct_of_teacher(table: pd.DataFrame, teacher_student: pd.DataFrame) -> pd.DataFrame:

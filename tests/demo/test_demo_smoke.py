@@ -37,6 +37,7 @@ def test_smoke_demo_writes_records_report_and_summary(smoke):
     for row in runs:
         rec = read_record(record_path(out / "results", row["run_id"]))
         assert rec.status == "completed" and rec.metrics["accuracy"] == row["accuracy"]
+        assert row["run_wall_s"] >= row["train_time_s"] > 0
     kd = next(r for r in runs if r["strategy"] == "kd-lora")
     fft = next(r for r in runs if r["strategy"] == "fft")
     assert kd["pct_of_teacher"] == pytest.approx(100 * kd["accuracy"] / fft["accuracy"])
