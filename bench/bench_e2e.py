@@ -44,13 +44,15 @@ class Case:
     r: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
+    # also time kdlora with group_by_length=true (similar lengths batched together: less padding)
+    grouped_side: bool = False
 
 
-FULL = {"minilm": Case("minilm", n_train=480, n_eval=256),
+FULL = {"minilm": Case("minilm", n_train=480, n_eval=256, grouped_side=True),
         # random weights: its metric says nothing; the case measures time at BERT-base cost
         "bert-base": Case("bert-base", n_train=64, n_eval=32)}
 # --quick: a tiny random BERT (MiniLM's vocabulary) stands in for both models; seconds, not minutes
-QUICK = {"minilm": Case("minilm", n_train=16, n_eval=16, batch_size=8),
+QUICK = {"minilm": Case("minilm", n_train=16, n_eval=16, batch_size=8, grouped_side=True),
          "bert-base": Case("bert-base", n_train=16, n_eval=16, batch_size=8)}
 # Where kdlora's wall time goes: engine stages timed by wrapping them (behaviour unchanged).
 STAGES = (("kdlora.train.engine", "load_tokenizer"), ("kdlora.train.engine", "load_data"),
@@ -87,7 +89,7 @@ def stage_timers():
             setattr(module, attr, fn)
 
 
-def kdlora_side(case: Case, task: Path, model: str, runs_dir: Path, threads: int):
+def kdlora_side(case: Case, task: Path, model: str, runs_dir: Path, threads: int, group_by_length: bool = False):
     from kdlora.config import build_config
     from kdlora.runner import run_one
 
@@ -96,7 +98,8 @@ def kdlora_side(case: Case, task: Path, model: str, runs_dir: Path, threads: int
             family="minilm", task=str(task), strategy="lora", variant="lora", seed=rep + 1, teacher_model=model,
             epochs=case.epochs, batch_size=case.batch_size, lr=case.lr, max_length=REFERENCE_MAX_LENGTH,
             warmup_ratio=case.warmup_ratio, weight_decay=case.weight_decay, max_grad_norm=case.max_grad_norm,
-            r=case.r, lora_alpha=case.lora_alpha, lora_dropout=case.lora_dropout, threads=threads, device="cpu"))
+            r=case.r, lora_alpha=case.lora_alpha, lora_dropout=case.lora_dropout, threads=threads, device="cpu",
+            group_by_length=group_by_length))
         start = time.perf_counter()
         with stage_timers() as stages:
             rec = run_one(cfg, runs_dir)
@@ -181,13 +184,23 @@ def padding_facts(task: Path, model: str, batch_size: int) -> dict:
 
     spec = resolve_task(str(task))
     tok = load_tokenizer(model)
-    data = tokenize_splits(load_splits(spec), tok, spec, REFERENCE_MAX_LENGTH)["train"]
-    loader = make_dataloader(data, tok, batch_size, shuffle=True, seed=1)
-    padded = [b["attention_mask"].shape[1] for b in loader]
-    real = list(data["length"])
+    data = tokenize_splits(load_splits(spec), tok, spec, REFERENCE_MAX_LENGTH)
+
+    def mean_padded(split: str, shuffle: bool, grouped: bool) -> float:
+        loader = make_dataloader(data[split], tok, batch_size if split == "train" else 32, shuffle=shuffle, seed=1,
+                                 group_by_length=grouped)
+        widths = [b["attention_mask"].shape[1] for b in loader]
+        return sum(widths) / len(widths)
+
+    real = list(data["train"]["length"])
+    train = mean_padded("train", True, False)
     return {"mean_real_tokens": sum(real) / len(real), "max_real_tokens": max(real),
-            "kdlora_mean_padded_length": sum(padded) / len(padded), "reference_padded_length": REFERENCE_MAX_LENGTH,
-            "token_ratio_reference_over_kdlora": REFERENCE_MAX_LENGTH / (sum(padded) / len(padded))}
+            "kdlora_mean_padded_length": train, "reference_padded_length": REFERENCE_MAX_LENGTH,
+            "token_ratio_reference_over_kdlora": REFERENCE_MAX_LENGTH / train,
+            "kdlora_grouped_mean_padded_length": mean_padded("train", True, True),
+            # evaluation: kdlora's eval loaders keep dataset order; sorted by length they would pad less
+            "eval_mean_padded_length": mean_padded("validation", False, False),
+            "eval_sorted_mean_padded_length": mean_padded("validation", False, True)}
 
 
 # ----- one case --------------------------------------------------------------------------------
@@ -198,11 +211,20 @@ def run_case(case: Case, model: str, task: Path, root: Path, reps: int, threads:
     runs_dir = root / f"runs-{case.name}"
     sides = {"kdlora": kdlora_side(case, task, model, runs_dir, threads),
              "reference": reference_side(case, task, model, threads)}
+    if case.grouped_side:
+        sides["kdlora_grouped"] = kdlora_side(case, task, model, runs_dir, threads, group_by_length=True)
     rows = common.alternate(sides, reps)
     k, r = rows["kdlora"], rows["reference"]
     acc_k, acc_r = common.column(k, "accuracy"), common.column(r, "accuracy")
     stages = sorted({key for row in k for key in row if key.startswith("stage_")})
-    return {
+    grouped = {}
+    if case.grouped_side:
+        g = rows["kdlora_grouped"]
+        grouped = {"kdlora_grouped": {key: common.summary(common.column(g, key)) for key in (*SIDE_KEYS, *stages)},
+                   "wall_ratio_grouped": common.paired_ratios(common.column(r, "wall_s"), common.column(g, "wall_s")),
+                   "accuracy_diff_grouped": common.summary(
+                       [a - b for a, b in zip(common.column(g, "accuracy"), acc_r)])}
+    return {**grouped,
         "case": case.__dict__, "model": model, "padding": padding_facts(task, model, case.batch_size),
         "kdlora": {key: common.summary(common.column(k, key)) for key in (*SIDE_KEYS, *stages)},
         "reference": {key: common.summary(common.column(r, key)) for key in SIDE_KEYS},
@@ -257,8 +279,12 @@ def add_headlines(bench: common.Bench, name: str, res: dict) -> None:
                                 res["wall_ratio_without_measurement_extras"], target=None, met=None, unit="x"))
     rows.append(common.headline(f"train-time ratio reference/kdlora ({name})", res["train_ratio"], target=None,
                                 met=None, unit="x"))
-    for side in ("kdlora", "reference"):
-        rows.append(common.headline(f"accuracy {side} ({name})", res[side]["accuracy"], target=None, met=None))
+    if "wall_ratio_grouped" in res:
+        rows.append(common.headline(f"wall-time ratio reference/kdlora with group_by_length=true ({name})",
+                                    res["wall_ratio_grouped"], target=None, met=None, unit="x"))
+    for side in ("kdlora", "kdlora_grouped", "reference"):
+        if side in res:
+            rows.append(common.headline(f"accuracy {side} ({name})", res[side]["accuracy"], target=None, met=None))
 
 
 def main() -> Path:

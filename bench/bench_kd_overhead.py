@@ -132,6 +132,8 @@ def main() -> Path:
         wall_ratio = common.paired_ratios(common.column(kd, "wall_s"), common.column(lo, "wall_s"))
         best = common.best_ratio(common.column(kd, "epoch_s"), common.column(lo, "epoch_s"))
         extra = kd_loss_cost(root, args.quick)
+        # against LoRA-only's least disturbed step
+        share = extra["seconds_per_step"] / (min(common.column(lo, "epoch_s")) / kd[0]["steps"])
         build = common.summary([cold["cache_build_s"]])
         bench.data["settings"] = {**sizes, "reps": reps, "threads": args.threads, "batch_size": 32, "epochs": 1,
                                   "student": "all-MiniLM-L6-v2 layers 0-2 + 3-class head (saved once)"
@@ -139,9 +141,7 @@ def main() -> Path:
         bench.data["results"] = {
             "epoch_time_ratio": ratio, "wall_time_ratio": wall_ratio, "best_epoch_time_ratio": best,
             "kd_extra_work_per_step": extra,
-            # against LoRA-only's least disturbed step
-            "kd_extra_work_share_of_step": extra["seconds_per_step"] / (min(common.column(lo, "epoch_s"))
-                                                                        / kd[0]["steps"]),
+            "kd_extra_work_share_of_step": share,
             "kd_lora_epoch_s": common.summary(common.column(kd, "epoch_s")),
             "lora_epoch_s": common.summary(common.column(lo, "epoch_s")),
             "steps_per_epoch": kd[0]["steps"], "same_model": {k: cold[k] for k in ("trainable_params", "total_params")},
@@ -152,7 +152,10 @@ def main() -> Path:
         rows_h.append(common.headline("KD-LoRA / LoRA-only epoch time (same student, cache warm)", ratio,
                                       target=f"<= {TARGET}", met=ratio["median"] <= TARGET, unit="x"))
         rows_h.append(common.headline("KD-LoRA / LoRA-only epoch time, best of n each", common.summary([best]),
-                                      target=f"<= {TARGET}", met=best <= TARGET, unit="x"))
+                                      target=None, met=None, unit="x"))
+        rows_h.append(common.headline("KD extra work per step (lookup + distillation loss + backward), timed alone, "
+                                      "/ LoRA-only best step", common.summary([share]), target=None, met=None,
+                                      unit="x"))
         rows_h.append(common.headline("KD-LoRA / LoRA-only whole-run wall time (cache warm)", wall_ratio,
                                       target=None, met=None, unit="x"))
         rows_h.append(common.headline(f"teacher-logit cache build, once ({sizes['n_train']} examples)", build,
