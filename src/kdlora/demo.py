@@ -245,6 +245,28 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version(), "packages": versions}
 
 
+def cpu_seconds() -> float | None:
+    """CPU time (user + system) of this process and every process under it, including finished
+    runs (the executor's fork server reaps them, so they count in its children's times). Unlike
+    the wall time it barely depends on what else the machine is doing: CPU seconds / cores is
+    about the wall time on an otherwise idle machine."""
+    import psutil
+
+    try:
+        me = psutil.Process()
+        procs = [me, *me.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:  # ended meanwhile: its time is in its parent's children times
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return round(total, 1)
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -367,6 +389,7 @@ def run_demo(out: str | Path, *, size: DemoSize = FULL, workers: int | None = No
     else:
         table = table.assign(pct_of_teacher=float("nan"))
     end = time.monotonic()
+    cpu = cpu_seconds()
     threads_per_run = threads or max(1, (os.cpu_count() or 1) // workers)
     result = DemoResult(
         size=size, layout=layout, command=command, workers=workers, threads_per_run=threads_per_run,
@@ -375,7 +398,7 @@ def run_demo(out: str | Path, *, size: DemoSize = FULL, workers: int | None = No
         sweep_counts={"expected": outcome.expected, "skipped": len(outcome.skipped),
                       "completed_now": len(outcome.completed), "failed": len(outcome.failed)},
         timings_s={"prepare": round(t_sweep - start, 1), "sweep": round(t_report - t_sweep, 1),
-                   "report": round(end - t_report, 1), "total": round(end - start, 1)},
+                   "report": round(end - t_report, 1), "total": round(end - start, 1), "cpu": cpu},
         started_at=started_at, finished_at=now(), load_avg_start=load_start, load_avg_end=load_average(),
         data_info=data_info(task_yaml))
     write_summary(result)

@@ -32,6 +32,7 @@ def test_smoke_demo_writes_records_report_and_summary(smoke):
     assert result.exit_code in (0, 1), result.output
     summary = json.loads((out / demo.SUMMARY_NAME).read_text())
     assert summary["mode"] == "smoke" and summary["sweep"]["failed"] == 0
+    assert summary["fresh"] is True and summary["timings_s"]["cpu"] > 0
     runs = summary["runs"]
     assert {(r["strategy"], r["variant"]) for r in runs} == {("fft", "full"), ("lora", "lora"), ("kd-lora", "lora")}
     for row in runs:

@@ -100,6 +100,13 @@ def print_summary(result, console) -> None:
     console.print(f"{sc['completed_now']} runs trained now, {sc['skipped']} reused, {sc['failed']} failed; "
                   f"wall time {t['total']:.0f} s (sweep {t['sweep']:.0f} s, report {t['report']:.0f} s) with "
                   f"{result.workers} worker(s) x {result.threads_per_run} thread(s)", highlight=False)
+    if t.get("cpu"):
+        import os
+
+        cores = os.cpu_count() or 1
+        console.print(f"CPU time {t['cpu']:.0f} s on {cores} cores (about {t['cpu'] / cores:.0f} s of wall time "
+                      f"on an idle machine); load average {result.load_avg_start} at start, "
+                      f"{result.load_avg_end} at end", highlight=False)
     if result.passed:
         console.print(f"[green]quality bar met[/]: FFT >= majority + {FFT_MARGIN * 100:g} points, every LoRA-only and "
                       "KD-LoRA run above the majority class", highlight=False)
