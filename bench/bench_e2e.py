@@ -13,7 +13,6 @@ The ratio is reference wall ÷ kdlora wall (> 1: kdlora is faster).
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import tempfile
 import time
@@ -302,8 +301,8 @@ def main() -> Path:
         p.error(f"--cases takes a comma-separated subset of {sorted(cases)}, got {args.cases!r}")
     bench = common.Bench(NAME, args)
     reps = common.reps_of(args)
-    root = Path(tempfile.mkdtemp(prefix="kdlora-bench-e2e-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="kdlora-bench-e2e-", ignore_cleanup_errors=True) as tmp:
+        root = Path(tmp)
         models = {"minilm": minilm_path(), "bert-base": None}
         if args.quick:
             models = dict.fromkeys(models, str(common.bert_from_config(root, common.TINY_SHAPE, name="tiny")))
@@ -328,8 +327,6 @@ def main() -> Path:
         if "bert-base" in names:
             bench.note("bert-base: random weights built from config; its accuracy is near chance on both "
                        "sides and only the time is meaningful")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     bench.print_headline()
     return bench.write()
 

@@ -21,7 +21,6 @@ torch >= 2.8) to measure what that one change would gain.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -202,8 +201,8 @@ def main() -> Path:
     sizes = QUICK if args.quick else FULL
     bench = common.Bench(NAME, args)
     reps = common.reps_of(args)
-    root = Path(tempfile.mkdtemp(prefix="kdlora-bench-hw-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="kdlora-bench-hw-", ignore_cleanup_errors=True) as tmp:
+        root = Path(tmp)
         shape = common.TINY_SHAPE if args.quick else common.BERT_BASE_SHAPE
         model_dir = common.bert_from_config(root, shape, num_labels=2, name="model")
         models = {s: make_model(model_dir, s) for s in ("fft", "lora")}
@@ -292,8 +291,6 @@ def main() -> Path:
         bench.note(f"bf16 autocast vs fp32 on the same batch: logits max |diff| {ac['logits_max_abs_diff']:.3g} "
                    f"(max |logit| {ac['logits_fp32_max_abs']:.3g}), loss diff {ac['loss_abs_diff']:.3g}, "
                    f"same argmax {ac['same_argmax']:.0%}, gradient cosine {ac['grad_cosine']:.4f}")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     bench.print_headline()
     return bench.write()
 

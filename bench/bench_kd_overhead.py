@@ -12,7 +12,6 @@ the timed loop is the distillation loss (teacher rows looked up by dataset idx, 
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -98,8 +97,8 @@ def main() -> Path:
     sizes = QUICK if args.quick else FULL
     bench = common.Bench(NAME, args)
     reps = common.reps_of(args)
-    root = Path(tempfile.mkdtemp(prefix="kdlora-bench-kd-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="kdlora-bench-kd-", ignore_cleanup_errors=True) as tmp:
+        root = Path(tmp)
         task = common.tweets_task(root, sizes["n_train"], sizes["n_eval"])
         student = build_student(root, num_labels=3, quick=args.quick)
         teacher = str(common.bert_from_config(root, common.TINY_SHAPE, name="tiny")) if args.quick else None
@@ -162,8 +161,6 @@ def main() -> Path:
                                       target=None, met=None, unit="s"))
         bench.note("both sides train the same saved 3-layer student (equal trainable/total parameter counts "
                    "checked); KD-LoRA runs all hit the warm cache (efficiency.teacher_cache_hit)")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     bench.print_headline()
     return bench.write()
 

@@ -19,7 +19,6 @@ about 30 % less than LoRA-only, i.e. a ratio near 0.7, on GPU).
 from __future__ import annotations
 
 import multiprocessing as mp
-import shutil
 import sys
 import tempfile
 import time
@@ -127,8 +126,8 @@ def main() -> Path:
     sizes = QUICK if args.quick else FULL
     bench = common.Bench(NAME, args)
     reps = common.reps_of(args)
-    root = Path(tempfile.mkdtemp(prefix="kdlora-bench-mem-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="kdlora-bench-mem-", ignore_cleanup_errors=True) as tmp:
+        root = Path(tmp)
         task = common.tweets_task(root, sizes["n_train"], sizes["n_eval"])
         teacher = str(common.bert_from_config(root, common.TINY_SHAPE, name="tiny")) if args.quick else None
         cfgs = configs(task, args.threads, args.quick, teacher)
@@ -185,8 +184,6 @@ def main() -> Path:
         bench.note(f"the engine counts FLOPs with a forward+backward just before its memory meter starts; "
                    f"with that step skipped, LoRA-only's recorded training peak is {lora_hidden:.2f}x the "
                    f"figure it records normally (the freed activations stay in the heap and training reuses them)")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     bench.print_headline()
     return bench.write()
 

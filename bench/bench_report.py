@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -136,8 +135,8 @@ def main() -> Path:
     seeds = -(-n // (len(FAMILIES) * 9 * 13))  # enough seeds for n runs
     bench = common.Bench(NAME, args)
     reps = common.reps_of(args)
-    root = Path(tempfile.mkdtemp(prefix="kdlora-bench-report-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="kdlora-bench-report-", ignore_cleanup_errors=True) as tmp:
+        root = Path(tmp)
         synthetic, grid = write_synthetic(root, n, seeds)
         workloads = {"synthetic_10k": cli_args(synthetic, grid, "glue", root / "out_synthetic")}
         if LEGACY.is_dir() and PAPER_GRID.is_file():
@@ -164,8 +163,6 @@ def main() -> Path:
                                   "figures": True, "legacy_dir": str(LEGACY), "grid_legacy": str(PAPER_GRID)}
         slowest = {name: max(ph["phases_s"], key=ph["phases_s"].get) for name, ph in phases.items()}
         bench.note("largest phase per workload: " + ", ".join(f"{k}: {v}" for k, v in slowest.items()))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     bench.print_headline()
     for name, ph in phases.items():
         print(f"  {name} phases (wall/cpu): " + ", ".join(
