@@ -58,12 +58,9 @@ def find_teacher(cfg, results_dir: Path):
 
 
 def weights_fingerprint(ckpt: Path) -> str:
-    digest = hashlib.sha256()
-    for f in sorted(ckpt.glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    from kdlora.strategies.logit_cache import file_sha256
+
+    return file_sha256(*sorted(ckpt.glob("*.safetensors")))
 
 
 def data_fingerprint(split, text_fields) -> str:

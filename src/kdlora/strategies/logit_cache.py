@@ -45,11 +45,13 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(*paths: Path) -> str:
+    """SHA-256 of the files' contents, read in order as one stream."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -137,7 +139,7 @@ def _write(data: Path, side: Path, key: str, parts: dict, idx, logits, seconds: 
         Path(tmp).unlink(missing_ok=True)
         raise
     meta = {"format": FORMAT, "key": key, "parts": parts, "rows": len(idx), "num_labels": logits.shape[1],
-            "sha256": _file_sha256(data), "build_seconds": seconds}
+            "sha256": file_sha256(data), "build_seconds": seconds}
     atomic_write_text(side, json.dumps(meta, indent=2, sort_keys=True))
 
 
@@ -149,7 +151,7 @@ def _load_valid(data: Path, side: Path, key: str, parts: dict):
     try:
         meta = json.loads(side.read_text())
         if (meta.get("format") != FORMAT or meta.get("key") != key or meta.get("parts") != parts
-                or meta.get("sha256") != _file_sha256(data)):
+                or meta.get("sha256") != file_sha256(data)):
             return None
         tensors = load_file(str(data))
     except (OSError, ValueError, SafetensorError):
