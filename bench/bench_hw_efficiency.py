@@ -106,12 +106,16 @@ def batches(model, batch: int, seq: int, n: int, seed: int = 0) -> list[dict]:
 
 
 def step_flops(model, batch: dict) -> int:
+    """FLOPs of one forward+backward, counted the way the engine counts its first step."""
     from kdlora.strategies.base import model_loss
     from kdlora.train import measure
     from kdlora.train.loop import model_inputs
 
-    flops, _ = measure.step_flops(model, batch, model_loss, model_inputs)
-    return flops
+    model.train()
+    with measure.counting_flops() as counted:
+        model_loss(batch, model(**model_inputs(model, batch))).backward()
+    model.zero_grad(set_to_none=True)
+    return counted["flops"]
 
 
 def timed_steps(model, cfg, data: list[dict]) -> float:

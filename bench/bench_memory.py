@@ -39,11 +39,8 @@ PRELOAD = ["torch", "transformers", "peft", "datasets", "sklearn.metrics", "torc
 STRATEGIES = ("kd-lora", "lora", "fft")
 
 
-def child(cfg_dict: dict, results: str, threads: int, conn, skip_flop_step: bool = False) -> None:
-    """Runs in a fresh process: report RSS after imports, run, send back the record's figures.
-    skip_flop_step (diagnostic): the engine's FLOP-counting forward+backward, which runs just
-    before the memory meter starts, is replaced by a no-op, to show how much of the training
-    peak it hides (its freed activations stay in the process heap and training reuses them)."""
+def child(cfg_dict: dict, results: str, threads: int, conn) -> None:
+    """Runs in a fresh process: report RSS after imports, run, send back the record's figures."""
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import common as c
@@ -57,10 +54,6 @@ def child(cfg_dict: dict, results: str, threads: int, conn, skip_flop_step: bool
         from kdlora.runner import run_one
 
         cfg = build_config(cfg_dict)
-        if skip_flop_step:
-            from kdlora.train import measure as meter
-
-            meter.step_flops = lambda model, batch, loss_fn, model_inputs: (0, batch["attention_mask"].numel())
         conn.send(("baseline", psutil.Process().memory_info().rss))
         rec = run_one(cfg, results)
         if rec.status != "completed":
@@ -74,14 +67,14 @@ def child(cfg_dict: dict, results: str, threads: int, conn, skip_flop_step: bool
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def measure(cfg_dict: dict, results: Path, threads: int, skip_flop_step: bool = False) -> dict:
+def measure(cfg_dict: dict, results: Path, threads: int) -> dict:
     """Run one config in a fresh process, sampling its RSS from here until it ends."""
     import psutil
 
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     parent, child_end = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=child, args=(cfg_dict, str(results), threads, child_end, skip_flop_step))
+    proc = ctx.Process(target=child, args=(cfg_dict, str(results), threads, child_end))
     proc.start()
     ps, peak, baseline, out = psutil.Process(proc.pid), 0, None, None
     while proc.is_alive() or parent.poll():
@@ -152,13 +145,7 @@ def main() -> Path:
                                   "sample_interval_s": SAMPLE_S, "isolation": "one process per run, forked from an import-only server",
                                   "memory_kind": "cpu_peak_rss_growth (record) and process peak RSS above "
                                                  "post-import RSS (process)"}
-        print("diagnostic: each strategy once more with the engine's FLOP-counting step skipped")
-        diag = {s: measure(cfgs[s], results, args.threads, skip_flop_step=True) for s in STRATEGIES}
-        diag_ratio = {pair: diag[a]["record_peak_bytes"] / diag[b]["record_peak_bytes"]
-                      for pair, (a, b) in {"kd-lora/lora": ("kd-lora", "lora"), "kd-lora/fft": ("kd-lora", "fft"),
-                                           "lora/fft": ("lora", "fft")}.items()}
-        bench.data["results"] = {"by_strategy": summaries, "ratios": ratios, "cold_kd_run": cold, "runs": rows,
-                                 "without_flop_step": {"runs": diag, "record_peak_ratios": diag_ratio}}
+        bench.data["results"] = {"by_strategy": summaries, "ratios": ratios, "cold_kd_run": cold, "runs": rows}
         for pair in ("kd-lora/lora", "kd-lora/fft", "lora/fft"):
             target = f"reference study: ~{REFERENCE_CLAIM}" if pair == "kd-lora/lora" else None
             for kind, label in (("record_peak_bytes", "training peak RSS growth (record)"),
@@ -171,19 +158,10 @@ def main() -> Path:
                     f"{s} {kind.replace('_bytes', '')} (MiB)",
                     {k: (v / 2**20 if isinstance(v, (int, float)) and k != "n" else v)
                      for k, v in summaries[s][kind].items() if k != "values"}, target=None, met=None))
-        for s in STRATEGIES:
-            bench.data["headline"].append(common.headline(
-                f"{s} record_peak with the FLOP-count step skipped (MiB, diagnostic)",
-                common.summary([diag[s]["record_peak_bytes"] / 2**20]), target=None, met=None))
-        bench.data["headline"].append(common.headline(
-            "memory kd-lora/lora, training peak RSS growth with the FLOP-count step skipped (diagnostic)",
-            common.summary([diag_ratio["kd-lora/lora"]]), target=None, met=None, unit="x"))
         bench.note("CPU memory: the record's figure is peak RSS growth during training (weights loaded "
                    "before training are not in it); the process figure includes them")
-        lora_hidden = diag["lora"]["record_peak_bytes"] / summaries["lora"]["record_peak_bytes"]["median"]
-        bench.note(f"the engine counts FLOPs with a forward+backward just before its memory meter starts; "
-                   f"with that step skipped, LoRA-only's recorded training peak is {lora_hidden:.2f}x the "
-                   f"figure it records normally (the freed activations stay in the heap and training reuses them)")
+        bench.note("the engine counts FLOPs during its first training step, inside the memory meter, "
+                   "so no earlier measuring pass leaves freed activations that hide part of the training peak")
     bench.print_headline()
     return bench.write()
 

@@ -30,14 +30,14 @@ class Efficiency(BaseModel):
     train_samples: int | None = None  # examples seen (epochs included)
     train_samples_per_s: float | None = None
     train_tokens_per_s: float | None = None  # non-padding tokens
-    flops_measured: float | None = None  # FlopCounterMode on a representative step, scaled by tokens
+    flops_measured: float | None = None  # FlopCounterMode on the first training step, scaled by tokens
     flops_analytic: float | None = None  # 6·N·D full, 4·N·D + 6·N_trainable·D adapters
     flops_method: str | None = None
     energy_j: float | None = None
     gpu_util_mean: float | None = None
     gpu_power_mean_w: float | None = None
     eval_samples_per_s: float | None = None
-    eval_latency_ms_b32: float | None = None  # median latency of one batch of 32
+    eval_latency_ms_b32: float | None = None  # median forward ms of the evaluation's batches of 32
     # KD-LoRA: the teacher's side of the cost, kept apart from the student's training time.
     teacher_run_id: str | None = None
     teacher_cache_build_s: float | None = None

@@ -11,11 +11,11 @@ from kdlora.data.metrics import primary_metric
 from kdlora.models import count_params, load_tokenizer, model_names
 from kdlora.strategies import STRATEGIES, RunContext
 from kdlora.train import measure
-from kdlora.train.evaluate import batch_latency_ms, evaluate
-from kdlora.train.loop import model_inputs, optimizer_steps, train_loop
+from kdlora.train.evaluate import evaluate
+from kdlora.train.loop import optimizer_steps, train_loop
 from kdlora.variants import VARIANTS
 
-EVAL_BATCH = 32  # also the batch of the inference-latency measurement
+EVAL_BATCH = 32  # also the batch of the inference latency, timed on the evaluation's own passes
 
 
 def seed_everything(seed: int) -> None:
@@ -36,7 +36,9 @@ def load_data(cfg, spec, tokenizer):
 def eval_loaders(tokenized, spec, tokenizer) -> dict[str, Any]:
     from kdlora.data.tokenize import make_dataloader
 
-    return {prefix: make_dataloader(tokenized[split], tokenizer, EVAL_BATCH, shuffle=False, seed=0)
+    # sorted by length (longest first): far less padding, and metrics do not depend on the order
+    return {prefix: make_dataloader(tokenized[split], tokenizer, EVAL_BATCH, shuffle=False, seed=0,
+                                    group_by_length=True)
             for split, prefix in spec.eval_splits}
 
 
@@ -62,15 +64,10 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
     model = setup.model.to(device)
     trainable, total = count_params(model)
 
-    # --- FLOPs of one representative step, before the clock starts (it does not train) ---
-    first = {k: v.to(device) for k, v in next(iter(loader)).items()}
-    flops_step, tokens_step = measure.step_flops(model, first, setup.loss, model_inputs)
-    seed_everything(cfg.seed)  # the measuring step drew dropout masks: restart the RNG stream
-
     evals = eval_loaders(tokenized, spec, tokenizer)
 
     def on_epoch_end(epoch: int) -> dict:
-        return evaluate(model, evals, spec, device)[0] if cfg.eval_every_epoch else {}
+        return evaluate(model, evals, spec, device, EVAL_BATCH).metrics if cfg.eval_every_epoch else {}
 
     after_step = variant.after_optimizer_step if variant else (lambda m, s: None)
     with measure.peak_memory(device) as mem, measure.gpu_energy(device) as energy:
@@ -78,10 +75,10 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
                             total_steps=total_steps, on_epoch_end=on_epoch_end)
 
     # --- evaluation and inference cost of the trained model ---
-    metrics, eval_rate = evaluate(model, evals, spec, device)
+    ev = evaluate(model, evals, spec, device, EVAL_BATCH)
+    metrics = ev.metrics
     name, value = primary_metric(spec.name, metrics, cfg.metric_policy, spec.primary)
     metrics.update(primary=value, primary_name=name)
-    latency = batch_latency_ms(model, next(iter(evals[spec.eval_splits[0][1]])), device)
     save_weights(model, variant, tokenizer, results_dir, cfg)
 
     efficiency = {
@@ -89,11 +86,11 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
         "train_time_s": result.seconds, "train_steps": result.steps, "train_samples": result.samples,
         "train_samples_per_s": result.samples / result.seconds,
         "train_tokens_per_s": result.tokens / result.seconds,
-        "flops_measured": flops_step / tokens_step * result.padded_tokens,
+        "flops_measured": result.first_step_flops / result.first_step_tokens * result.padded_tokens,
         "flops_analytic": measure.analytic_flops(model, result.padded_tokens, full=variant is None),
-        "flops_method": "FlopCounterMode on the first batch (forward+backward), per padded token, "
-                        "times padded tokens trained; analytic: 6ND full, 4ND+6N_trainable*D adapters",
-        "eval_samples_per_s": eval_rate, "eval_latency_ms_b32": latency, **setup.efficiency,
+        "flops_method": "FlopCounterMode on the first training micro-batch (forward+backward), per padded "
+                        "token, times padded tokens trained; analytic: 6ND full, 4ND+6N_trainable*D adapters",
+        "eval_samples_per_s": ev.samples_per_s, "eval_latency_ms_b32": ev.latency_ms, **setup.efficiency,
     }
     history = [{**h} for h in result.history]
     return {"metrics": metrics, "efficiency": efficiency, "teacher_run_id": setup.teacher_run_id,

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import torch
 
+from kdlora.train.measure import counting_flops
+
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
 
@@ -28,6 +30,8 @@ class LoopResult:
     samples: int = 0
     tokens: int = 0  # non-padding tokens
     padded_tokens: int = 0  # tokens actually computed on (padding included)
+    first_step_flops: int | None = None  # forward+backward of the first micro-batch (FlopCounterMode)
+    first_step_tokens: int = 0  # its padded tokens
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)  # mean loss per epoch
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -68,7 +72,7 @@ def optimizer_steps(n_batches: int, grad_accum: int, epochs: float) -> int:
 
 def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
                after_step: Callable[[Any, int], None], total_steps: int,
-               on_epoch_end: Callable[[int], dict] | None = None) -> LoopResult:
+               on_epoch_end: Callable[[int], dict] | None = None, count_flops: bool = True) -> LoopResult:
     from transformers import get_linear_schedule_with_warmup
 
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -86,14 +90,18 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
         for batch in loader:
             # --- forward: the strategy decides the loss (labels, or labels + teacher) ---
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                outputs = model(**model_inputs(model, batch))
-                loss = loss_fn(batch, outputs)
-            if not torch.isfinite(loss):
-                raise NanLoss(f"loss became {loss.item()} at optimizer step {result.steps}")
-            scaler.scale(loss / cfg.grad_accum).backward()
-            epoch_losses.append(loss.item())
             mask = batch["attention_mask"]
+            # the first micro-batch's FLOPs are counted while it trains: no separate measuring step
+            with counting_flops(count_flops and micro == 0) as counted:
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    outputs = model(**model_inputs(model, batch))
+                    loss = loss_fn(batch, outputs)
+                if not torch.isfinite(loss):
+                    raise NanLoss(f"loss became {loss.item()} at optimizer step {result.steps}")
+                scaler.scale(loss / cfg.grad_accum).backward()
+            if counted:
+                result.first_step_flops, result.first_step_tokens = counted["flops"], mask.numel()
+            epoch_losses.append(loss.item())
             result.samples += mask.shape[0]
             result.tokens += int(mask.sum())
             result.padded_tokens += mask.numel()

@@ -114,18 +114,21 @@ def _energy_mj(handle) -> float | None:
 
 
 # ----- FLOPs --------------------------------------------------------------------------------
-def step_flops(model, batch: dict, loss_fn, model_inputs) -> tuple[int, int]:
-    """(FLOPs, padded tokens) of one forward+backward on `batch`, counted by FlopCounterMode.
-    Gradients are cleared afterwards: this step measures, it does not train."""
+@contextmanager
+def counting_flops(enabled: bool = True) -> Iterator[dict]:
+    """FLOPs of the block in out["flops"], counted by FlopCounterMode from the shapes of every
+    matmul, convolution and attention call. The engine wraps its first real training step in it,
+    so the count costs no extra forward+backward and the step still trains."""
+    out: dict = {}
+    if not enabled:
+        yield out
+        return
     from torch.utils.flop_counter import FlopCounterMode
 
-    model.train()
     counter = FlopCounterMode(display=False)
     with counter:
-        outputs = model(**model_inputs(model, batch))
-        loss_fn(batch, outputs).backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops(), batch["attention_mask"].numel()
+        yield out
+    out["flops"] = counter.get_total_flops()
 
 
 def analytic_flops(model, tokens: int, full: bool) -> float:
