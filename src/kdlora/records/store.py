@@ -6,11 +6,10 @@ renamed into place, so a crash leaves either the old file or the new one, never 
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pydantic import ValidationError
 
@@ -19,19 +18,34 @@ from kdlora.records.schema import RunRecord
 RUNS_DIR = "runs"
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_replace(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Create `path` all at once: `write(tmp)` fills a temp file in the same directory, which is
+    then renamed over `path`; on any error the temp file goes and `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_replace(path, write)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
 
 
 def record_path(results_dir: str | Path, run_id: str) -> Path:

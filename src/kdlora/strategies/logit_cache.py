@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from kdlora.errors import UserError
-from kdlora.records.store import atomic_write_text
+from kdlora.records.store import atomic_replace, atomic_write_text
 
 FORMAT = 1
 
@@ -130,14 +129,7 @@ def _write(data: Path, side: Path, key: str, parts: dict, idx, logits, seconds: 
     from safetensors.torch import save_file
 
     side.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=data.parent, prefix=f".{data.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"idx": idx, "logits": logits}, tmp)
-        os.replace(tmp, data)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_replace(data, lambda tmp: save_file({"idx": idx, "logits": logits}, tmp))
     meta = {"format": FORMAT, "key": key, "parts": parts, "rows": len(idx), "num_labels": logits.shape[1],
             "sha256": file_sha256(data), "build_seconds": seconds}
     atomic_write_text(side, json.dumps(meta, indent=2, sort_keys=True))

@@ -7,8 +7,6 @@ trains the adapters and the `modules_to_save` copies (the classifier head), and 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -100,17 +98,10 @@ def save_mrlora(model: nn.Module, path: str | Path) -> Path:
     """Write the adapter state (safetensors) atomically: temp file in the same directory + rename."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(mrlora_state_dict(model), tmp, metadata={"format": "pt", META_KEY: _describe(model)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from kdlora.records.store import atomic_replace
+
+    state, meta = mrlora_state_dict(model), {"format": "pt", META_KEY: _describe(model)}
+    return atomic_replace(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def load_mrlora(model: nn.Module, path: str | Path) -> None:
