@@ -9,6 +9,7 @@ with half the micro-batch after an out-of-memory error is still the same experim
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -156,12 +157,17 @@ class RunConfig(BaseModel):
             drop |= set(ADALORA_FIELDS)
         return {k: v for k, v in sorted(data.items()) if k not in drop}
 
-    @property
+    @functools.cached_property  # a frozen model: computed once (a 1,000-run grid asks ~5 times per run)
     def run_id(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
         parts = [self.family, task_slug(self.task), self.strategy, self.variant or "full", f"s{self.seed}"]
         return "-".join(parts) + "-" + digest
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> RunConfig:
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("run_id", None)  # the cached run_id belongs to the original's fields
+        return copy
 
     @property
     def micro_batch_size(self) -> int:

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from kdlora.config import STRATEGIES, VARIANTS, RunConfig, describe_validation_error, read_yaml
 from kdlora.data.metrics import GLUE_TASKS
@@ -46,6 +46,7 @@ class GridConfig(BaseModel):
     """A validated grid file. Paths in it are already resolved relative to the file."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    _runs: list[RunConfig] | None = PrivateAttr(default=None)  # expand_grid's result, once computed
 
     name: str | None = None
     description: str | None = None
@@ -151,7 +152,7 @@ def load_grid(path: str | Path) -> GridConfig:
     except ValidationError as exc:
         raise UserError(f"{path}: {describe_grid_error(exc)}") from None
     grid = _resolve_paths(grid, base, path)
-    expand_grid(grid)  # refuse a grid whose runs cannot all be built, before anything runs
+    expand_grid(grid)  # refuse a grid whose runs cannot all be built, before anything runs (kept)
     return grid
 
 
@@ -283,7 +284,14 @@ def _check_teacher(grid: GridConfig, kd: RunConfig, fft: RunConfig) -> None:
 
 
 def expand_grid(grid: GridConfig) -> list[RunConfig]:
-    """Every run the grid expects, one per run_id, FFT teachers before the runs that need them."""
+    """Every run the grid expects, one per run_id, FFT teachers before the runs that need them.
+    Computed once per (frozen) grid: load_grid expands to validate, callers expand to use."""
+    if grid._runs is None:
+        grid._runs = _expand(grid)
+    return list(grid._runs)
+
+
+def _expand(grid: GridConfig) -> list[RunConfig]:
     axes = _axes(grid)
     seen: dict[str, RunConfig] = {}
     for family, task, seed in itertools.product(grid.families, grid.tasks, grid.seeds):

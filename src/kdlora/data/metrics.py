@@ -5,6 +5,8 @@ The analysis package imports this module, so it must stay free of torch.
 
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -127,6 +129,6 @@ def primary_metric(task: str, metrics: Mapping[str, float], policy: str = "glue"
     parts = primary_parts(task, policy)
     values = [metrics.get(p) for p in parts]
     name = parts[0] if len(parts) == 1 else "mean(" + ",".join(parts) + ")"
-    if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
         return name, None
-    return name, float(np.mean([float(v) for v in values]))
+    return name, sum(float(v) for v in values) / len(values)  # plain floats: called once per record
