@@ -106,6 +106,17 @@ def test_friedman_and_nemenyi_equal_libraries(rng):
     assert np.allclose(stats.nemenyi(m).to_numpy(), sp.posthoc_nemenyi_friedman(m).to_numpy(), atol=TOL)
 
 
+@pytest.mark.parametrize("blocks,k,ties", [(20, 5, False), (6, 3, True), (50, 6, True), (3, 7, False)])
+def test_nemenyi_equals_scikit_posthocs(rng, blocks, k, ties):
+    """kdlora computes Nemenyi itself (to keep scikit-posthocs' plotting imports out of the
+    analysis); it must equal posthoc_nemenyi_friedman, ties included."""
+    values = rng.normal(0, 1, (blocks, k)) + np.arange(k) * 0.2
+    m = pd.DataFrame(values.round(0) if ties else values, columns=[f"m{i}" for i in range(k)])
+    ours, ref = stats.nemenyi(m), sp.posthoc_nemenyi_friedman(m)
+    assert list(ours.index) == list(ref.index) and list(ours.columns) == list(ref.columns)
+    assert np.allclose(ours.to_numpy(), ref.to_numpy(), atol=TOL, rtol=0)
+
+
 def test_mean_ranks_by_hand():
     m = pd.DataFrame([[3, 2, 1], [3, 1, 2]], columns=["x", "y", "z"])
     assert stats.mean_ranks(m).to_dict() == {"x": 1.0, "y": 2.5, "z": 2.5}
