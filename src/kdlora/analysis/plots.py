@@ -1,25 +1,33 @@
 """Figures of the report, each a pure function of the computed tables returning a Figure.
 
 Figures are built on matplotlib's object API (no pyplot state, no display backend), so a report
-can run in a headless worker or a thread.
+can run in a headless worker. matplotlib is imported when the first figure is made: the report
+draws its figures in worker processes, and the process that computes the tables never loads it.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-
 from kdlora.analysis.efficiency import memory_kind_of
 from kdlora.analysis.report import Analysis
 from kdlora.analysis.table import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import method_order, task_order
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 COLORS = {"fft": "#444444", "lora": "#1f77b4", "kd-lora": "#d62728"}
 RASTER_ABOVE = 2000  # runs; beyond this the scatter's points are embedded in the PDF as an image
+
+
+def new_figure(**kwargs) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def close(fig: Figure) -> None:
@@ -38,7 +46,9 @@ def render(fig: Figure, formats: tuple[str, ...], dpi: int = 100) -> dict[str, b
     out = {}
     for ext in formats:
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=dpi, bbox_inches=bbox)
+        # PNG at zlib level 1: a fifth of the encoding time of the default 6, files ~5 % larger
+        extra = {"pil_kwargs": {"compress_level": 1}} if ext == "png" else {}
+        fig.savefig(buf, format=ext, dpi=dpi, bbox_inches=bbox, **extra)
         out[ext] = buf.getvalue()
     return out
 
@@ -66,7 +76,7 @@ def efficiency_scatter(a: Analysis) -> Figure | None:
     measures = [m for m in measures if df[m[0]].notna().any()]
     if not measures:
         return None
-    fig = Figure(figsize=(4.2 * len(measures), 3.8))
+    fig = new_figure(figsize=(4.2 * len(measures), 3.8))
     axes = fig.subplots(1, len(measures), squeeze=False)[0]
     for ax, (column, label) in zip(axes, measures):
         for strategy, part in df.groupby("strategy"):
@@ -86,7 +96,7 @@ def parameter_efficiency(a: Analysis) -> Figure | None:
     if pe.empty:
         return None
     pe = pe.sort_values("performance_per_million")
-    fig = Figure(figsize=(7, 0.35 * len(pe) + 1.5))
+    fig = new_figure(figsize=(7, 0.35 * len(pe) + 1.5))
     ax = fig.subplots()
     ax.barh(pe["label"], pe["performance_per_million"], color=[_color(m) for m in pe["method"]])
     ax.set_xlabel("mean primary metric per million trainable parameters")
@@ -99,7 +109,7 @@ def pareto(a: Analysis) -> Figure | None:
     if front.empty:
         return None
     costs = list(dict.fromkeys(front["cost"]))
-    fig = Figure(figsize=(4.6 * len(costs), 4))
+    fig = new_figure(figsize=(4.6 * len(costs), 4))
     axes = fig.subplots(1, len(costs), squeeze=False)[0]
     for ax, cost in zip(axes, costs):
         part = front[front["cost"] == cost]
@@ -128,7 +138,7 @@ def completion_heatmap(a: Analysis) -> Figure | None:
     order = [(f, m) for f in sorted(grid.index.get_level_values(0).unique())
              for m in method_order(grid.loc[f].index)]
     grid = grid.loc[order]
-    fig = Figure(figsize=(1 + 0.6 * grid.shape[1], 1 + 0.22 * grid.shape[0]))
+    fig = new_figure(figsize=(1 + 0.6 * grid.shape[1], 1 + 0.22 * grid.shape[0]))
     ax = fig.subplots()
     im = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=45, ha="right")
@@ -148,7 +158,7 @@ def per_task_bars(a: Analysis) -> Figure | None:
     stat = df.groupby(["task", "method"])["primary"].agg(["mean", "std"])
     palette = _palette(methods)
     width = 0.8 / len(methods)
-    fig = Figure(figsize=(max(6.0, 1.3 * len(tasks)) + 2.0, 3.8))
+    fig = new_figure(figsize=(max(6.0, 1.3 * len(tasks)) + 2.0, 3.8))
     ax = fig.subplots()
     x = np.arange(len(tasks))
     for i, (method, color) in enumerate(zip(methods, palette)):
@@ -184,7 +194,7 @@ def paired_forest(a: Analysis) -> Figure | None:
     if tests.empty:
         return None
     tests = tests.iloc[::-1]
-    fig = Figure(figsize=(7, 0.3 * len(tests) + 1.5))
+    fig = new_figure(figsize=(7, 0.3 * len(tests) + 1.5))
     ax = fig.subplots()
     y = np.arange(len(tests))
     colors = ["#d62728" if pd.notna(s) and bool(s) else "#1f77b4" for s in tests["significant"]]
@@ -203,7 +213,7 @@ def critical_difference(a: Analysis) -> Figure | None:
     fr, ranks, nem = a["friedman"], a["friedman_ranks"], a["nemenyi"]
     if fr.empty:
         return None
-    fig = Figure(figsize=(8, 3.2 * len(fr)))
+    fig = new_figure(figsize=(8, 3.2 * len(fr)))
     axes = fig.subplots(len(fr), 1, squeeze=False).ravel()
     fig.subplots_adjust(hspace=0.9)  # room for each panel's labels below its axis
     for ax, r in zip(axes, fr.itertuples()):

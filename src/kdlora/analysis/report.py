@@ -6,9 +6,8 @@ atomically (temp file + rename) so an interrupted report never leaves half a fil
 
 from __future__ import annotations
 
+import contextlib
 import gc
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Iterable
 import pandas as pd
 
 from kdlora.analysis import comparisons, efficiency, rules, tables
+from kdlora.analysis.drawing import FigureWorkers
 from kdlora.analysis.table import Loaded, check_table, completed, load_results
 from kdlora.analysis.tables import Settings
 from kdlora.errors import UserError
@@ -119,37 +119,12 @@ def build(results: Iterable[str | Path], policy: str = "glue", grid: str | Path 
 
 
 # ----- outputs -----------------------------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_csvs(analysis: Analysis, out: Path) -> list[Path]:
     paths = []
     for name, frame in analysis.tables.items():
         path = out / f"{name}.csv"
         atomic_write_text(path, frame.to_csv(index=False))
         paths.append(path)
-    return paths
-
-
-def write_figures(analysis: Analysis, out: Path) -> list[Path]:
-    from kdlora.analysis import plots
-
-    paths = []
-    for name, fig in plots.all_figures(analysis):
-        for ext, data in plots.render(fig, ("png", "pdf")).items():
-            path = out / "figures" / f"{name}.{ext}"
-            atomic_write_bytes(path, data)
-            paths.append(path)
-        plots.close(fig)
     return paths
 
 
@@ -164,16 +139,22 @@ def write_latex(analysis: Analysis, out: Path) -> list[Path]:
     return paths
 
 
-def write_report(analysis: Analysis, out: str | Path, figures: bool = True) -> Path:
-    """Every output under OUT; report.md is written last, after everything it links to."""
+def write_report(analysis: Analysis, out: str | Path, figures: bool = True,
+                 workers: FigureWorkers | None = None) -> Path:
+    """Every output under OUT; report.md is written last, after everything it links to.
+    The figures are drawn by `workers` (forked here if not given) while the tables are written."""
     from kdlora.analysis.markdown import render
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {str(out)!r} exists and is not a directory")
-    write_csvs(analysis, out)
-    write_latex(analysis, out)
-    figure_paths = write_figures(analysis, out) if figures else []
+    with contextlib.ExitStack() as stack:
+        if workers is None:
+            workers = stack.enter_context(FigureWorkers(enabled=figures))
+        drawn = workers.start(analysis, out) if figures else (lambda: [])
+        write_csvs(analysis, out)
+        write_latex(analysis, out)
+        figure_paths = drawn()
     report = out / "report.md"
     atomic_write_text(report, render(analysis, [p.relative_to(out) for p in figure_paths]))
     return report

@@ -22,11 +22,16 @@ def report(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures (PNG and PDF)."),
 ) -> None:
     """Analyse results: statistics, efficiency, recommendations and limitations, into OUT/report.md."""
-    from kdlora.analysis.report import build, write_report
-    from kdlora.analysis.summary import print_summary
+    from kdlora.analysis.drawing import FigureWorkers
 
-    analysis = build([*results, *legacy], metric_policy, grid)
-    path = write_report(analysis, out, figures=figures)
+    # Forked before pandas is imported: the figure workers load matplotlib while this process
+    # loads the records and computes the tables.
+    with FigureWorkers(enabled=figures) as workers:
+        from kdlora.analysis.report import build, write_report
+        from kdlora.analysis.summary import print_summary
+
+        analysis = build([*results, *legacy], metric_policy, grid)
+        path = write_report(analysis, out, figures=figures, workers=workers)
     print_summary(analysis, path)
 
 

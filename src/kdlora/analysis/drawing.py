@@ -1,0 +1,120 @@
+"""The report's figures, drawn by worker processes while the main process computes and writes.
+
+Drawing is most of a report's time and the figures are independent of each other, so with more
+than one core they are drawn in parallel. The workers are forked as early as the caller likes
+(`kdlora report` forks them first thing, before pandas is imported): each one imports matplotlib
+and warms its font cache while the main process loads the records and computes the tables, then
+draws the figures it is handed. The tables reach them pickled, once per figure.
+
+This module imports only the standard library at the top, so forking early stays cheap.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import sys
+from pathlib import Path
+from typing import Callable
+
+TIMEOUT_S = 600  # a worker that died would otherwise leave the report waiting forever
+MAX_WORKERS = 2  # the main process keeps writing CSVs and LaTeX beside them
+NICENESS = 10
+# Figures by drawing time on the legacy study, costliest first (bench/bench_report.py profiles them).
+DRAWING_ORDER = ("completion_heatmap", "per_task_bars", "efficiency_performance_scatter", "critical_difference",
+                 "pareto_frontier", "paired_differences_forest", "parameter_efficiency")
+_UNPICKLED: dict[int, object] = {}  # per worker: the analysis of the current report
+
+
+def worker_count() -> int:
+    """Processes that may draw: one per core up to MAX_WORKERS; 0 where forking is unsafe or
+    unavailable (macOS, Windows), and then the figures are drawn in turn by the caller."""
+    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(MAX_WORKERS, cores) if cores > 1 else 0
+
+
+def write_figure(analysis, name: str, out: Path) -> list[Path]:
+    """One figure, as PNG and PDF, each written atomically (nothing when its tables are empty)."""
+    from kdlora.analysis import plots
+    from kdlora.records.store import atomic_write_bytes
+
+    fig = plots.FIGURES[name](analysis)
+    if fig is None:
+        return []
+    paths = []
+    for ext, data in plots.render(fig, ("png", "pdf")).items():
+        path = out / "figures" / f"{name}.{ext}"
+        atomic_write_bytes(path, data)
+        paths.append(path)
+    plots.close(fig)
+    return paths
+
+
+def _warm_up() -> None:
+    """In each worker, before any figure is asked for: the imports and the font cache. At a
+    lower priority, so that on a machine with few cores this warm-up fills idle time and does not
+    slow down the main process computing the tables (the workers have nothing to draw before)."""
+    os.nice(NICENESS)
+    from matplotlib.backends import backend_agg, backend_pdf  # noqa: F401
+    import scikit_posthocs  # noqa: F401  (the critical-difference diagram)
+
+    from kdlora.analysis import plots
+
+    fig = plots.new_figure(figsize=(1, 1))
+    fig.text(0.5, 0.5, "0")
+    plots.render(fig, ("png",))
+
+
+def _draw(job: tuple[int, bytes, str, str]) -> list[Path]:
+    token, blob, name, out = job
+    if token not in _UNPICKLED:
+        _UNPICKLED.clear()
+        _UNPICKLED[token] = pickle.loads(blob)
+    return write_figure(_UNPICKLED[token], name, Path(out))
+
+
+class FigureWorkers:
+    """A pool of figure-drawing processes (or none: then `start` draws in the caller).
+
+        with FigureWorkers() as workers:      # fork now
+            analysis = build(...)             # meanwhile the workers import matplotlib
+            paths = workers.start(analysis, out)   # they draw ...
+            write_csvs(...)                   # ... while this process writes
+            figure_paths = paths()            # wait for them
+    """
+
+    def __init__(self, enabled: bool = True, workers: int | None = None):
+        self.enabled = enabled
+        n = (worker_count() if workers is None else workers) if enabled else 0
+        self.pool = multiprocessing.get_context("fork").Pool(n, initializer=_warm_up) if n >= 2 else None
+
+    def start(self, analysis, out: Path) -> Callable[[], list[Path]]:
+        """Hand every figure to the workers; the returned function waits for their paths (in
+        the figures' order). Without workers the figures are drawn when it is called."""
+        from kdlora.analysis.plots import FIGURES
+
+        if not self.enabled:
+            return lambda: []
+        if self.pool is None:
+            return lambda: [p for name in FIGURES for p in write_figure(analysis, name, out)]
+        blob = pickle.dumps(analysis, protocol=pickle.HIGHEST_PROTOCOL)
+        token = id(analysis)
+        # the costliest first, so that two workers finish at about the same time
+        order = sorted(FIGURES, key=lambda name: DRAWING_ORDER.index(name) if name in DRAWING_ORDER else 0)
+        pending = {name: self.pool.apply_async(_draw, ((token, blob, name, str(out)),)) for name in order}
+        return lambda: [p for name in FIGURES for p in pending[name].get(TIMEOUT_S)]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def __enter__(self) -> FigureWorkers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

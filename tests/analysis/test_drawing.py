@@ -1,0 +1,59 @@
+"""Figures drawn by forked worker processes: the same files as drawing them in turn, and a
+figure that fails fails the report (no report.md) instead of hanging or being skipped."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from kdlora.analysis import drawing, plots
+from kdlora.analysis.report import build, write_report
+
+
+@pytest.fixture(scope="module")
+def analysis(synthetic_results, synthetic_grid):
+    return build([synthetic_results], "glue", synthetic_grid)
+
+
+def figure_files(out) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "figures").iterdir())}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="figure workers are forked on Linux only")
+def test_workers_draw_the_same_figures_as_one_process(analysis, tmp_path):
+    with drawing.FigureWorkers(workers=2) as workers:
+        assert workers.pool is not None
+        report = write_report(analysis, tmp_path / "parallel", workers=workers)
+    with drawing.FigureWorkers(workers=0) as workers:
+        assert workers.pool is None
+        write_report(analysis, tmp_path / "serial", workers=workers)
+    parallel, serial = figure_files(tmp_path / "parallel"), figure_files(tmp_path / "serial")
+    assert set(parallel) == set(serial) == {f"{n}.{e}" for n in plots.FIGURES for e in ("png", "pdf")}
+    for name, data in parallel.items():
+        assert data[:4] == (b"\x89PNG" if name.endswith(".png") else b"%PDF"), name
+        if name.endswith(".png"):  # same pixels either way (PDFs carry a creation date)
+            assert data == serial[name], name
+    text = report.read_text()
+    assert all(f"figures/{n}.png" in text for n in plots.FIGURES)
+    assert report.read_text() == (tmp_path / "serial" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("workers", [pytest.param(2, marks=pytest.mark.skipif(sys.platform != "linux", reason="fork")), 0])
+def test_a_failing_figure_fails_the_report(analysis, tmp_path, monkeypatch, workers):
+    def broken(a):
+        raise RuntimeError("figure exploded")
+
+    monkeypatch.setitem(plots.FIGURES, "pareto_frontier", broken)  # forked workers inherit it
+    with drawing.FigureWorkers(workers=workers) as pool:
+        with pytest.raises(RuntimeError, match="figure exploded"):
+            write_report(analysis, tmp_path / "out", workers=pool)
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_no_figures_starts_no_workers(analysis, tmp_path):
+    with drawing.FigureWorkers(enabled=False) as workers:
+        assert workers.pool is None
+        write_report(analysis, tmp_path / "out", figures=False, workers=workers)
+    assert not (tmp_path / "out" / "figures").exists()
+    assert (tmp_path / "out" / "report.md").is_file()
