@@ -1,8 +1,8 @@
 """run_one(config) -> RunRecord: one experiment from data to a record on disk.
 
 Order of work: validate (bad input raises UserError and writes nothing), load and tokenise data,
-let the strategy build model and loss, measure one step's FLOPs, train under the memory and
-energy meters, evaluate, measure inference, save weights, write the record atomically. Failures
+let the strategy build model and loss, train under the memory and energy meters (counting the
+first step's FLOPs), evaluate (timing inference), save weights, write the record atomically. Failures
 during training become records with their reason: failed, oom or nan_loss, kept distinct.
 """
 
