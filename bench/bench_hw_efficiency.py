@@ -196,15 +196,10 @@ def bf16_matmul(n: int, reps: int) -> dict:
 
 # ----- main ---------------------------------------------------------------------------------------
 def main() -> Path:
-    args = common.parser(__doc__.splitlines()[0], default_reps=3).parse_args()
-    common.offline_env()
-    common.quiet()
-    common.set_threads(args.threads)
+    args, bench, reps = common.start(NAME, __doc__, default_reps=3)
     from kdlora.models import minilm_path
 
     sizes = QUICK if args.quick else FULL
-    bench = common.Bench(NAME, args)
-    reps = common.reps_of(args)
     with tempfile.TemporaryDirectory(prefix="kdlora-bench-hw-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         shape = common.TINY_SHAPE if args.quick else common.BERT_BASE_SHAPE

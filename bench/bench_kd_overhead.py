@@ -88,15 +88,10 @@ def run(cfg, results: Path) -> dict:
 
 
 def main() -> Path:
-    args = common.parser(__doc__.splitlines()[0], default_reps=12).parse_args()
-    common.offline_env()
-    common.quiet()
-    common.set_threads(args.threads)
+    args, bench, reps = common.start(NAME, __doc__, default_reps=12)
     from kdlora.config import build_config
 
     sizes = QUICK if args.quick else FULL
-    bench = common.Bench(NAME, args)
-    reps = common.reps_of(args)
     with tempfile.TemporaryDirectory(prefix="kdlora-bench-kd-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         task = common.tweets_task(root, sizes["n_train"], sizes["n_eval"])

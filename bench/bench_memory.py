@@ -114,11 +114,8 @@ def configs(task: Path, threads: int, quick: bool, teacher: str | None) -> dict[
 
 
 def main() -> Path:
-    args = common.parser(__doc__.splitlines()[0], default_reps=3).parse_args()
-    common.offline_env()
+    args, bench, reps = common.start(NAME, __doc__, default_reps=3, models=False)  # runs are in child processes
     sizes = QUICK if args.quick else FULL
-    bench = common.Bench(NAME, args)
-    reps = common.reps_of(args)
     with tempfile.TemporaryDirectory(prefix="kdlora-bench-mem-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         task = common.tweets_task(root, sizes["n_train"], sizes["n_eval"])

@@ -135,13 +135,10 @@ def worker(argv: list[str]) -> None:
 
 
 def main() -> Path:
-    p = common.parser(__doc__.splitlines()[0], default_reps=3)
-    p.add_argument("--records", type=int, default=10_000, help="synthetic records (default 10000)")
-    args = p.parse_args()
+    args, bench, reps = common.start(NAME, __doc__, default_reps=3, models=False, extra=lambda p: p.add_argument(
+        "--records", type=int, default=10_000, help="synthetic records (default 10000)"))
     n = 1000 if args.quick else args.records
     seeds = -(-n // (len(FAMILIES) * 9 * 13))  # enough seeds for n runs
-    bench = common.Bench(NAME, args)
-    reps = common.reps_of(args)
     with tempfile.TemporaryDirectory(prefix="kdlora-bench-report-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         synthetic, grid = write_synthetic(root, n, seeds)

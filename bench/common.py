@@ -60,6 +60,22 @@ def parser(description: str, default_reps: int) -> argparse.ArgumentParser:
     return p
 
 
+def start(name: str, doc: str, default_reps: int, *, models: bool = True,
+          extra: Callable[[argparse.ArgumentParser], None] | None = None) -> tuple[argparse.Namespace, Bench, int]:
+    """The prologue every benchmark shares: its arguments (the common ones plus `extra`), the
+    offline environment, quiet libraries and the torch thread count (for benchmarks that run
+    models), the Bench that collects its results, and the repetitions."""
+    p = parser(doc.splitlines()[0], default_reps)
+    if extra is not None:
+        extra(p)
+    args = p.parse_args()
+    offline_env()
+    if models:
+        quiet()
+        set_threads(args.threads)
+    return args, Bench(name, args), reps_of(args)
+
+
 def reps_of(args: argparse.Namespace) -> int:
     if args.reps is not None:
         return max(1, args.reps)

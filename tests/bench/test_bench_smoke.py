@@ -69,7 +69,7 @@ def test_e2e_quick(tmp_path):
     # sum of batch maxima), in training and in evaluation
     pad = res["padding"]
     assert pad["kdlora_grouped_mean_padded_length"] <= pad["kdlora_mean_padded_length"]
-    assert pad["eval_sorted_mean_padded_length"] <= pad["eval_mean_padded_length"]
+    assert pad["eval_mean_padded_length"] <= pad["eval_unsorted_mean_padded_length"]
     assert res["kdlora_grouped"]["wall_s"]["n"] == 1 and res["wall_ratio_grouped"]["n"] == 1
 
 
@@ -96,8 +96,6 @@ def test_memory_quick(tmp_path):
     assert by["fft"]["trainable_params"]["median"] == by["fft"]["total_params"]["median"]
     assert by["lora"]["trainable_params"]["median"] < by["lora"]["total_params"]["median"]
     assert data["results"]["runs"]["kd-lora"][0]["cache_hit"] is True
-    diag = data["results"]["without_flop_step"]["runs"]
-    assert set(diag) == {"kd-lora", "lora", "fft"} and all(r["record_peak_bytes"] > 0 for r in diag.values())
 
 
 @pytest.mark.slow
