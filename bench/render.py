@@ -37,12 +37,14 @@ def load(path: Path) -> dict:
     name = d.get("benchmark", path.stem)
     rows = d.get("headline") or (sweep_rows(d) if name == "sweep_overhead" else [])
     date = d.get("finished_at") or d.get("date", "")
-    load_avg = (d.get("loadavg") or {}).get("after") or [d.get("machine", {}).get("load_avg_1m_at_end")]
+    loads = d.get("loadavg") or {}
+    before = (loads.get("before") or [None])[0]
+    after = (loads.get("after") or [d.get("machine", {}).get("load_avg_1m_at_end")])[0]
     notes = d.get("notes") or []
     if name == "sweep_overhead":
         notes = [f"start-up {d['startup_s']:.1f} s of {d['wall_s']:.1f} s wall (worker processes import "
                  f"torch/transformers/peft once); per-run process overhead {d['per_run_process_overhead_s']:.2f} s"]
-    return {"name": name, "rows": rows, "date": date[:16], "load": load_avg[0], "notes": notes,
+    return {"name": name, "rows": rows, "date": date[:16], "load": after, "load_before": before, "notes": notes,
             "quick": d.get("quick", False), "machine": d.get("machine", {})}
 
 
@@ -56,10 +58,12 @@ def render(results: list[dict]) -> str:
            "Benchmarks are not tests: nothing here is asserted in the test suite.", "",
            f"Machine: {cpu.get('model', '?')}, {cpu.get('logical_cpus', '?')} logical CPUs "
            f"({machine.get('torch_cpu_capability', '?')}), torch threads {machine.get('torch_threads', '?')}, "
-           f"{machine.get('packages', {}).get('torch', '?')}, no GPU. The machine was shared with other work "
-           "while measuring: the load average after each benchmark is given; figures are pessimistic.", ""]
+           f"{machine.get('packages', {}).get('torch', '?')}, no GPU. Each section gives the 1-minute load average "
+           "before and after the benchmark: a benchmark alone raises it to about its thread count (2); a load "
+           "well above 0 before it means other work shared the machine, and its times are pessimistic.", ""]
     for r in results:
-        out += [f"## {r['name']}", "", f"`{RERUN.get(r['name'], '')}` — {r['date']} UTC, load {fmt(r['load'])}"
+        out += [f"## {r['name']}", "", f"`{RERUN.get(r['name'], '')}` — {r['date']} UTC, load "
+                + (f"{fmt(r['load_before'])} before, " if r["load_before"] is not None else "") + f"{fmt(r['load'])} after"
                 + (" (quick mode: figures meaningless)" if r["quick"] else ""), "",
                 "| figure | median | spread (n) | target | met |", "|---|---|---|---|---|"]
         for row in r["rows"]:
