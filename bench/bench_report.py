@@ -116,7 +116,8 @@ def worker(argv: list[str]) -> None:
     mark("grid_expansion")
     loaded = load_results([results], policy)
     mark("load_records")
-    analysis = rep.analyse(loaded, rep.Settings(policy=policy), expected, [str(results)], grid)
+    analysis = rep.analyse(loaded, rep.Settings(policy=policy), expected, [str(results)], grid,
+                           early=workers.early(out))
     mark("analyse")
     drawn = workers.start(analysis, out)
     rep.write_csvs(analysis, out)
@@ -168,8 +169,9 @@ def main() -> Path:
         for name, ph in phases.items():
             bench.note(f"{name}, where the time goes (one timed run, wall s): " + ", ".join(
                 f"{k} {v:.2f}" for k, v in ph["phases_s"].items()) + "; the figures (matplotlib text layout "
-                "and rasterising, ~3.3 CPU s on the legacy data) are drawn by two forked workers from the "
-                "end of the analysis, so figures_wait is what is left of them after the CSVs and LaTeX")
+                "and rasterising, ~3.3 CPU s on the legacy data) are drawn by two forked workers, three of them "
+                "from the first tables while the statistics are computed, the rest from the end of the analysis; "
+                "figures_wait is what is left of them after the CSVs and LaTeX")
     bench.print_headline()
     for name, ph in phases.items():
         print(f"  {name} phases (wall/cpu): " + ", ".join(

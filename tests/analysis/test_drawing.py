@@ -39,6 +39,25 @@ def test_workers_draw_the_same_figures_as_one_process(analysis, tmp_path):
     assert report.read_text() == (tmp_path / "serial" / "report.md").read_text()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="figure workers are forked on Linux only")
+def test_figures_started_from_the_first_tables_match(synthetic_results, synthetic_grid, analysis, tmp_path):
+    """`kdlora report` hands the scatter, bars and heatmap to the workers before the statistics
+    exist: they must come out exactly as when drawn from the finished analysis."""
+    out = tmp_path / "early"
+    with drawing.FigureWorkers(workers=2) as workers:
+        early = build([synthetic_results], "glue", synthetic_grid, early=workers.early(out))
+        assert set(workers.pending) == set(plots.EARLY_FIGURES)
+        write_report(early, out, workers=workers)
+    with drawing.FigureWorkers(workers=0) as workers:
+        assert workers.early(tmp_path / "serial") is None
+        write_report(analysis, tmp_path / "serial", workers=workers)
+    late = figure_files(tmp_path / "serial")
+    for name, data in figure_files(out).items():
+        if name.endswith(".png"):
+            assert data == late[name], name
+    assert set(figure_files(out)) == set(late)
+
+
 @pytest.mark.parametrize("workers", [pytest.param(2, marks=pytest.mark.skipif(sys.platform != "linux", reason="fork")), 0])
 def test_a_failing_figure_fails_the_report(analysis, tmp_path, monkeypatch, workers):
     def broken(a):

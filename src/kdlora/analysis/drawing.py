@@ -4,13 +4,16 @@ Drawing is most of a report's time and the figures are independent of each other
 than one core they are drawn in parallel. The workers are forked as early as the caller likes
 (`kdlora report` forks them first thing, before pandas is imported): each one imports matplotlib
 and warms its font cache while the main process loads the records and computes the tables, then
-draws the figures it is handed. The tables reach them pickled, once per figure.
+draws the figures it is handed. The figures that need only the first tables (the runs, cells and
+completion) are handed over as soon as those exist, the rest when the analysis is complete. The
+tables reach the workers pickled, once per figure.
 
 This module imports only the standard library at the top, so forking early stays cheap.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -24,7 +27,8 @@ NICENESS = 10
 # Figures by drawing time on the legacy study, costliest first (bench/bench_report.py profiles them).
 DRAWING_ORDER = ("completion_heatmap", "per_task_bars", "efficiency_performance_scatter", "critical_difference",
                  "pareto_frontier", "paired_differences_forest", "parameter_efficiency")
-_UNPICKLED: dict[int, object] = {}  # per worker: the analysis of the current report
+_UNPICKLED: dict[int, object] = {}  # per worker: the tables it was last sent
+_TOKENS = itertools.count()
 
 
 def worker_count() -> int:
@@ -80,7 +84,7 @@ class FigureWorkers:
     """A pool of figure-drawing processes (or none: then `start` draws in the caller).
 
         with FigureWorkers() as workers:      # fork now
-            analysis = build(...)             # meanwhile the workers import matplotlib
+            analysis = build(..., early=workers.early(out))   # meanwhile they import matplotlib
             paths = workers.start(analysis, out)   # they draw ...
             write_csvs(...)                   # ... while this process writes
             figure_paths = paths()            # wait for them
@@ -89,23 +93,36 @@ class FigureWorkers:
     def __init__(self, enabled: bool = True, workers: int | None = None):
         self.enabled = enabled
         n = (worker_count() if workers is None else workers) if enabled else 0
+        self.pending: dict = {}  # figure name -> its AsyncResult
         self.pool = multiprocessing.get_context("fork").Pool(n, initializer=_warm_up) if n >= 2 else None
 
+    def early(self, out: Path) -> Callable[[object], None] | None:
+        """A callback for `report.build(early=...)`: hands the figures that need only the first
+        tables to the workers as soon as those exist (None when there are no workers)."""
+        from kdlora.analysis.plots import EARLY_FIGURES
+
+        if self.pool is None:
+            return None
+        return lambda first_tables: self._submit(first_tables, out, EARLY_FIGURES)
+
     def start(self, analysis, out: Path) -> Callable[[], list[Path]]:
-        """Hand every figure to the workers; the returned function waits for their paths (in
-        the figures' order). Without workers the figures are drawn when it is called."""
+        """Hand every figure not yet handed over to the workers; the returned function waits for
+        all their paths (in the figures' order). Without workers they are drawn when it is called."""
         from kdlora.analysis.plots import FIGURES
 
         if not self.enabled:
             return lambda: []
         if self.pool is None:
             return lambda: [p for name in FIGURES for p in write_figure(analysis, name, out)]
+        self._submit(analysis, out, [name for name in FIGURES if name not in self.pending])
+        return lambda: [p for name in FIGURES for p in self.pending[name].get(TIMEOUT_S)]
+
+    def _submit(self, analysis, out: Path, names) -> None:
         blob = pickle.dumps(analysis, protocol=pickle.HIGHEST_PROTOCOL)
-        token = id(analysis)
+        token = next(_TOKENS)
         # the costliest first, so that two workers finish at about the same time
-        order = sorted(FIGURES, key=lambda name: DRAWING_ORDER.index(name) if name in DRAWING_ORDER else 0)
-        pending = {name: self.pool.apply_async(_draw, ((token, blob, name, str(out)),)) for name in order}
-        return lambda: [p for name in FIGURES for p in pending[name].get(TIMEOUT_S)]
+        for name in sorted(names, key=lambda n: DRAWING_ORDER.index(n) if n in DRAWING_ORDER else 0):
+            self.pending[name] = self.pool.apply_async(_draw, ((token, blob, name, str(out)),))
 
     def close(self) -> None:
         if self.pool is not None:

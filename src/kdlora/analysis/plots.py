@@ -232,6 +232,10 @@ def _square(long: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return m
 
 
+# Figures drawn from the first tables alone (runs, cells, completion): `kdlora report` starts them
+# while the statistics are still being computed.
+EARLY_FIGURES = ("efficiency_performance_scatter", "per_task_bars", "completion_heatmap")
+
 FIGURES: dict[str, Callable[[Analysis], Figure | None]] = {
     "efficiency_performance_scatter": efficiency_scatter,
     "parameter_efficiency": parameter_efficiency,

@@ -11,7 +11,7 @@ import gc
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -49,14 +49,17 @@ def _frozen_heap():
 
 
 def analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None = None,
-            sources: Iterable[str] = (), grid: str | None = None) -> Analysis:
-    """Every table of the report from the tidy table (and the grid's expected runs, if any)."""
+            sources: Iterable[str] = (), grid: str | None = None,
+            early: Callable[[Analysis], None] | None = None) -> Analysis:
+    """Every table of the report from the tidy table (and the grid's expected runs, if any).
+    `early`, if given, receives the first tables (runs, counts, cells, completion) as soon as they
+    exist, so figures drawn from them can start while the statistics are computed."""
     with _frozen_heap():
-        return _analyse(loaded, settings, expected, sources, grid)
+        return _analyse(loaded, settings, expected, list(sources), grid, early)
 
 
 def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
-             sources: Iterable[str], grid: str | None) -> Analysis:
+             sources: list[str], grid: str | None, early: Callable[[Analysis], None] | None) -> Analysis:
     all_runs = check_table(loaded.table)
     df = tables.add_normalised(completed(all_runs))
     if df.empty:
@@ -68,6 +71,8 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
         tables.counts(df), tables.strategy_task_counts(df), tables.cells(df))
     if expected is not None:
         t["completion"], t["completion_cells"] = tables.completion(df, expected)
+    if early is not None:
+        early(Analysis(settings, dict(t), sources, grid))
     t["scores"] = tables.scores(df, settings)
     t["legacy_tests"] = comparisons.legacy_tests(df, settings)
     t["statistical_tests"] = comparisons.paired_tests(df, settings)
@@ -81,7 +86,7 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
     t["collapsed_runs"] = tables.collapsed_runs(df)
     t["recommendations"] = rules.apply(rules.RECOMMENDATIONS, t)
     t["limitations"] = rules.apply(rules.LIMITATIONS, t)
-    return Analysis(settings, t, list(sources), grid)
+    return Analysis(settings, t, sources, grid)
 
 
 def _efficiency_tables(t: dict[str, pd.DataFrame], df: pd.DataFrame, settings: Settings) -> None:
@@ -105,8 +110,9 @@ def expected_from_grid(path: str | Path) -> pd.DataFrame:
 
 
 def build(results: Iterable[str | Path], policy: str = "glue", grid: str | Path | None = None,
-          settings: Settings | None = None) -> Analysis:
-    """Load, validate and analyse; nothing is written, so bad input leaves no trace."""
+          settings: Settings | None = None, early: Callable[[Analysis], None] | None = None) -> Analysis:
+    """Load, validate and analyse; nothing is written, so bad input leaves no trace (`early`:
+    see `analyse`)."""
     if policy not in ("glue", "legacy"):
         raise UserError(f"unknown metric policy {policy!r}; choose glue or legacy")
     results = [Path(r) for r in results]
@@ -115,7 +121,8 @@ def build(results: Iterable[str | Path], policy: str = "glue", grid: str | Path 
     expected = expected_from_grid(grid) if grid is not None else None
     loaded = load_results(results, policy)
     settings = settings or Settings(policy=policy)
-    return analyse(loaded, settings, expected, [str(r) for r in results], None if grid is None else str(grid))
+    return analyse(loaded, settings, expected, [str(r) for r in results], None if grid is None else str(grid),
+                   early)
 
 
 # ----- outputs -----------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def report(
         from kdlora.analysis.report import build, write_report
         from kdlora.analysis.summary import print_summary
 
-        analysis = build([*results, *legacy], metric_policy, grid)
+        analysis = build([*results, *legacy], metric_policy, grid, early=workers.early(out))
         path = write_report(analysis, out, figures=figures, workers=workers)
     print_summary(analysis, path)
 
