@@ -25,10 +25,12 @@ def test_workers_draw_the_same_figures_as_one_process(analysis, tmp_path):
     with drawing.FigureWorkers(workers=2) as workers:
         assert workers.pool is not None
         report = write_report(analysis, tmp_path / "parallel", workers=workers)
+        write_report(analysis, tmp_path / "again", workers=workers)  # one pool, a second report
     with drawing.FigureWorkers(workers=0) as workers:
         assert workers.pool is None
         write_report(analysis, tmp_path / "serial", workers=workers)
     parallel, serial = figure_files(tmp_path / "parallel"), figure_files(tmp_path / "serial")
+    assert figure_files(tmp_path / "again").keys() == parallel.keys()
     assert set(parallel) == set(serial) == {f"{n}.{e}" for n in plots.FIGURES for e in ("png", "pdf")}
     for name, data in parallel.items():
         assert data[:4] == (b"\x89PNG" if name.endswith(".png") else b"%PDF"), name

@@ -115,7 +115,8 @@ class FigureWorkers:
         if self.pool is None:
             return lambda: [p for name in FIGURES for p in write_figure(analysis, name, out)]
         self._submit(analysis, out, [name for name in FIGURES if name not in self.pending])
-        return lambda: [p for name in FIGURES for p in self.pending[name].get(TIMEOUT_S)]
+        pending, self.pending = self.pending, {}  # the next report starts afresh
+        return lambda: [p for name in FIGURES for p in pending[name].get(TIMEOUT_S)]
 
     def _submit(self, analysis, out: Path, names) -> None:
         blob = pickle.dumps(analysis, protocol=pickle.HIGHEST_PROTOCOL)
