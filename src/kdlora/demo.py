@@ -10,7 +10,6 @@ is read from the run records or the report's tables; see docs/demo.md for sizes 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import platform
 import time
@@ -22,6 +21,7 @@ import pandas as pd
 import yaml
 
 from kdlora.errors import UserError
+from kdlora.runner import now, package_versions
 
 GRID_NAME = "demo.yaml"
 DATA_SEED = 0  # the train/validation split; the runs' own seeds come from the grid
@@ -233,16 +233,9 @@ def best_per_strategy(table: pd.DataFrame) -> pd.DataFrame:
 
 # ----- the summary file -----------------------------------------------------------------------------------
 def machine_info() -> dict[str, Any]:
-    import importlib.metadata as md
-
-    versions = {}
-    for pkg in ("kdlora", "torch", "transformers", "peft"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine(),
-            "python": platform.python_version(), "packages": versions}
+            "python": platform.python_version(),
+            "packages": package_versions(("kdlora", "torch", "transformers", "peft"))}
 
 
 def cpu_seconds() -> float | None:
@@ -338,10 +331,6 @@ def write_summary(result: DemoResult) -> Path:
     return result.layout.summary
 
 
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def data_info(task_yaml: Path) -> dict[str, Any]:
     """Class counts from the task builder's sidecar (what the split was made from)."""
     import json
@@ -364,6 +353,7 @@ def run_demo(out: str | Path, *, size: DemoSize = FULL, workers: int | None = No
 
     `progress(n_runs)` is a context manager giving the sweep's event callback (the progress bar)."""
     from kdlora.data.tasks import resolve_task
+    from kdlora.executors.local import cpu_threads_per_run
 
     stage = on_stage or (lambda text: None)
     start, started_at, load_start = time.monotonic(), now(), load_average()
@@ -390,7 +380,7 @@ def run_demo(out: str | Path, *, size: DemoSize = FULL, workers: int | None = No
         table = table.assign(pct_of_teacher=float("nan"))
     end = time.monotonic()
     cpu = cpu_seconds()
-    threads_per_run = threads or max(1, (os.cpu_count() or 1) // workers)
+    threads_per_run = threads or cpu_threads_per_run(workers)
     result = DemoResult(
         size=size, layout=layout, command=command, workers=workers, threads_per_run=threads_per_run,
         majority_baseline=majority, table=table, best=best_per_strategy(table),

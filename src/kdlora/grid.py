@@ -152,7 +152,7 @@ def load_grid(path: str | Path) -> GridConfig:
     except ValidationError as exc:
         raise UserError(f"{path}: {describe_grid_error(exc)}") from None
     grid = _resolve_paths(grid, base, path)
-    expand_grid(grid)  # refuse a grid whose runs cannot all be built, before anything runs (kept)
+    expand_grid(grid)  # refuse a grid whose runs cannot all be built, before anything runs (result cached)
     return grid
 
 

@@ -48,17 +48,23 @@ def pick_device(cfg: RunConfig):
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def environment(device) -> dict[str, Any]:
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed version of each distribution (None where it is not installed)."""
     import importlib.metadata as md
 
-    import torch
-
-    versions = {}
-    for pkg in ("kdlora", "torch", "transformers", "peft", "datasets", "numpy"):
+    versions: dict[str, str | None] = {}
+    for pkg in names:
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = None
+    return versions
+
+
+def environment(device) -> dict[str, Any]:
+    import torch
+
+    versions = package_versions(("kdlora", "torch", "transformers", "peft", "datasets", "numpy"))
     env = {"packages": versions, "python": platform.python_version(), "platform": platform.platform(),
            "device": str(device), "torch_threads": torch.get_num_threads(), "git_commit": git_commit()}
     if device.type == "cuda":

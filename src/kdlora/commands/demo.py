@@ -52,17 +52,20 @@ def _console():
 
 
 def _num(value, fmt: str) -> str:
-    import math
+    from kdlora.analysis.fmt import missing
 
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+    return "—" if missing(value) else format(value, fmt)
 
 
+# shorter than the report's labels ("LoRA-only"): the table must fit 80 columns
 STRATEGY_LABEL = {"fft": "FFT", "lora": "LoRA", "kd-lora": "KD-LoRA"}
 
 
 def _params(n) -> str:
     """Parameter counts in the unit that keeps them short (the report has them in full)."""
-    if n is None or n != n:
+    from kdlora.analysis.fmt import missing
+
+    if missing(n):
         return "—"
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
 

@@ -93,6 +93,11 @@ def exit_reason(code: int | None) -> str | None:
     return f"run process exited with code {code}"
 
 
+def cpu_threads_per_run(runs_at_once: int) -> int:
+    """On CPU, N runs at once each get their share of the cores instead of all fighting for all."""
+    return max(1, (os.cpu_count() or 1) // runs_at_once)
+
+
 class LocalExecutor(Executor):
     def __init__(self, results_dir: Path, run_fn: str, options: ExecutorOptions) -> None:
         super().__init__(results_dir, run_fn, options)
@@ -102,8 +107,7 @@ class LocalExecutor(Executor):
             raise UserError("--ray-address needs --executor ray")
         self.gpus = visible_gpus() if options.gpus_per_run != 0 else []
         self.capacity = max(1, options.workers or len(self.gpus) or 1)
-        # On CPU, N runs at once each get their share of the cores instead of all fighting for all.
-        self.threads = None if self.gpus else max(1, (os.cpu_count() or 1) // self.capacity)
+        self.threads = None if self.gpus else cpu_threads_per_run(self.capacity)
         self.ctx = mp.get_context("forkserver")
         module = run_fn.partition(":")[0] if ":" in run_fn else run_fn.rpartition(".")[0]
         _start_fork_server(["kdlora.sweep.child", module, *options.preload,

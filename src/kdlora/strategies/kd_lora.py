@@ -115,9 +115,9 @@ class KdLora(Strategy):
             lambda: teacher_logits(ckpt, split, ctx.spec, cfg.max_length, ctx.device))
         # Loading the teacher draws random numbers (new-weight init), but only when the cache is
         # missed: reseed, so the student starts the same whether or not another run built it.
-        from transformers import set_seed
+        from kdlora.train.engine import seed_everything
 
-        set_seed(cfg.seed)
+        seed_everything(cfg.seed)
         _, student = model_names(cfg.family, cfg.teacher_model, cfg.student_model)
         model = load_classifier(student, ctx.spec.num_labels, layers=student_layers(cfg.family, cfg.student_model))
         model = with_adapters(model, ctx)

@@ -9,7 +9,6 @@ results_dir) and writes RESULTS/runs/<run_id>.json; kdlora.runner:run_one is the
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import importlib
 import os
 import socket
@@ -21,6 +20,7 @@ from typing import Callable, Iterator
 from kdlora.config import RunConfig
 from kdlora.errors import UserError
 from kdlora.records import Efficiency, RunRecord, record_path, write_record
+from kdlora.runner import now
 
 DEFAULT_RUN_FN = "kdlora.runner:run_one"
 LOGS_DIR = "logs"
@@ -44,10 +44,6 @@ def resolve_run_fn(path: str) -> RunFn:
 
 def log_path(results_dir: str | Path, run_id: str) -> Path:
     return Path(results_dir) / LOGS_DIR / f"{run_id}.log"
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @contextlib.contextmanager
