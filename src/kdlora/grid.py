@@ -63,6 +63,8 @@ class GridConfig(BaseModel):
     # Most specific of all: per variant ("adalora") or per strategy and variant ("kd-lora/adalora"),
     # e.g. a learning rate for a variant whose scaling differs (rsLoRA, AdaLoRA, MrLoRA).
     per_variant: dict[str, dict[str, Any]] = {}
+    # How the sweep runs (not what): SLURM partition, time limit, resources per run; CLI options win.
+    executor: dict[str, Any] = {}
     source: str | None = None  # the file it came from (set by load_grid)
 
     @field_validator("families", "tasks", "seeds", "strategies", "variants")
@@ -72,6 +74,16 @@ class GridConfig(BaseModel):
         if dup:
             raise ValueError(f"listed twice: {dup[0]!r}")
         return values
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor_keys(cls, section: dict[str, Any]) -> dict[str, Any]:
+        from kdlora.executors.base import GRID_EXECUTOR_KEYS
+
+        unknown = sorted(set(section) - set(GRID_EXECUTOR_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}{_suggest(unknown[0], list(GRID_EXECUTOR_KEYS))}")
+        return section
 
     @field_validator("strategies")
     @classmethod
