@@ -18,6 +18,7 @@ from typing import Any, Iterable
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from kdlora.config import STRATEGIES, VARIANTS, RunConfig, describe_validation_error, read_yaml
+from kdlora.data.identity import check_unique_names
 from kdlora.data.metrics import GLUE_TASKS
 from kdlora.errors import UserError
 
@@ -299,8 +300,13 @@ def _expand(grid: GridConfig) -> list[RunConfig]:
             point = {(name, key): v for (name, key, _), v in zip(axes, values)}
             for cfg in _cell(grid, family, task, seed, point):
                 seen.setdefault(cfg.run_id, cfg)
+    check_unique_names({_task_source(c): c.task_identity for c in seen.values()}, str(grid.source))
     # Stable sort: every FFT run first, so teachers start as early as possible.
     return sorted(seen.values(), key=lambda c: STRATEGY_ORDER[c.strategy])
+
+
+def _task_source(cfg: RunConfig) -> str:
+    return cfg.task if cfg.data_dir is None else f"{cfg.task} (data_dir {cfg.data_dir})"
 
 
 def breakdown(runs: Iterable[RunConfig]) -> dict[str, Counter]:
@@ -310,11 +316,11 @@ def breakdown(runs: Iterable[RunConfig]) -> dict[str, Counter]:
         "strategy": Counter(r.strategy for r in runs),
         "variant": Counter(f"{r.strategy}/{r.variant or 'full'}" for r in runs),
         "family": Counter(r.family for r in runs),
-        "task": Counter(_short_task(r.task) for r in runs),
+        "task": Counter(r.task_name for r in runs),
     }
 
 
 def run_row(cfg: RunConfig) -> dict[str, Any]:
     """The identifying columns of one run (for tables and the --missing CSV)."""
-    return {"family": cfg.family, "task": _short_task(cfg.task), "strategy": cfg.strategy,
+    return {"family": cfg.family, "task": cfg.task_name, "strategy": cfg.strategy,
             "variant": cfg.variant or "full", "seed": cfg.seed, "run_id": cfg.run_id}
