@@ -53,7 +53,7 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
     # --- data: tokenised without padding; batches are padded to their own longest example ---
     splits, tokenized = load_data(cfg, spec, tokenizer)
     loader = make_dataloader(tokenized["train"], tokenizer, cfg.micro_batch_size, shuffle=True, seed=cfg.seed,
-                             group_by_length=cfg.group_by_length)
+                             group_by_length=cfg.group_by_length, pin_memory=device.type == "cuda")
     total_steps = optimizer_steps(len(loader), cfg.grad_accum, cfg.epochs)
 
     # --- model and loss from the strategy; the seed is set right before any initialisation ---
