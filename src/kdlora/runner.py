@@ -29,7 +29,11 @@ def validate(cfg: RunConfig):
 
     FAMILIES.get(cfg.family)
     STRATEGIES.get(cfg.strategy).check(cfg)
-    return resolve_task(cfg.task)
+    spec = resolve_task(cfg.task)
+    if spec.selection_file and cfg.selection_fraction > 0:
+        raise UserError(f"task {spec.name} names a test file, so its {spec.selection_file} file is the selection "
+                        "split; leave selection_fraction at 0")
+    return spec
 
 
 def pick_device(cfg: RunConfig):

@@ -122,7 +122,8 @@ class KdLora(Strategy):
         model = with_adapters(model, ctx)
 
         def loss(batch, outputs):
-            t_logits = cache.lookup(batch["idx"].cpu()).to(outputs.logits.device)
+            # idx stays on the host (train/loop.py): the lookup needs no device sync
+            t_logits = cache.lookup(batch["idx"].cpu()).to(outputs.logits.device, non_blocking=True)
             return distillation_loss(outputs.logits, t_logits, outputs.loss, temperature=cfg.kd_temperature,
                                      alpha=cfg.kd_alpha, regression=ctx.spec.is_regression)
 
