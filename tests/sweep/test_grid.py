@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdlora.data.synthetic import write_custom_task
+from kdlora.testing.synthetic_data import write_custom_task
 from kdlora.errors import UserError
 from kdlora.grid import expand_grid, load_grid
 

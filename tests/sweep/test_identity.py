@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from kdlora.cli import app
 from kdlora.config import RunConfig
-from kdlora.data.synthetic import write_custom_task
+from kdlora.testing.synthetic_data import write_custom_task
 from kdlora.errors import UserError
 from kdlora.grid import expand_grid, load_grid
 from kdlora.records import iter_records, read_record, write_record
 from kdlora.records.schema import SCHEMA_VERSION
-from kdlora.sweep.child import failure_record
+from kdlora.executors.child import failure_record
 from kdlora.sweep.status import completion_line, run_table
 
 
