@@ -3,7 +3,7 @@
 A RunConfig holds everything needed to re-run an experiment. Defaults that depend on the
 strategy (learning rate, which hyperparameters matter at all) are resolved when the config is
 built, so two spellings of the same experiment get the same run_id. Fields that only say *how*
-a run executes (threads, device, gradient accumulation) are left out of the hash: a run retried
+a run executes (threads, device, gradient accumulation, torch.compile) are left out of the hash: a run retried
 with half the micro-batch after an out-of-memory error is still the same experiment.
 """
 
@@ -35,7 +35,7 @@ ADALORA_FIELDS = ("adalora_init_r", "adalora_tinit", "adalora_tfinal", "adalora_
 # fields existed keep their run_id.
 PROTOCOL_DEFAULTS: dict[str, Any] = {"selection_fraction": 0.0, "select_best_epoch": False}
 # How a run executes, not what it computes: excluded from the run_id.
-EXECUTION_FIELDS = ("grad_accum", "threads", "device")
+EXECUTION_FIELDS = ("grad_accum", "threads", "device", "compile")
 
 
 class RunConfig(BaseModel):
@@ -93,6 +93,7 @@ class RunConfig(BaseModel):
     grad_accum: int = 1
     threads: int | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False  # torch.compile the model's forward (train/loop.py); same numbers, maybe faster
 
     @model_validator(mode="before")
     @classmethod
@@ -193,8 +194,8 @@ class RunConfig(BaseModel):
         shared = {k: getattr(self, k) for k in (
             "family", "task", "seed", "teacher_model", "data_dir", "metric_policy", "max_length",
             "warmup_ratio", "weight_decay", "max_grad_norm", "group_by_length", "max_train_samples",
-            "max_eval_samples", "eval_every_epoch", "precision", "threads", "device", "selection_fraction",
-            "select_best_epoch")}
+            "max_eval_samples", "eval_every_epoch", "precision", "threads", "device", "compile",
+            "selection_fraction", "select_best_epoch")}
         return RunConfig(strategy="fft", lr=self.teacher_lr, epochs=self.teacher_epochs,
                          batch_size=self.teacher_batch_size, **shared)
 
