@@ -7,6 +7,7 @@ columns are what the CSV and the report show.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,9 @@ from kdlora.config import task_slug
 from kdlora.data.metrics import GLUE_TASKS
 
 BLOCK = ["family", "task", "seed"]
+GLUE_AVERAGES = ("no-wnli", "all")
+MIN_BLOCKS_TEST = 3  # fewer matched blocks: "not testable"
+MIN_BLOCKS_BOOTSTRAP = 5  # fewer: no bootstrap CI
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,22 @@ class Settings:
     n_boot: int = 2000
     seed: int = 0  # of the bootstrap generator, so a report is reproducible
     power: float = 0.8
+    pool: tuple[str, ...] = ()  # settings whose values are pooled instead of forming arms
+    equivalence_margin: float = 0.01  # TOST margin in the primary metric
+    equivalence_margin_norm: float = 0.02  # TOST margin in FFT-normalised units
+    glue_average: str = "no-wnli"  # the per-task tables' average: "no-wnli" (BERT/RoBERTa papers) or "all"
+
+    def __post_init__(self) -> None:
+        from kdlora.analysis.design import check_pool
+        from kdlora.errors import UserError
+
+        object.__setattr__(self, "pool", check_pool(self.pool))
+        for name in ("equivalence_margin", "equivalence_margin_norm"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise UserError(f"--{name.replace('_', '-')} must be a number > 0 (got {value})")
+        if self.glue_average not in GLUE_AVERAGES:
+            raise UserError(f"--glue-average must be one of {', '.join(GLUE_AVERAGES)} (got {self.glue_average!r})")
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([{
@@ -36,6 +56,9 @@ class Settings:
             "confidence_pct": round(self.confidence * 100, 6), "bootstrap_resamples": self.n_boot,
             "bootstrap_seed": self.seed, "power": self.power,
             "min_wilcoxon_p_3_seeds": stats.min_wilcoxon_p(3),
+            "pooled_settings": ", ".join(self.pool), "equivalence_margin": self.equivalence_margin,
+            "equivalence_margin_norm": self.equivalence_margin_norm, "glue_average": self.glue_average,
+            "min_blocks_test": MIN_BLOCKS_TEST, "min_blocks_bootstrap": MIN_BLOCKS_BOOTSTRAP,
         }])
 
 
@@ -51,10 +74,20 @@ def task_order(tasks) -> list[str]:
 
 
 def method_order(methods) -> list[str]:
+    """Methods (or arms) by strategy, variant, then each setting's value in numeric order."""
     def key(m: str):
-        strategy, _, variant = m.partition(":")
-        return (STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else 9, variant)
+        base, _, settings = m.partition(" ")
+        strategy, _, variant = base.partition(":")
+        levels = tuple(natural_key(v.partition("=")[2]) for v in settings.split())
+        return (STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else 9, variant, levels)
     return sorted(pd.unique(pd.Series(list(methods)).dropna()), key=key)
+
+
+def natural_key(text: str) -> tuple:
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
 
 
 # ----- normalised scores ----------------------------------------------------------------------
@@ -189,6 +222,7 @@ def teacher_student(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["primary", "trainable_params", "eval_samples_per_s", "eval_latency_ms_b32", "train_time_s"]
     t = teachers.loc[kd["teacher_run_id"], cols].set_axis(kd.index)
     out = kd[["run_id", "teacher_run_id", "family", "task", "seed", "variant", "primary_name"]].copy()
+    out["variant"] = [m.partition(":")[2] for m in kd["method"]]  # the arm: variant and varied settings
     out["student_primary"], out["teacher_primary"] = kd["primary"], t["primary"]
     out["pct_of_teacher"] = 100 * kd["primary"] / t["primary"].where(t["primary"] != 0)
     out["inference_speedup"] = kd["eval_samples_per_s"] / t["eval_samples_per_s"]
