@@ -4,11 +4,11 @@ Both workloads are the full command, figures included, run as a fresh `kdlora re
 (imports and all), alternating legacy / synthetic for --reps repetitions; figures are medians with
 min..max. Targets (issue 7): <= 10 s for 10,000 records, <= 3 s for the legacy runs.
 
-- synthetic_10k: kdlora.analysis.synthetic records of 3 families x 9 GLUE tasks x 29 seeds x
+- synthetic_10k: kdlora.testing.synthetic_records records of 3 families x 9 GLUE tasks x 29 seeds x
   (FFT + 6 variants x {LoRA-only, KD-LoRA}) = 10,179 runs, 10,000 of them kept at random, written
   as RESULTS/runs/*.json, with a grid file so completion is computed (--grid).
-- legacy_742: ../shared/data/kdlora-cs5483-90028be5 read directly (layout detected), --grid
-  configs/paper.yaml, --metric-policy legacy (the issue's acceptance command).
+- legacy_742: the reference study packaged with kdlora (kdlora.examples), written out once and
+  read directly (layout detected), --grid configs/paper.yaml, --metric-policy legacy (the issue's acceptance command).
 
 Each run also reports the CPU seconds (user + system) the process used: on a shared machine
 whose load changes from run to run, CPU time is the steadier measure of what the report costs.
@@ -35,14 +35,13 @@ import common  # noqa: E402
 
 NAME = "report"
 TARGETS = {"synthetic_10k": 10.0, "legacy_742": 3.0}
-LEGACY = common.REPO / ".." / "shared" / "data" / "kdlora-cs5483-90028be5"
 PAPER_GRID = common.REPO / "configs" / "paper.yaml"
 FAMILIES = ("bert", "roberta", "deberta")
 
 
 def write_synthetic(root: Path, n: int, seeds: int) -> tuple[Path, Path]:
     """n synthetic records (of the study with `seeds` seeds) and the grid they belong to."""
-    from kdlora.analysis.synthetic import grid_configs, make_records
+    from kdlora.testing.synthetic_records import grid_configs, make_records
     from kdlora.data.metrics import GLUE_TASKS
     from kdlora.records import write_record
 
@@ -105,7 +104,7 @@ def worker(argv: list[str]) -> None:
     from kdlora.analysis import report as rep
     from kdlora.analysis.markdown import render
     from kdlora.analysis.summary import print_summary
-    from kdlora.analysis.table import load_results
+    from kdlora.analysis.tidy import load_results
     from kdlora.records import atomic_write_text
     mark("imports")
     argv = argv[1:] if argv[:1] == ["report"] else argv
@@ -144,10 +143,10 @@ def main() -> Path:
         root = Path(tmp)
         synthetic, grid = write_synthetic(root, n, seeds)
         workloads = {"synthetic_10k": cli_args(synthetic, grid, "glue", root / "out_synthetic")}
-        if LEGACY.is_dir() and PAPER_GRID.is_file():
-            workloads["legacy_742"] = cli_args(LEGACY.resolve(), PAPER_GRID, "legacy", root / "out_legacy")
-        else:
-            bench.note(f"legacy data not found at {LEGACY}: legacy_742 not measured")
+        from kdlora.examples import REFERENCE, write_reference
+
+        legacy = write_reference(root / REFERENCE)
+        workloads["legacy_742"] = cli_args(legacy, PAPER_GRID, "legacy", root / "out_legacy")
         print(f"{n} synthetic records in {seeds} seeds; {reps} rep(s) per workload, alternating")
         runs = common.alternate({name: (lambda rep, a=a: run_cli(a)) for name, a in workloads.items()}, reps)
         phases = {name: run_worker(a) for name, a in workloads.items()}
@@ -165,7 +164,7 @@ def main() -> Path:
                 f"kdlora report, {name.replace('_', ' ')} (CPU user+sys, fresh process)", cpu,
                 target=None, met=None, unit=" s"))
         bench.data["settings"] = {"synthetic_records": n, "synthetic_seeds": seeds, "reps": reps,
-                                  "figures": True, "legacy_dir": str(LEGACY), "grid_legacy": str(PAPER_GRID)}
+                                  "figures": True, "legacy_dir": "kdlora.examples reference (packaged)", "grid_legacy": str(PAPER_GRID)}
         for name, ph in phases.items():
             bench.note(f"{name}, where the time goes (one timed run, wall s): " + ", ".join(
                 f"{k} {v:.2f}" for k, v in ph["phases_s"].items()) + "; the figures (matplotlib text layout "

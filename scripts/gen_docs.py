@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["train", "plan", "sweep", "status", "report", "import-legacy", "demo"]
+COMMANDS = ["train", "plan", "sweep", "status", "report", "import-legacy", "demo", "example reference"]
 
 
 def cli_reference() -> str:
@@ -22,7 +22,7 @@ def cli_reference() -> str:
     runner = CliRunner()
     parts = ["# CLI reference\n", "Generated from `kdlora COMMAND --help` by `scripts/gen_docs.py`; do not edit.\n"]
     for cmd in COMMANDS:
-        out = runner.invoke(app, [cmd, "--help"], prog_name="kdlora",
+        out = runner.invoke(app, [*cmd.split(), "--help"], prog_name="kdlora",
                             env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"})
         if out.exit_code != 0:
             continue

@@ -3,7 +3,7 @@
 A RunConfig holds everything needed to re-run an experiment. Defaults that depend on the
 strategy (learning rate, which hyperparameters matter at all) are resolved when the config is
 built, so two spellings of the same experiment get the same run_id. Fields that only say *how*
-a run executes (threads, device, gradient accumulation) are left out of the hash: a run retried
+a run executes (threads, device, gradient accumulation, torch.compile) are left out of the hash: a run retried
 with half the micro-batch after an out-of-memory error is still the same experiment.
 """
 
@@ -31,8 +31,11 @@ KD_FIELDS = ("student_model", "kd_temperature", "kd_alpha", "teacher_lr", "teach
              "teacher_batch_size")
 MRLORA_FIELDS = ("mrlora_ranks", "mrlora_scaling")
 ADALORA_FIELDS = ("adalora_init_r", "adalora_tinit", "adalora_tfinal", "adalora_delta_t")
+# The evaluation protocol (docs/protocol.md): hashed only when set, so runs made before these
+# fields existed keep their run_id.
+PROTOCOL_DEFAULTS: dict[str, Any] = {"selection_fraction": 0.0, "select_best_epoch": False}
 # How a run executes, not what it computes: excluded from the run_id.
-EXECUTION_FIELDS = ("grad_accum", "threads", "device")
+EXECUTION_FIELDS = ("grad_accum", "threads", "device", "compile")
 
 
 class RunConfig(BaseModel):
@@ -63,6 +66,10 @@ class RunConfig(BaseModel):
     max_eval_samples: int | None = None
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
+    # evaluation protocol: a selection set carved out of train (never trained on), best epoch on it
+    selection_fraction: float = 0.0
+    select_best_epoch: bool = False
+
     # adapters
     r: int = 8
     lora_alpha: float = 16.0
@@ -86,6 +93,7 @@ class RunConfig(BaseModel):
     grad_accum: int = 1
     threads: int | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False  # torch.compile the model's forward (train/loop.py); same numbers, maybe faster
 
     @model_validator(mode="before")
     @classmethod
@@ -138,6 +146,11 @@ class RunConfig(BaseModel):
             raise ValueError(f"kd_temperature must be > 0 (got {self.kd_temperature})")
         if self.mrlora_ranks is not None and any(r <= 0 for r in self.mrlora_ranks):
             raise ValueError(f"mrlora_ranks must all be > 0 (got {list(self.mrlora_ranks)})")
+        if not 0.0 <= self.selection_fraction <= 0.5:
+            raise ValueError(f"selection_fraction must be in [0, 0.5] (got {self.selection_fraction})")
+        if self.select_best_epoch and self.selection_fraction == 0 and not task_has_selection_file(self.task):
+            raise ValueError("select_best_epoch needs a selection split: set selection_fraction > 0 "
+                             "(or give the task a test: file, making validation the selection split)")
         if self.variant == "adalora" and self.adalora_init_r < self.r:
             raise ValueError(f"adalora_init_r ({self.adalora_init_r}) must be >= r ({self.r})")
         return self
@@ -155,6 +168,7 @@ class RunConfig(BaseModel):
             drop |= set(MRLORA_FIELDS)
         if self.variant != "adalora":
             drop |= set(ADALORA_FIELDS)
+        drop |= {k for k, default in PROTOCOL_DEFAULTS.items() if data.get(k) == default}
         return {k: v for k, v in sorted(data.items()) if k not in drop}
 
     @functools.cached_property  # a frozen model: computed once (a 1,000-run grid asks ~5 times per run)
@@ -180,7 +194,8 @@ class RunConfig(BaseModel):
         shared = {k: getattr(self, k) for k in (
             "family", "task", "seed", "teacher_model", "data_dir", "metric_policy", "max_length",
             "warmup_ratio", "weight_decay", "max_grad_norm", "group_by_length", "max_train_samples",
-            "max_eval_samples", "eval_every_epoch", "precision", "threads", "device")}
+            "max_eval_samples", "eval_every_epoch", "precision", "threads", "device", "compile",
+            "selection_fraction", "select_best_epoch")}
         return RunConfig(strategy="fft", lr=self.teacher_lr, epochs=self.teacher_epochs,
                          batch_size=self.teacher_batch_size, **shared)
 
@@ -197,6 +212,19 @@ def default_mrlora_ranks(r: int) -> tuple[int, ...]:
         ranks.append(r)
         r //= 2
     return tuple(ranks)
+
+
+@functools.lru_cache(maxsize=256)
+def task_has_selection_file(task: str) -> bool:
+    """Whether a task YAML names a test file (its validation file is then the selection split).
+    An unreadable file answers True: resolving the task reports what is wrong with it."""
+    if not task.endswith((".yaml", ".yml")):
+        return False
+    try:
+        data = yaml.safe_load(Path(task).expanduser().read_text())
+    except (OSError, yaml.YAMLError):
+        return True
+    return not isinstance(data, dict) or bool(data.get("test"))
 
 
 def task_slug(task: str) -> str:

@@ -1,7 +1,7 @@
 """Shared fixtures: a small synthetic study on disk, its report, and the real legacy data.
 
-The legacy data live in ../shared beside the repository (read-only in CI); tests that need them
-skip with a reason when it is absent.
+The legacy data are the reference study packaged with kdlora (kdlora.examples), written out once
+per session, so a fresh clone runs every test on them.
 """
 
 from __future__ import annotations
@@ -12,28 +12,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO / ".." / "shared"
-LEGACY = SHARED / "data" / "kdlora-cs5483-90028be5"
-REFERENCE = SHARED / "reference" / "000_348850892537ed9c.txt"
-ANCHORS = SHARED / "reference" / "ANCHORS.md"
 PAPER_GRID = REPO / "configs" / "paper.yaml"
 TASKS = ("cola", "mrpc", "stsb", "mnli")
 
 
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} is absent (the shared data sit beside the repository)")
-    return path
-
-
 @pytest.fixture(scope="session")
-def legacy_dir() -> Path:
-    return need(LEGACY)
+def legacy_dir(tmp_path_factory) -> Path:
+    """The packaged reference study in its legacy layout, with the original analysis's CSVs."""
+    from kdlora.examples import write_reference
+
+    return write_reference(tmp_path_factory.mktemp("reference") / "kdlora-cs5483-90028be5")
 
 
 @pytest.fixture(scope="session")
 def synthetic_configs():
-    from kdlora.analysis.synthetic import grid_configs
+    from kdlora.testing.synthetic_records import grid_configs
 
     return grid_configs(tasks=TASKS)
 
@@ -41,7 +34,7 @@ def synthetic_configs():
 @pytest.fixture(scope="session")
 def synthetic_results(tmp_path_factory, synthetic_configs) -> Path:
     """A results dir: every synthetic run but a few, one failed run and one corrupt file."""
-    from kdlora.analysis.synthetic import make_records
+    from kdlora.testing.synthetic_records import make_records
     from kdlora.records import write_record
 
     root = tmp_path_factory.mktemp("synthetic_results")
@@ -75,18 +68,9 @@ def synthetic_report(tmp_path_factory, synthetic_results, synthetic_grid):
 
 
 @pytest.fixture(scope="session")
-def reference_text() -> str:
-    return need(REFERENCE).read_text()
-
-
-@pytest.fixture(scope="session")
-def anchors_text() -> str:
-    return need(ANCHORS).read_text()
-
-
-@pytest.fixture(scope="session")
 def paper_grid() -> Path:
-    return need(PAPER_GRID)
+    assert PAPER_GRID.is_file()
+    return PAPER_GRID
 
 
 @pytest.fixture(scope="session")

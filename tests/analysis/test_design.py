@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kdlora.analysis.report import build, write_report
-from kdlora.analysis.synthetic import grid_configs, make_records
-from kdlora.analysis.tables import Settings
+from kdlora.testing.synthetic_records import grid_configs, make_records
+from kdlora.analysis.model import Settings
 from kdlora.records import write_record
 
 FAMILIES, TASKS, SEEDS = ("bert", "roberta"), ("rte", "sst2", "mrpc"), (1, 2, 3)

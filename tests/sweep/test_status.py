@@ -5,18 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 from typer.testing import CliRunner
 
 from kdlora.cli import app
 from kdlora.grid import expand_grid, load_grid
 from kdlora.records import write_record
-from kdlora.sweep.child import failure_record
+from kdlora.executors.child import failure_record
 from kdlora.sweep.status import completion_line, run_table
 
 REPO = Path(__file__).resolve().parents[2]
-LEGACY = REPO / ".." / "shared" / "data" / "kdlora-cs5483-90028be5"
 
 
 def completed(cfg):
@@ -40,12 +38,11 @@ def test_records_with_other_settings_count_by_key_only_when_the_key_is_unambiguo
 
 
 def test_status_of_the_legacy_runs_against_the_paper_grid(tmp_path):
-    if not LEGACY.exists():
-        pytest.skip(f"{LEGACY} is absent (the shared data sit beside the repository)")
+    from kdlora.examples import write_reference
     from kdlora.records.legacy import import_legacy
 
     results = tmp_path / "legacy"
-    import_legacy(LEGACY, results)
+    import_legacy(write_reference(tmp_path / "reference"), results)
     result = CliRunner().invoke(app, ["status", str(REPO / "configs" / "paper.yaml"), "--results", str(results),
                                       "--missing", str(tmp_path / "missing.csv")])
     assert result.exit_code == 0, result.output

@@ -20,8 +20,9 @@ import pandas as pd
 
 from kdlora.analysis import stats
 from kdlora.analysis.design import level_text
-from kdlora.analysis.table import STRATEGY_LABEL, method_label
-from kdlora.analysis.tables import BLOCK, Settings, method_order, ordered
+from kdlora.analysis.model import Settings
+from kdlora.analysis.tables import BLOCK, method_order, ordered
+from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 from kdlora.config import KD_FIELDS
 
 TEST_FAMILIES = {"lora_vs_kd": "LoRA-only vs KD-LoRA (per variant)",

@@ -16,26 +16,12 @@ import math
 
 import pandas as pd
 
-from kdlora.analysis.table import SETTINGS, method_label
+from kdlora.analysis.tidy import SETTINGS, method_label
 from kdlora.analysis.tables import method_order, natural_key
-from kdlora.errors import UserError
 
 # Settings that say how a run was read or where its data live, never a factor of the design.
 NOT_FACTORS = ("metric_policy", "data_dir")
 CELL = ["method", "family", "task"]
-
-
-def check_pool(pool) -> tuple[str, ...]:
-    """`--pool` values: each must name a setting column (one clear line otherwise)."""
-    out = []
-    for field in pool or ():
-        name = str(field).strip()
-        if not name:
-            raise UserError("--pool needs a setting name (a RunConfig field such as r or kd_temperature)")
-        if name not in SETTINGS:
-            raise UserError(f"--pool {name!r} is not a setting; choose one of: {', '.join(SETTINGS)}")
-        out.append(name)
-    return tuple(dict.fromkeys(out))
 
 
 def factors(pool: tuple[str, ...] = ()) -> list[str]:

@@ -37,7 +37,7 @@ def report(
     with FigureWorkers(enabled=figures) as workers:
         from kdlora.analysis.report import build, write_report
         from kdlora.analysis.summary import print_summary
-        from kdlora.analysis.tables import Settings
+        from kdlora.analysis.model import Settings
 
         settings = Settings(policy=metric_policy, pool=tuple(pool), equivalence_margin=equivalence_margin,
                             equivalence_margin_norm=equivalence_margin_norm, glue_average=glue_average)

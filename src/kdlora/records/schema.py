@@ -53,6 +53,14 @@ class RunRecord(BaseModel):
     error: str | None = None
     config: dict[str, Any]
     metrics: dict[str, Any]  # every task metric, plus `primary` and `primary_name`
+    # The evaluation protocol (docs/protocol.md): the same metrics on the selection set (empty
+    # without one); with select_best_epoch, the epoch whose weights `metrics` are from, and the
+    # last epoch's metrics on both splits.
+    metrics_selection: dict[str, Any] = {}
+    best_epoch: int | None = None
+    metrics_last_epoch: dict[str, Any] = {}
+    metrics_selection_last_epoch: dict[str, Any] = {}
+    param_budget_ratio: float | None = None  # param_budget: trainable params / the reference's
     efficiency: Efficiency
     environment: dict[str, Any]
     started_at: str
