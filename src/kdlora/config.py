@@ -172,6 +172,11 @@ class RunConfig(BaseModel):
         identity (name + data fingerprint) and data_dir is folded into it: no path is hashed."""
         data = self.model_dump(mode="json")
         data["task"] = self.task_identity.as_dict()
+        return {k: data[k] for k in self.hashed_fields()}
+
+    def hashed_fields(self) -> list[str]:
+        """The names of the fields canonical() keeps (reads no task file), sorted."""
+        data = self.model_dump(mode="json")
         drop: set[str] = {*EXECUTION_FIELDS, "data_dir"}
         if self.strategy == "fft":
             drop |= {"variant", *ADAPTER_FIELDS, *KD_FIELDS, *MRLORA_FIELDS, *ADALORA_FIELDS}
@@ -182,7 +187,7 @@ class RunConfig(BaseModel):
         if self.variant != "adalora":
             drop |= set(ADALORA_FIELDS)
         drop |= {k for k, default in PROTOCOL_DEFAULTS.items() if data.get(k) == default}
-        return {k: v for k, v in sorted(data.items()) if k not in drop}
+        return sorted(k for k in data if k not in drop)
 
     @functools.cached_property  # a frozen model: computed once (a 1,000-run grid asks ~5 times per run)
     def run_id(self) -> str:

@@ -93,7 +93,7 @@ def hashed_settings(strategy: str | None, variant: str | None) -> tuple[str, ...
     """The settings a run of this strategy and variant hashes into its run_id (RunConfig's own
     canonical form decides; one unvalidated config per pair, so any record is cheap)."""
     probe = RunConfig.model_construct(family="", task="", strategy=strategy, variant=variant)
-    return tuple(k for k in probe.canonical() if k in SETTINGS)
+    return tuple(k for k in probe.hashed_fields() if k in SETTINGS)
 
 
 def settings_of(cfg: dict) -> dict:
