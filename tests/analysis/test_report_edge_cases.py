@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kdlora.analysis.report import build, write_report
-from kdlora.analysis.synthetic import grid_configs, make_records
+from kdlora.testing.synthetic_records import grid_configs, make_records
 from kdlora.records import write_record
 
 

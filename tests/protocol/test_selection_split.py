@@ -12,7 +12,7 @@ import yaml
 
 from kdlora.config import build_config
 from kdlora.data.loading import SELECTION, load_splits, selection_rows
-from kdlora.data.synthetic import write_custom_task, write_glue_fixture
+from kdlora.testing.synthetic_data import write_custom_task, write_glue_fixture
 from kdlora.data.tasks import resolve_task
 from kdlora.errors import UserError
 from kdlora.runner import run_one

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis import stats
-from kdlora.analysis.table import STRATEGY_LABEL, method_label
-from kdlora.analysis.tables import BLOCK, Settings, method_order, ordered
+from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
+from kdlora.analysis.model import Settings
+from kdlora.analysis.tables import BLOCK, method_order, ordered
 
 TEST_FAMILIES = {"lora_vs_kd": "LoRA-only vs KD-LoRA (per variant)",
                  "vs_fft": "each variant vs FFT",

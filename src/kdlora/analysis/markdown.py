@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from kdlora.analysis.fmt import ci, compact, integer, mean_sd, missing, num, pct, pval, ratio, signed
-from kdlora.analysis.report import Analysis
-from kdlora.analysis.table import STRATEGY_LABEL, method_label
+from kdlora.analysis.model import Analysis
+from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import method_order, task_order
 
 Cell = Callable[[pd.Series], str]

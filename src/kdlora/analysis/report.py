@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import gc
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -17,23 +16,12 @@ import pandas as pd
 
 from kdlora.analysis import comparisons, efficiency, rules, tables
 from kdlora.analysis.drawing import FigureWorkers
-from kdlora.analysis.table import Loaded, check_table, completed, load_results
-from kdlora.analysis.tables import Settings
+from kdlora.analysis.model import Analysis, Settings
+from kdlora.analysis.tidy import Loaded, check_table, completed, load_results
 from kdlora.errors import UserError
 from kdlora.records.store import atomic_write_text
 
 REQUIRED_CSVS = ("efficiency_summary_by_variant", "statistical_tests", "parameter_efficiency", "per_task_results")
-
-
-@dataclass
-class Analysis:
-    settings: Settings
-    tables: dict[str, pd.DataFrame]
-    sources: list[str] = field(default_factory=list)
-    grid: str | None = None
-
-    def __getitem__(self, name: str) -> pd.DataFrame:
-        return self.tables[name]
 
 
 @contextmanager

@@ -7,36 +7,17 @@ columns are what the CSV and the report show.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from kdlora.analysis import stats
+from kdlora.analysis.model import Settings
 from kdlora.analysis.glue import chance_of_primary, constant_predictor
-from kdlora.analysis.table import KEY, METRICS, STRATEGY_ORDER, method_of
+from kdlora.analysis.tidy import KEY, METRICS, STRATEGY_ORDER, method_of
 from kdlora.config import task_slug
 from kdlora.data.metrics import GLUE_TASKS
 
 BLOCK = ["family", "task", "seed"]
-
-
-@dataclass(frozen=True)
-class Settings:
-    policy: str = "glue"
-    alpha: float = 0.05
-    confidence: float = 0.95
-    n_boot: int = 2000
-    seed: int = 0  # of the bootstrap generator, so a report is reproducible
-    power: float = 0.8
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame([{
-            "metric_policy": self.policy, "alpha": self.alpha,
-            "confidence_pct": round(self.confidence * 100, 6), "bootstrap_resamples": self.n_boot,
-            "bootstrap_seed": self.seed, "power": self.power,
-            "min_wilcoxon_p_3_seeds": stats.min_wilcoxon_p(3),
-        }])
 
 
 # ----- ordering helpers ---------------------------------------------------------------------

@@ -74,7 +74,7 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
                                      help="function (package.module:function) that trains one run")) -> None:
     """Run every expected run of a grid not yet completed (rerun the same command to resume)."""
     from kdlora.executors import ExecutorOptions, make_executor
-    from kdlora.sweep.child import resolve_run_fn
+    from kdlora.executors.child import resolve_run_fn
     from kdlora.sweep.progress import SweepProgress
     from kdlora.sweep.scheduler import run_sweep
 

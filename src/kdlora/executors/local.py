@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from kdlora.executors.base import Executor, ExecutorOptions, Finished, Job
+from kdlora.executors.child import DEFAULT_RUN_FN, execute_run
 from kdlora.executors.packing import GpuPacker, Probe, measured_peak, nvml_free_bytes, start_mps, stop_mps
-from kdlora.sweep.child import DEFAULT_RUN_FN, execute_run
 
 # Imported once in the fork server for the real runner: what every run would import anyway.
 RUNNER_PRELOAD = ("torch", "transformers", "peft", "kdlora.runner", "kdlora.train.engine")
@@ -126,7 +126,7 @@ class LocalExecutor(Executor):
         self.mps_env = start_mps() if options.mps else {}
         self.ctx = mp.get_context("forkserver")
         module = run_fn.partition(":")[0] if ":" in run_fn else run_fn.rpartition(".")[0]
-        _start_fork_server(["kdlora.sweep.child", module, *options.preload,
+        _start_fork_server(["kdlora.executors.child", module, *options.preload,
                             *(RUNNER_PRELOAD if run_fn == DEFAULT_RUN_FN else ())])
         self.running: dict[int, tuple[mp.Process, Job, str | None, float]] = {}
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from kdlora.errors import UserError
 from kdlora.executors.base import Executor, ExecutorOptions, Finished, Job
-from kdlora.sweep.child import execute_run
+from kdlora.executors.child import execute_run
 
 
 def ray_init_kwargs(address: str | None, workers: int | None, cpus_per_run: float) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Callable
 from kdlora.config import RunConfig
 from kdlora.executors.base import Executor, Finished, Job
 from kdlora.records import RunRecord, read_record, record_path, write_record
-from kdlora.sweep.child import failure_record, log_path
+from kdlora.executors.child import failure_record, log_path
 from kdlora.sweep.claims import ClaimStore
 
 FAILURES_DIR = "failures"  # earlier failed attempts' records, kept for inspection

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from kdlora.models import count_params, load_tokenizer, model_names
+from kdlora.seeding import seed_everything
 from kdlora.strategies import STRATEGIES, RunContext
 from kdlora.train import measure
 from kdlora.train.epochs import SELECTION_PREFIX, EpochEvaluator, with_primary
@@ -16,12 +17,6 @@ from kdlora.train.loop import optimizer_steps, train_loop
 from kdlora.variants import VARIANTS
 
 EVAL_BATCH = 32  # also the batch of the inference latency, timed on the evaluation's own passes
-
-
-def seed_everything(seed: int) -> None:
-    from transformers import set_seed
-
-    set_seed(seed)  # python, numpy, torch (and CUDA) RNGs, before any initialisation
 
 
 def load_data(cfg, spec, tokenizer):

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 from kdlora.config import RunConfig
 from kdlora.errors import UserError
 from kdlora.records import Efficiency, RunRecord, record_path, write_record
-from kdlora.runner import now
+from kdlora.host import now
 
 DEFAULT_RUN_FN = "kdlora.runner:run_one"
 LOGS_DIR = "logs"
