@@ -179,3 +179,15 @@ def test_mps_without_the_daemon_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(UserError, match="--mps needs CUDA MPS"):
         LocalExecutor(tmp_path, "sweep_fake_runs:quick", ExecutorOptions(mps=True))
+
+
+def test_cli_refuses_a_bad_runs_per_gpu_in_one_line(small_grid, tmp_path):
+    from typer.testing import CliRunner
+
+    from kdlora.cli import app
+
+    out = CliRunner().invoke(app, ["sweep", str(small_grid), "--results", str(tmp_path / "r"),
+                                   "--runs-per-gpu", "two", "--run-fn", "sweep_fake_runs:quick"])
+    assert out.exit_code == 2, out.output
+    assert "--runs-per-gpu takes a whole number >= 1 or 'auto'" in out.output
+    assert not (tmp_path / "r" / "runs").exists()

@@ -70,6 +70,12 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
           gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", min=0,
                                                        help="GPUs per run, fractions allowed on Ray "
                                                             "[default: 1 if there are GPUs, else 0]"),
+          runs_per_gpu: Optional[str] = typer.Option(
+              None, "--runs-per-gpu", metavar="K|auto",
+              help="local: up to K runs side by side on each GPU, or auto: admit a run while the GPU's free "
+                   "memory exceeds its measured or estimated peak plus a margin [default: 1]"),
+          mps: bool = typer.Option(False, "--mps", help="local: run the sweep's runs under a CUDA MPS daemon "
+                                                       "(kernels of runs sharing a GPU overlap)"),
           run_fn: str = typer.Option("kdlora.runner:run_one", "--run-fn",
                                      help="function (package.module:function) that trains one run")) -> None:
     """Run every expected run of a grid not yet completed (rerun the same command to resume)."""
@@ -80,7 +86,10 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
 
     _, runs = _load(grid)
     resolve_run_fn(run_fn)  # a typo is refused here, not once per run
-    options = ExecutorOptions(workers=workers, ray_address=ray_address, gpus_per_run=gpus_per_run)
+    from kdlora.executors.packing import parse_runs_per_gpu
+
+    options = ExecutorOptions(workers=workers, ray_address=ray_address, gpus_per_run=gpus_per_run,
+                              runs_per_gpu=parse_runs_per_gpu(runs_per_gpu), mps=mps)
     results.mkdir(parents=True, exist_ok=True)
     pool = make_executor(executor, results.resolve(), run_fn, options)
     console = _console()
