@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kdlora.config import build_config
-from kdlora.data.synthetic import write_glue_fixture
+from kdlora.testing.synthetic_data import write_glue_fixture
 from kdlora.errors import UserError
 from kdlora.runner import run_one
 from kdlora.strategies import kd_lora

@@ -11,9 +11,9 @@ from typing import Iterator
 import pandas as pd
 
 from kdlora.analysis.fmt import ci, num, pval, signed, stars
-from kdlora.analysis.report import Analysis
+from kdlora.analysis.model import Analysis
 from kdlora.analysis.tables import method_order, task_order
-from kdlora.analysis.table import method_label
+from kdlora.analysis.tidy import method_label
 
 NOTE = r"\multicolumn{%d}{l}{\footnotesize %s}\\"
 

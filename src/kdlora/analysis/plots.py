@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 import pandas as pd
 from kdlora.analysis.efficiency import memory_kind_of
-from kdlora.analysis.report import Analysis
-from kdlora.analysis.table import STRATEGY_LABEL, method_label
+from kdlora.analysis.model import Analysis
+from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import method_order, task_order
 
 if TYPE_CHECKING:

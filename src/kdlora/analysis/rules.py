@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis.fmt import num, pct, pval, ratio
-from kdlora.analysis.table import STRATEGY_LABEL, method_label
+from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 
 Tables = Mapping[str, pd.DataFrame]
 Rule = Callable[[Tables], list[dict]]

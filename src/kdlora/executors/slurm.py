@@ -165,7 +165,7 @@ class SlurmTask:
 
     def __call__(self) -> list[str]:
         from kdlora.records.store import load_completed
-        from kdlora.sweep.child import execute_run
+        from kdlora.executors.child import execute_run
 
         requeued = bool(os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"))
         for run_id, cfg_json, log_file, attempt in self.items:

@@ -14,6 +14,7 @@ from pathlib import Path
 from kdlora.errors import UserError
 from kdlora.models import load_classifier, model_names, student_layers
 from kdlora.records.store import load_completed
+from kdlora.seeding import seed_everything
 from kdlora.strategies.base import RunContext, Setup, Strategy, register
 from kdlora.strategies.lora import with_adapters
 from kdlora.variants import VARIANTS
@@ -115,15 +116,14 @@ class KdLora(Strategy):
             lambda: teacher_logits(ckpt, split, ctx.spec, cfg.max_length, ctx.device))
         # Loading the teacher draws random numbers (new-weight init), but only when the cache is
         # missed: reseed, so the student starts the same whether or not another run built it.
-        from kdlora.train.engine import seed_everything
-
         seed_everything(cfg.seed)
         _, student = model_names(cfg.family, cfg.teacher_model, cfg.student_model)
         model = load_classifier(student, ctx.spec.num_labels, layers=student_layers(cfg.family, cfg.student_model))
         model = with_adapters(model, ctx)
 
         def loss(batch, outputs):
-            t_logits = cache.lookup(batch["idx"].cpu()).to(outputs.logits.device)
+            # idx stays on the host (train/loop.py): the lookup needs no device sync
+            t_logits = cache.lookup(batch["idx"].cpu()).to(outputs.logits.device, non_blocking=True)
             return distillation_loss(outputs.logits, t_logits, outputs.loss, temperature=cfg.kd_temperature,
                                      alpha=cfg.kd_alpha, regression=ctx.spec.is_regression)
 
