@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from kdlora.config import STRATEGIES, VARIANTS, RunConfig, describe_validation_error, read_yaml
+from kdlora.data.identity import check_unique_names
 from kdlora.data.metrics import GLUE_TASKS
 from kdlora.errors import UserError
 
@@ -76,6 +77,8 @@ class GridConfig(BaseModel):
     teachers: Literal["selected", "every"] = "selected"
     # Adapter sizes matched in trainable parameters to a reference ({reference: lora, r: 8}).
     param_budget: dict[str, Any] | None = None
+    # How the sweep runs (not what): SLURM partition, time limit, resources per run; CLI options win.
+    executor: dict[str, Any] = {}
     source: str | None = None  # the file it came from (set by load_grid)
 
     @field_validator("families", "tasks", "seeds", "strategies", "variants")
@@ -85,6 +88,16 @@ class GridConfig(BaseModel):
         if dup:
             raise ValueError(f"listed twice: {dup[0]!r}")
         return values
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor_keys(cls, section: dict[str, Any]) -> dict[str, Any]:
+        from kdlora.executors.base import GRID_EXECUTOR_KEYS
+
+        unknown = sorted(set(section) - set(GRID_EXECUTOR_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}{_suggest(unknown[0], list(GRID_EXECUTOR_KEYS))}")
+        return section
 
     @field_validator("strategies")
     @classmethod
@@ -434,6 +447,7 @@ def _expand(grid: GridConfig, choice: TeacherChoice | None) -> tuple[list[RunCon
         if blind:
             raise UserError(f"{grid.source}: choosing the KD-LoRA teacher among the searched FFT runs needs a selection "
                             "split: set selection_fraction > 0 under hyperparameters (or teachers: every)")
+    check_unique_names({_task_source(c): c.task_identity for c in seen.values()}, str(grid.source))
     # Stable sort: every FFT run first, so teachers start as early as possible.
     return sorted(seen.values(), key=lambda c: STRATEGY_ORDER[c.strategy]), list(waiting.values())
 
@@ -481,6 +495,10 @@ def check_budgets(grid: GridConfig, budget_list) -> None:
                         "allow_unequal_budget: true")
 
 
+def _task_source(cfg: RunConfig) -> str:
+    return cfg.task if cfg.data_dir is None else f"{cfg.task} (data_dir {cfg.data_dir})"
+
+
 def breakdown(runs: Iterable[RunConfig]) -> dict[str, Counter]:
     """Counts of runs by strategy, by strategy/variant, by family and by task."""
     runs = list(runs)
@@ -488,11 +506,11 @@ def breakdown(runs: Iterable[RunConfig]) -> dict[str, Counter]:
         "strategy": Counter(r.strategy for r in runs),
         "variant": Counter(f"{r.strategy}/{r.variant or 'full'}" for r in runs),
         "family": Counter(r.family for r in runs),
-        "task": Counter(_short_task(r.task) for r in runs),
+        "task": Counter(r.task_name for r in runs),
     }
 
 
 def run_row(cfg: RunConfig) -> dict[str, Any]:
     """The identifying columns of one run (for tables and the --missing CSV)."""
-    return {"family": cfg.family, "task": _short_task(cfg.task), "strategy": cfg.strategy,
+    return {"family": cfg.family, "task": cfg.task_name, "strategy": cfg.strategy,
             "variant": cfg.variant or "full", "seed": cfg.seed, "run_id": cfg.run_id}
