@@ -72,8 +72,8 @@ def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
 
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg)
-    base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), environment=environment(device),
-                started_at=started)
+    base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), task=cfg.task_identity.as_dict(),
+                environment=environment(device), started_at=started)
     try:
         outcome = execute(cfg, spec, results_dir, device)
     except UserError:

@@ -123,17 +123,20 @@ class Scheduler:
     def _fill(self) -> bool:
         """Start whatever may start now; True if anything changed."""
         changed = False
-        while self.retry_queue and len(self.running) < self.executor.capacity:
+        while self.retry_queue and self._room(self.retry_queue[0]):
             self._submit(self.retry_queue.pop(0))
             changed = True
         remaining = []
         for run_id in self.todo:
-            if len(self.running) >= self.executor.capacity or not self._try_start(run_id):
+            if not self._room(self.runs[run_id]) or not self._try_start(run_id):
                 remaining.append(run_id)
             else:
                 changed = True
         self.todo = remaining
         return changed
+
+    def _room(self, cfg: RunConfig) -> bool:
+        return len(self.running) < self.executor.capacity and self.executor.admits(cfg)
 
     def _try_start(self, run_id: str) -> bool:
         """Start (or settle) one waiting run; False if it must keep waiting."""
@@ -186,6 +189,8 @@ class Scheduler:
     def _handle(self, item: Finished) -> None:
         cfg, run_id = item.job.cfg, item.job.cfg.run_id
         self.running.discard(run_id)
+        if item.notes:
+            self.history.setdefault(run_id, []).extend(item.notes)
         self.result.run_seconds[f"{run_id}#{item.job.attempt}"] = item.seconds
         rec = _load(self.results_dir, run_id)
         if rec is not None and rec.status == "completed":
