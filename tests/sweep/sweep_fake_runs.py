@@ -94,3 +94,17 @@ def diverging(cfg: RunConfig, results: Path) -> RunRecord:
         _log_start(cfg, Path(results))
         return write(cfg, Path(results), status="nan_loss", error="loss became nan at step 3")
     return quick(cfg, results)
+
+
+def slow_first(cfg: RunConfig, results: Path) -> RunRecord:
+    """The first start of the runs named in FAKE_SLOW_FIRST ("strategy/variant" or "fft", comma
+    separated) sleeps FAKE_SLOW seconds (a run to cancel or time out); every other start is quick."""
+    name = cfg.strategy if cfg.strategy == "fft" else f"{cfg.strategy}/{cfg.variant}"
+    marker = Path(results) / "slow_first" / cfg.run_id
+    if name in os.environ.get("FAKE_SLOW_FIRST", "").split(",") and not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(os.environ.get("SLURM_JOB_ID", "-"))
+        _log_start(cfg, Path(results))
+        time.sleep(float(os.environ.get("FAKE_SLOW", "600")))
+        raise RuntimeError("the slow first start was not interrupted")
+    return quick(cfg, results)

@@ -75,6 +75,9 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
     t["teacher_student"] = tables.teacher_student(df)
     t["teacher_student_summary"] = tables.teacher_student_summary(t["teacher_student"])
     t["collapsed_runs"] = tables.collapsed_runs(df)
+    t["sensitivity"] = comparisons.sensitivity(df, t["statistical_tests"], t["collapsed_runs"]["run_id"], settings,
+                                               axes)
+    t["verdict_summary"] = comparisons.verdict_summary(t["statistical_tests"], t["sensitivity"])
     t["recommendations"] = rules.apply(rules.RECOMMENDATIONS, t)
     t["limitations"] = rules.apply(rules.LIMITATIONS, t)
     return Analysis(settings, t, sources, grid)

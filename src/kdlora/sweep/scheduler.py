@@ -189,6 +189,8 @@ class Scheduler:
     def _handle(self, item: Finished) -> None:
         cfg, run_id = item.job.cfg, item.job.cfg.run_id
         self.running.discard(run_id)
+        if item.notes:
+            self.history.setdefault(run_id, []).extend(item.notes)
         self.result.run_seconds[f"{run_id}#{item.job.attempt}"] = item.seconds
         rec = _load(self.results_dir, run_id)
         if rec is not None and rec.status == "completed":

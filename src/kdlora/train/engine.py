@@ -118,6 +118,10 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
                         "token, times padded tokens trained; analytic: 6ND full, 4ND+6N_trainable*D adapters",
         "eval_samples_per_s": ev.samples_per_s, "eval_latency_ms_b32": ev.latency_ms, **setup.efficiency,
     }
+    if cfg.param_budget is not None and variant is not None:
+        from kdlora.param_budget import reference_count
+
+        protocol["param_budget_ratio"] = trainable / reference_count(cfg, spec.num_labels)
     history = [{**h} for h in result.history]
     return {"metrics": metrics, "efficiency": efficiency, "teacher_run_id": setup.teacher_run_id,
             "history": history, **protocol}
