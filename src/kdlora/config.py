@@ -34,7 +34,17 @@ MRLORA_FIELDS = ("mrlora_ranks", "mrlora_scaling")
 ADALORA_FIELDS = ("adalora_init_r", "adalora_tinit", "adalora_tfinal", "adalora_delta_t")
 # The evaluation protocol (docs/protocol.md): hashed only when set, so runs made before these
 # fields existed keep their run_id.
-PROTOCOL_DEFAULTS: dict[str, Any] = {"selection_fraction": 0.0, "select_best_epoch": False}
+PROTOCOL_DEFAULTS: dict[str, Any] = {"selection_fraction": 0.0, "select_best_epoch": False, "param_budget": None}
+
+
+class ParamBudget(BaseModel):
+    """Match every adapter's trainable parameters to `reference` (a variant) at rank `r`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reference: str = "lora"
+    r: int = 8
+    tolerance: float = 0.15  # refuse when no size comes within this fraction of the reference
 # How a run executes, not what it computes: excluded from the run_id.
 EXECUTION_FIELDS = ("grad_accum", "threads", "device", "compile")
 
@@ -70,6 +80,7 @@ class RunConfig(BaseModel):
     # evaluation protocol: a selection set carved out of train (never trained on), best epoch on it
     selection_fraction: float = 0.0
     select_best_epoch: bool = False
+    param_budget: ParamBudget | None = None  # adapter size matched in trainable params (docs/protocol.md)
 
     # adapters
     r: int = 8
@@ -147,6 +158,12 @@ class RunConfig(BaseModel):
             raise ValueError(f"kd_temperature must be > 0 (got {self.kd_temperature})")
         if self.mrlora_ranks is not None and any(r <= 0 for r in self.mrlora_ranks):
             raise ValueError(f"mrlora_ranks must all be > 0 (got {list(self.mrlora_ranks)})")
+        if self.param_budget is not None:
+            if self.param_budget.reference not in VARIANTS:
+                raise ValueError(f"param_budget.reference {self.param_budget.reference!r} is not a variant; "
+                                 f"choose one of: {', '.join(VARIANTS)}")
+            if self.param_budget.r <= 0 or not 0 < self.param_budget.tolerance < 1:
+                raise ValueError("param_budget needs r > 0 and a tolerance in (0, 1)")
         if not 0.0 <= self.selection_fraction <= 0.5:
             raise ValueError(f"selection_fraction must be in [0, 0.5] (got {self.selection_fraction})")
         if self.select_best_epoch and self.selection_fraction == 0 and not task_has_selection_file(self.task):
@@ -179,7 +196,7 @@ class RunConfig(BaseModel):
         data = self.model_dump(mode="json")
         drop: set[str] = {*EXECUTION_FIELDS, "data_dir"}
         if self.strategy == "fft":
-            drop |= {"variant", *ADAPTER_FIELDS, *KD_FIELDS, *MRLORA_FIELDS, *ADALORA_FIELDS}
+            drop |= {"variant", "param_budget", *ADAPTER_FIELDS, *KD_FIELDS, *MRLORA_FIELDS, *ADALORA_FIELDS}
         elif self.strategy == "lora":
             drop |= set(KD_FIELDS)
         if self.variant != "mrlora":

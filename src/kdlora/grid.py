@@ -49,6 +49,7 @@ class GridConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
     _runs: list[RunConfig] | None = PrivateAttr(default=None)  # expand_grid's result, once computed
     _pending: list[RunConfig] = PrivateAttr(default_factory=list)  # students awaiting the teacher selection
+    _matches: dict[tuple, Any] = PrivateAttr(default_factory=dict)  # param_budget sizes, for kdlora plan
 
     name: str | None = None
     description: str | None = None
@@ -74,6 +75,8 @@ class GridConfig(BaseModel):
     # With an FFT search, KD-LoRA students distil from the FFT candidate the protocol selects (best
     # mean selection metric over seeds, per family and task), or from every candidate.
     teachers: Literal["selected", "every"] = "selected"
+    # Adapter sizes matched in trainable parameters to a reference ({reference: lora, r: 8}).
+    param_budget: dict[str, Any] | None = None
     # How the sweep runs (not what): SLURM partition, time limit, resources per run; CLI options win.
     executor: dict[str, Any] = {}
     source: str | None = None  # the file it came from (set by load_grid)
@@ -296,6 +299,8 @@ def _settings(grid: GridConfig, strategy: str, point: dict[tuple[str, str], Any]
             for key, value in grid.section(name).items():
                 out[key] = point.get((name, key), value)
     out.update(point.get(("zip", ""), {}))
+    if grid.param_budget is not None and strategy != "fft":
+        out.setdefault("param_budget", grid.param_budget)
     if variant is not None:
         out.update(grid.per_variant.get(variant, {}))
         out.update(grid.per_variant.get(f"{strategy}/{variant}", {}))
@@ -325,11 +330,21 @@ TeacherChoice = dict[tuple[str, str], dict[str, Any]]  # (family, task) -> the c
 
 
 def _build(grid: GridConfig, data: dict[str, Any]) -> RunConfig:
+    what = f"{data['family']}/{_short_task(data['task'])}/{data['strategy']}/{data.get('variant') or 'full'}"
     try:
-        return RunConfig(**data)
+        cfg = RunConfig(**data)
     except ValidationError as exc:
-        what = f"{data['family']}/{_short_task(data['task'])}/{data['strategy']}/{data.get('variant') or 'full'}"
         raise UserError(f"{grid.source}: run {what}: {describe_validation_error(exc)}") from None
+    if cfg.param_budget is None or cfg.strategy == "fft":
+        return cfg
+    from kdlora.param_budget import resolve  # imports torch: only for grids with matched budgets
+
+    try:
+        cfg, match = resolve(cfg)
+    except UserError as exc:
+        raise UserError(f"{grid.source}: run {what}: {exc}") from None
+    grid._matches.setdefault((cfg.family, cfg.task, cfg.strategy, cfg.variant), match)
+    return cfg
 
 
 def _short_task(task: str) -> str:
@@ -445,6 +460,12 @@ def _check_search(grid: GridConfig) -> None:
         bad = sorted(fft_keys - set(TEACHER_SEARCH_KEYS))
         raise UserError(f"{grid.source}: search.fft may only search {', '.join(TEACHER_SEARCH_KEYS)} when the grid "
                         f"runs kd-lora (a student's teacher is named by teacher_lr/epochs/batch_size); not {bad}")
+
+
+def budget_matches(grid: GridConfig) -> dict[tuple, Any]:
+    """(family, task, strategy, variant) -> kdlora.param_budget.Match of every matched adapter."""
+    expand_grid(grid)
+    return dict(grid._matches)
 
 
 def searched_keys(grid: GridConfig) -> Callable[[RunConfig], set[str]]:

@@ -17,6 +17,7 @@ from kdlora.config import RunConfig
 from kdlora.errors import UserError
 from kdlora.host import environment, now
 from kdlora.records import Efficiency, RunRecord, write_record
+from kdlora.records.schema import as_failed_if_nonfinite
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -33,7 +34,17 @@ def validate(cfg: RunConfig):
     if spec.selection_file and cfg.selection_fraction > 0:
         raise UserError(f"task {spec.name} names a test file, so its {spec.selection_file} file is the selection "
                         "split; leave selection_fraction at 0")
+    sized_to_budget(cfg, spec)  # an unmeetable param_budget is refused here
     return spec
+
+
+def sized_to_budget(cfg: RunConfig, spec) -> RunConfig:
+    """cfg with its adapter sized to its param_budget (itself without one, or once sized)."""
+    if cfg.param_budget is None or cfg.strategy == "fft":
+        return cfg
+    from kdlora.param_budget import resolve
+
+    return resolve(cfg, spec.num_labels)[0]
 
 
 def pick_device(cfg: RunConfig):
@@ -66,6 +77,7 @@ def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
     quiet_libraries()
     results_dir = Path(results_dir)
     spec = validate(cfg)
+    cfg = sized_to_budget(cfg, spec)  # a grid's runs are sized already: then unchanged
     started = now()
     if cfg.threads:
         import torch
@@ -83,6 +95,7 @@ def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
                            efficiency=Efficiency(), finished_at=now())
     else:
         record = RunRecord(**base, status="completed", error=None, finished_at=now(), **outcome)
+        record, _ = as_failed_if_nonfinite(record)  # a NaN/inf metric is no result: failed, with the reason
     write_record(results_dir, record)
     return record
 

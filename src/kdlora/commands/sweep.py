@@ -49,7 +49,28 @@ def _print_budget(console, spec) -> None:
     elif spec.search.get("fft") and "kd-lora" in spec.strategies:
         console.print("KD-LoRA teacher: every FFT candidate (teachers: every): each student is run once per "
                       "teacher candidate", highlight=False)
+    _print_param_budget(console, spec)
     check_budgets(spec, budget)
+
+
+def _print_param_budget(console, spec) -> None:
+    """The adapter size param_budget chose per family, strategy and variant, with its exact count."""
+    from kdlora.grid import budget_matches
+
+    matches = budget_matches(spec)
+    if not matches:
+        return
+    console.print(f"matched parameter budgets {spec.param_budget or '(set per run)'} (size: r; adalora: its "
+                  "initial rank; mrlora: the top of its rank chain):", highlight=False, markup=False)
+    rows: dict[tuple, list] = {}
+    for (family, _task, strategy, variant), m in matches.items():
+        rows.setdefault((family, strategy, variant, m.model, m.size), []).append(m)
+    for (family, strategy, variant, model, size), ms in rows.items():
+        lo, hi = min(m.ratio for m in ms), max(m.ratio for m in ms)
+        ratio = f"{lo:.3f}x" if round(lo, 3) == round(hi, 3) else f"{lo:.3f}-{hi:.3f}x"
+        console.print(f"  {family} {strategy}/{variant} on {model}: size {size}, {ms[0].count:,} trainable "
+                      f"(reference {ms[0].reference_count:,}; {ratio} over {len(ms)} task(s))",
+                      highlight=False, markup=False)
 
 
 @user_errors
