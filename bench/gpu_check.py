@@ -369,7 +369,14 @@ def speed(device, smoke: bool, deadline: float) -> dict:
     bf16 = device.type == "cuda"
     out: dict[str, Any] = {"batch_size": 32, "steps_timed": steps, "warm_up_steps": warm, "precision": precision,
                            "length_profiles": {p: {"task": t, "mean_tokens": GLUE_MEAN_TOKENS[t]} for p, t in PROFILES.items()},
-                           "families": {}, "skipped": []}
+                           "families": {}, "skipped": [],
+                           "notes": ["kdlora: train/loop.py on a per-batch padded DataLoader (pinned on CUDA), fused AdamW, "
+                                     "bf16 autocast on CUDA; HF Trainer: PEFT LoRA (r 8, q/v), DataCollatorWithPadding, "
+                                     "its defaults (fused AdamW, pinned memory), bf16=True on CUDA",
+                                     "kd-lora: kdlora's student adds the KL term against cached teacher logits; the HF "
+                                     "side trains the same student with LoRA on cross-entropy only (the KL over 2 "
+                                     "logits costs next to nothing)",
+                                     "random weights from each model's config: only time is meaningful"]}
     n_examples = 32 * (steps + warm + 4)
     for family, ((t_cls, t_extra), (s_cls, s_extra)) in SHAPES.items():
         fam: dict[str, Any] = {"teacher_config": t_cls, "student_config": s_cls, "profiles": {}}

@@ -209,3 +209,15 @@ def test_a_resumed_auto_sweep_knows_the_peaks_its_records_measured(tmp_path, mon
         assert executor.packer.peak_bytes(cfg(seed=4)) == 5 * GiB + CONTEXT_BYTES  # same shape, other seed
     finally:
         executor.close()
+
+
+def test_runs_sharing_a_gpu_share_the_cores(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    one = LocalExecutor(tmp_path, "sweep_fake_runs:quick", ExecutorOptions())
+    four = LocalExecutor(tmp_path, "sweep_fake_runs:quick", ExecutorOptions(runs_per_gpu=4))
+    try:
+        assert (one.capacity, one.threads) == (2, None)  # one run per GPU: torch's own thread count
+        assert (four.capacity, four.threads) == (8, 2)
+    finally:
+        one.close(), four.close()
