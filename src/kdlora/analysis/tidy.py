@@ -40,7 +40,8 @@ TEXT = ("run_id", "family", "task", "strategy", "variant", "method", "status", "
 # The settings that define an experiment: every RunConfig field its run_id hashes, except the key.
 SETTINGS = tuple(f for f in RunConfig.model_fields if f not in (*KEY, *EXECUTION_FIELDS))
 COLUMNS = ("run_id", "family", "task", "seed", "strategy", "variant", "method", "status",
-           *METRICS, "primary", "primary_name", *EFFICIENCY, "memory_kind", "teacher_run_id", "source",
+           *METRICS, "primary", "primary_name", "selection_primary", *EFFICIENCY, "memory_kind", "teacher_run_id",
+           "source",
            "import_notes", *SETTINGS)
 
 
@@ -79,6 +80,7 @@ def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
         "source": source,
     }
     row.update({m: _number(metrics.get(m)) for m in METRICS})
+    row["selection_primary"] = _number(record.metrics_selection.get("primary"))  # the protocol's choosing metric
     row.update({e: _number(eff.get(e)) for e in EFFICIENCY})
     row["import_notes"] = sum(1 for n in record.notes if n.startswith(IMPORT_NOTE)) or None
     row.update(settings_of(cfg))
@@ -144,7 +146,7 @@ def _typed(table: pd.DataFrame) -> pd.DataFrame:
     for col in TEXT:
         table[col] = table[col].astype(object).where(table[col].notna(), None)
     table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
-    for col in (*METRICS, "primary", *EFFICIENCY, *NUMERIC_SETTINGS):
+    for col in (*METRICS, "primary", "selection_primary", *EFFICIENCY, *NUMERIC_SETTINGS):
         table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
     for col in TEXT_SETTINGS:
         table[col] = table[col].astype(object).where(table[col].notna(), None)
