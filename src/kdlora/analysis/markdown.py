@@ -14,6 +14,7 @@ import pandas as pd
 
 from kdlora.analysis.fmt import ci, compact, integer, mean_sd, missing, num, pct, pval, ratio, signed
 from kdlora.analysis.model import Analysis
+from kdlora.analysis.protocol_section import bias_lines, protocol_section
 from kdlora.analysis.rules import verdict_counts
 from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import method_order, task_order
@@ -55,7 +56,7 @@ def header(a: Analysis) -> str:
     by = lambda dim: ", ".join(f"{r.level} ({r.runs})" for r in c[c["dimension"] == dim].itertuples())
     strategies = ", ".join(f"{STRATEGY_LABEL.get(r.level, r.level)} ({r.runs})"
                            for r in c[c["dimension"] == "strategy"].itertuples())
-    lines = ["# kdlora report", "",
+    lines = ["# kdlora report", "", *bias_lines(a),
              f"- **Runs analysed**: {_count(a, 'total', 'all')} completed runs",
              f"- **Model families**: {by('family')}",
              f"- **Strategies**: {strategies}",
@@ -477,8 +478,9 @@ def files_section(a: Analysis, figures: Sequence[Path]) -> str:
 
 
 def render(a: Analysis, figures: Sequence[Path] = ()) -> str:
-    sections = [header(a), design_section(a), executive_summary(a), lora_vs_kd(a), vs_fft_and_families(a), ranking(a),
-                power_note(a), sensitivity_section(a), ablation_section(a), efficiency_section(a), parameter_section(a), teacher_section(a),
+    sections = [header(a), protocol_section(a), design_section(a), executive_summary(a), lora_vs_kd(a),
+                vs_fft_and_families(a), ranking(a), power_note(a), sensitivity_section(a), ablation_section(a),
+                efficiency_section(a), parameter_section(a), teacher_section(a),
                 findings(a, "recommendations", "5. Recommendations"), findings(a, "limitations", "6. Limitations"),
                 per_task_section(a), files_section(a, figures)]
     return "\n".join(s for s in sections if s)
