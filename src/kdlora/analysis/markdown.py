@@ -379,7 +379,10 @@ def _gains(a: Analysis) -> str:
     return "\n".join(head + [
         "Ratios are baseline ÷ group for costs and group ÷ baseline for rates (above 1: the group is "
         "cheaper or faster): of pooled means and medians, which depend on each group's task mix, and the "
-        "median of per-block ratios over (family, task, seed) blocks both groups ran.", "",
+        "median of per-block ratios over (family, task, seed) blocks both groups ran. *KD-LoRA + teacher share* "
+        "is KD-LoRA's full cost: each student's own train time (and energy) plus its FFT teacher's and the "
+        "teacher's logit-cache builds, divided by the number of students that used that teacher; plain "
+        "*KD-LoRA* leaves the teacher out, as if it were free.", "",
         md_table(gains, [("Measure", text("label")), ("Baseline", text("baseline")), ("Group", text("group")),
                          ("Baseline mean", show("baseline_mean_display")), ("Group mean", show("group_mean_display")),
                          ("Ratio of means", col("ratio_of_means", ratio)),
@@ -447,7 +450,7 @@ def per_task_section(a: Analysis) -> str:
     names = pt.drop_duplicates("task").set_index("task")["primary_name"]
     out = ["## 7. Per-task results (primary metric in percent, mean ± std over seeds)", "",
            "Primary metric per task: " + ", ".join(f"{t} {names[t]}" for t in tasks) + ". "
-           "Average = mean of the task means present (n tasks).", ""]
+           + _average_rule(a), ""]
     for family, part in pt.groupby("family", sort=True):
         cell = {(r.method, r.task): mean_sd(r.mean_x100, r.std_x100) for r in part.itertuples()}
         rows = pd.DataFrame({"method": method_order(part["method"])})
@@ -457,6 +460,13 @@ def per_task_section(a: Analysis) -> str:
                                                         f"({integer(avg.loc[(f, r['method']), 'n_tasks'])})"))
         out += [f"**{family}**", "", md_table(rows, cols)]
     return "\n".join(out)
+
+
+def _average_rule(a: Analysis) -> str:
+    if a["settings"]["glue_average"].iloc[0] == "all":
+        return "Average = mean of the task means present, WNLI included (`--glue-average all`) (n tasks)."
+    return ("Average = mean of the task means present, WNLI excluded as in the BERT and RoBERTa papers (its "
+            "column stays; `--glue-average all` includes it) (n tasks).")
 
 
 def files_section(a: Analysis, figures: Sequence[Path]) -> str:

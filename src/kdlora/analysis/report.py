@@ -74,7 +74,7 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
     t["ablations"] = ablations.ablations(df, axes, settings)
     _efficiency_tables(t, df, settings)
     t["per_task_results"] = tables.per_task(df)
-    t["glue_average"] = tables.glue_average(t["per_task_results"])
+    t["glue_average"] = tables.glue_average(t["per_task_results"], settings.glue_average)
     t["teacher_student"] = tables.teacher_student(df)
     t["teacher_student_summary"] = tables.teacher_student_summary(t["teacher_student"])
     t["collapsed_runs"] = tables.collapsed_runs(df)
