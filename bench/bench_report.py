@@ -4,7 +4,7 @@ Both workloads are the full command, figures included, run as a fresh `kdlora re
 (imports and all), alternating legacy / synthetic for --reps repetitions; figures are medians with
 min..max. Targets (issue 7): <= 10 s for 10,000 records, <= 3 s for the legacy runs.
 
-- synthetic_10k: kdlora.analysis.synthetic records of 3 families x 9 GLUE tasks x 29 seeds x
+- synthetic_10k: kdlora.testing.synthetic_records records of 3 families x 9 GLUE tasks x 29 seeds x
   (FFT + 6 variants x {LoRA-only, KD-LoRA}) = 10,179 runs, 10,000 of them kept at random, written
   as RESULTS/runs/*.json, with a grid file so completion is computed (--grid).
 - legacy_742: the reference study packaged with kdlora (kdlora.examples), written out once and
@@ -41,7 +41,7 @@ FAMILIES = ("bert", "roberta", "deberta")
 
 def write_synthetic(root: Path, n: int, seeds: int) -> tuple[Path, Path]:
     """n synthetic records (of the study with `seeds` seeds) and the grid they belong to."""
-    from kdlora.analysis.synthetic import grid_configs, make_records
+    from kdlora.testing.synthetic_records import grid_configs, make_records
     from kdlora.data.metrics import GLUE_TASKS
     from kdlora.records import write_record
 
@@ -104,7 +104,7 @@ def worker(argv: list[str]) -> None:
     from kdlora.analysis import report as rep
     from kdlora.analysis.markdown import render
     from kdlora.analysis.summary import print_summary
-    from kdlora.analysis.table import load_results
+    from kdlora.analysis.tidy import load_results
     from kdlora.records import atomic_write_text
     mark("imports")
     argv = argv[1:] if argv[:1] == ["report"] else argv

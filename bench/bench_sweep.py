@@ -52,8 +52,8 @@ def build_inputs(root: Path, seeds: int) -> Path:
     """Tiny models, synthetic GLUE data and a grid of 2 tasks x `seeds` seeds x 5 runs."""
     import yaml
 
-    from kdlora.data.synthetic import FIXTURE_WORDS, write_glue_fixture
-    from kdlora.tiny import build_tiny_model
+    from kdlora.testing.synthetic_data import FIXTURE_WORDS, write_glue_fixture
+    from kdlora.testing.tiny import build_tiny_model
 
     models = {arch: build_tiny_model(arch, root / "models" / arch, FIXTURE_WORDS) for arch in ("bert", "distilbert")}
     glue = write_glue_fixture(root / "glue", tasks=("sst2", "rte"), n_train=128, n_eval=64)

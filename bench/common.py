@@ -278,7 +278,7 @@ def bert_from_config(root: Path, shape: dict[str, int] = BERT_BASE_SHAPE, num_la
     FFN) with random weights, built from its config; its WordPiece vocabulary is MiniLM's (the
     bert-base-uncased one), so real text tokenises as it would for bert-base-uncased."""
     from kdlora.models import minilm_path
-    from kdlora.tiny import build_tiny_model
+    from kdlora.testing.tiny import build_tiny_model
 
     words = (Path(minilm_path()) / "vocab.txt").read_text().split("\n")
     return build_tiny_model("bert", Path(root) / name, words, num_labels=num_labels, **shape)

@@ -17,14 +17,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 
 # Words the synthetic fixture data are made of; the tiny tokenizers' vocabulary. The list lives
-# in kdlora.data.synthetic (the fixture writer) so data and vocabulary cannot drift apart.
-from kdlora.data.synthetic import FIXTURE_WORDS  # noqa: E402
+# in kdlora.testing.synthetic_data (the fixture writer) so data and vocabulary cannot drift apart.
+from kdlora.testing.synthetic_data import FIXTURE_WORDS  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory):
     """Tiny random BERT, RoBERTa, DistilBERT and DeBERTa-v2 checkpoints on disk."""
-    from kdlora.tiny import TINY_ARCHS, build_tiny_model
+    from kdlora.testing.tiny import TINY_ARCHS, build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny_models")
     return {arch: build_tiny_model(arch, root / arch, FIXTURE_WORDS) for arch in TINY_ARCHS}

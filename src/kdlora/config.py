@@ -3,7 +3,7 @@
 A RunConfig holds everything needed to re-run an experiment. Defaults that depend on the
 strategy (learning rate, which hyperparameters matter at all) are resolved when the config is
 built, so two spellings of the same experiment get the same run_id. Fields that only say *how*
-a run executes (threads, device, gradient accumulation) are left out of the hash: a run retried
+a run executes (threads, device, gradient accumulation, torch.compile) are left out of the hash: a run retried
 with half the micro-batch after an out-of-memory error is still the same experiment.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from kdlora.data.identity import TaskIdentity, task_identity
 from kdlora.errors import UserError
 
 STRATEGIES = ("fft", "lora", "kd-lora")
@@ -31,8 +32,21 @@ KD_FIELDS = ("student_model", "kd_temperature", "kd_alpha", "teacher_lr", "teach
              "teacher_batch_size")
 MRLORA_FIELDS = ("mrlora_ranks", "mrlora_scaling")
 ADALORA_FIELDS = ("adalora_init_r", "adalora_tinit", "adalora_tfinal", "adalora_delta_t")
+# The evaluation protocol (docs/protocol.md): hashed only when set, so runs made before these
+# fields existed keep their run_id.
+PROTOCOL_DEFAULTS: dict[str, Any] = {"selection_fraction": 0.0, "select_best_epoch": False, "param_budget": None}
+
+
+class ParamBudget(BaseModel):
+    """Match every adapter's trainable parameters to `reference` (a variant) at rank `r`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reference: str = "lora"
+    r: int = 8
+    tolerance: float = 0.15  # refuse when no size comes within this fraction of the reference
 # How a run executes, not what it computes: excluded from the run_id.
-EXECUTION_FIELDS = ("grad_accum", "threads", "device")
+EXECUTION_FIELDS = ("grad_accum", "threads", "device", "compile")
 
 
 class RunConfig(BaseModel):
@@ -63,6 +77,11 @@ class RunConfig(BaseModel):
     max_eval_samples: int | None = None
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
+    # evaluation protocol: a selection set carved out of train (never trained on), best epoch on it
+    selection_fraction: float = 0.0
+    select_best_epoch: bool = False
+    param_budget: ParamBudget | None = None  # adapter size matched in trainable params (docs/protocol.md)
+
     # adapters
     r: int = 8
     lora_alpha: float = 16.0
@@ -86,6 +105,7 @@ class RunConfig(BaseModel):
     grad_accum: int = 1
     threads: int | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False  # torch.compile the model's forward (train/loop.py); same numbers, maybe faster
 
     @model_validator(mode="before")
     @classmethod
@@ -138,35 +158,65 @@ class RunConfig(BaseModel):
             raise ValueError(f"kd_temperature must be > 0 (got {self.kd_temperature})")
         if self.mrlora_ranks is not None and any(r <= 0 for r in self.mrlora_ranks):
             raise ValueError(f"mrlora_ranks must all be > 0 (got {list(self.mrlora_ranks)})")
+        if self.param_budget is not None:
+            if self.param_budget.reference not in VARIANTS:
+                raise ValueError(f"param_budget.reference {self.param_budget.reference!r} is not a variant; "
+                                 f"choose one of: {', '.join(VARIANTS)}")
+            if self.param_budget.r <= 0 or not 0 < self.param_budget.tolerance < 1:
+                raise ValueError("param_budget needs r > 0 and a tolerance in (0, 1)")
+        if not 0.0 <= self.selection_fraction <= 0.5:
+            raise ValueError(f"selection_fraction must be in [0, 0.5] (got {self.selection_fraction})")
+        if self.select_best_epoch and self.selection_fraction == 0 and not task_has_selection_file(self.task):
+            raise ValueError("select_best_epoch needs a selection split: set selection_fraction > 0 "
+                             "(or give the task a test: file, making validation the selection split)")
         if self.variant == "adalora" and self.adalora_init_r < self.r:
             raise ValueError(f"adalora_init_r ({self.adalora_init_r}) must be >= r ({self.r})")
         return self
 
     # ----- identity -------------------------------------------------------------------------
+    @functools.cached_property
+    def task_identity(self) -> TaskIdentity:
+        """The task's name and data fingerprint (data/identity.py); never its path."""
+        return task_identity(self.task, self.data_dir)
+
+    @property
+    def task_name(self) -> str:
+        """The task's short name in run_ids, tables and status (from its `name:`, not its file name)."""
+        return slug(self.task_identity.name)
+
     def canonical(self) -> dict[str, Any]:
-        """The fields that define the experiment, irrelevant groups dropped."""
+        """The fields that define the experiment, irrelevant groups dropped. The task is its
+        identity (name + data fingerprint) and data_dir is folded into it: no path is hashed."""
         data = self.model_dump(mode="json")
-        drop: set[str] = set(EXECUTION_FIELDS)
+        data["task"] = self.task_identity.as_dict()
+        return {k: data[k] for k in self.hashed_fields()}
+
+    def hashed_fields(self) -> list[str]:
+        """The names of the fields canonical() keeps (reads no task file), sorted."""
+        data = self.model_dump(mode="json")
+        drop: set[str] = {*EXECUTION_FIELDS, "data_dir"}
         if self.strategy == "fft":
-            drop |= {"variant", *ADAPTER_FIELDS, *KD_FIELDS, *MRLORA_FIELDS, *ADALORA_FIELDS}
+            drop |= {"variant", "param_budget", *ADAPTER_FIELDS, *KD_FIELDS, *MRLORA_FIELDS, *ADALORA_FIELDS}
         elif self.strategy == "lora":
             drop |= set(KD_FIELDS)
         if self.variant != "mrlora":
             drop |= set(MRLORA_FIELDS)
         if self.variant != "adalora":
             drop |= set(ADALORA_FIELDS)
-        return {k: v for k, v in sorted(data.items()) if k not in drop}
+        drop |= {k for k, default in PROTOCOL_DEFAULTS.items() if data.get(k) == default}
+        return sorted(k for k in data if k not in drop)
 
     @functools.cached_property  # a frozen model: computed once (a 1,000-run grid asks ~5 times per run)
     def run_id(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
-        parts = [self.family, task_slug(self.task), self.strategy, self.variant or "full", f"s{self.seed}"]
+        parts = [self.family, self.task_name, self.strategy, self.variant or "full", f"s{self.seed}"]
         return "-".join(parts) + "-" + digest
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> RunConfig:
         copy = super().model_copy(update=update, deep=deep)
-        copy.__dict__.pop("run_id", None)  # the cached run_id belongs to the original's fields
+        for cached in ("run_id", "task_identity"):  # cached values belong to the original's fields
+            copy.__dict__.pop(cached, None)
         return copy
 
     @property
@@ -180,7 +230,8 @@ class RunConfig(BaseModel):
         shared = {k: getattr(self, k) for k in (
             "family", "task", "seed", "teacher_model", "data_dir", "metric_policy", "max_length",
             "warmup_ratio", "weight_decay", "max_grad_norm", "group_by_length", "max_train_samples",
-            "max_eval_samples", "eval_every_epoch", "precision", "threads", "device")}
+            "max_eval_samples", "eval_every_epoch", "precision", "threads", "device", "compile",
+            "selection_fraction", "select_best_epoch")}
         return RunConfig(strategy="fft", lr=self.teacher_lr, epochs=self.teacher_epochs,
                          batch_size=self.teacher_batch_size, **shared)
 
@@ -199,9 +250,27 @@ def default_mrlora_ranks(r: int) -> tuple[int, ...]:
     return tuple(ranks)
 
 
+@functools.lru_cache(maxsize=256)
+def task_has_selection_file(task: str) -> bool:
+    """Whether a task YAML names a test file (its validation file is then the selection split).
+    An unreadable file answers True: resolving the task reports what is wrong with it."""
+    if not task.endswith((".yaml", ".yml")):
+        return False
+    try:
+        data = yaml.safe_load(Path(task).expanduser().read_text())
+    except (OSError, yaml.YAMLError):
+        return True
+    return not isinstance(data, dict) or bool(data.get("test"))
+
+
 def task_slug(task: str) -> str:
-    """A short name for a task given as a GLUE name or a YAML path."""
+    """A short name for a task given as a GLUE name or a YAML path (version-1 records)."""
     name = Path(task).stem if ("/" in task or task.endswith((".yaml", ".yml"))) else task
+    return slug(name)
+
+
+def slug(name: str) -> str:
+    """A task name as run_ids and tables spell it: lower case, [a-z0-9_]."""
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "task"
 
 

@@ -13,11 +13,12 @@ import difflib
 import itertools
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from kdlora.config import STRATEGIES, VARIANTS, RunConfig, describe_validation_error, read_yaml
+from kdlora.data.identity import check_unique_names
 from kdlora.data.metrics import GLUE_TASKS
 from kdlora.errors import UserError
 
@@ -47,6 +48,8 @@ class GridConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
     _runs: list[RunConfig] | None = PrivateAttr(default=None)  # expand_grid's result, once computed
+    _pending: list[RunConfig] = PrivateAttr(default_factory=list)  # students awaiting the teacher selection
+    _matches: dict[tuple, Any] = PrivateAttr(default_factory=dict)  # param_budget sizes, for kdlora plan
 
     name: str | None = None
     description: str | None = None
@@ -63,6 +66,19 @@ class GridConfig(BaseModel):
     # Most specific of all: per variant ("adalora") or per strategy and variant ("kd-lora/adalora"),
     # e.g. a learning rate for a variant whose scaling differs (rsLoRA, AdaLoRA, MrLoRA).
     per_variant: dict[str, dict[str, Any]] = {}
+    # The protocol (docs/protocol.md). search: candidate values per method, each candidate a run
+    # ({lora: {lr: [...]}, kd-lora: {...}, fft: {...}, per_variant: {dora: {lr: [...]}}}).
+    search: dict[str, dict[str, Any]] = {}
+    # Settings that vary together, one axis point per entry ([{r: 8, lora_alpha: 16}, ...]).
+    zip_: list[dict[str, Any]] = Field(default=[], alias="zip")
+    allow_unequal_budget: bool = False
+    # With an FFT search, KD-LoRA students distil from the FFT candidate the protocol selects (best
+    # mean selection metric over seeds, per family and task), or from every candidate.
+    teachers: Literal["selected", "every"] = "selected"
+    # Adapter sizes matched in trainable parameters to a reference ({reference: lora, r: 8}).
+    param_budget: dict[str, Any] | None = None
+    # How the sweep runs (not what): SLURM partition, time limit, resources per run; CLI options win.
+    executor: dict[str, Any] = {}
     source: str | None = None  # the file it came from (set by load_grid)
 
     @field_validator("families", "tasks", "seeds", "strategies", "variants")
@@ -72,6 +88,16 @@ class GridConfig(BaseModel):
         if dup:
             raise ValueError(f"listed twice: {dup[0]!r}")
         return values
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor_keys(cls, section: dict[str, Any]) -> dict[str, Any]:
+        from kdlora.executors.base import GRID_EXECUTOR_KEYS
+
+        unknown = sorted(set(section) - set(GRID_EXECUTOR_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}{_suggest(unknown[0], list(GRID_EXECUTOR_KEYS))}")
+        return section
 
     @field_validator("strategies")
     @classmethod
@@ -116,6 +142,33 @@ class GridConfig(BaseModel):
                                      "values; give axes in a section (adapters:, lora:, kd-lora:)")
         return values
 
+    @field_validator("search")
+    @classmethod
+    def _known_search(cls, values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for key, space in values.items():
+            if key == "per_variant":
+                for vkey, vspace in space.items():
+                    strategy, _, variant = vkey.rpartition("/")
+                    if strategy:
+                        _known("strategy", strategy, ("lora", "kd-lora"))
+                    _known("variant", variant, VARIANTS)
+                    _check_space(vspace, f"search.per_variant.{vkey}")
+            else:
+                _known("search method", key, (*STRATEGIES, "per_variant"))
+                _check_space(space, f"search.{key}")
+        return values
+
+    @field_validator("zip_")
+    @classmethod
+    def _known_zip(cls, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        keys = [tuple(sorted(v)) for v in values]
+        if values and (not keys[0] or any(k != keys[0] for k in keys)):
+            raise ValueError("every zip entry must set the same, non-empty keys, e.g. [{r: 8, lora_alpha: 16}, "
+                             "{r: 16, lora_alpha: 32}]")
+        for entry in values:
+            cls._known_keys(entry)
+        return values
+
     def section(self, name: str) -> dict[str, Any]:
         return self.kd_lora if name == "kd-lora" else getattr(self, name)
 
@@ -124,6 +177,17 @@ def _known(kind: str, value: str, known: tuple[str, ...]) -> str:
     if value not in known:
         raise ValueError(f"unknown {kind} {value!r}; choose from: {', '.join(known)}")
     return value
+
+
+def _check_space(space: Any, where: str) -> None:
+    if not isinstance(space, dict):
+        raise ValueError(f"{where} must map settings to lists of candidate values, e.g. {{lr: [1e-4, 3e-4]}}")
+    GridConfig._known_keys(space)
+    for key, values in space.items():
+        if not isinstance(values, list):
+            raise ValueError(f"{where}.{key} must be a list of candidate values")
+        if not values:
+            raise ValueError(f"{where}.{key} is an empty list; give at least one candidate value")
 
 
 def _suggest(key: str, known: Iterable[str]) -> str:
@@ -160,7 +224,7 @@ def describe_grid_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        top = [f for f in GridConfig.model_fields if f != "source"] + ["kd-lora"]
+        top = [f for f in GridConfig.model_fields if f not in ("source", "zip_")] + ["kd-lora", "zip"]
         return f"unknown key {loc!r}{_suggest(loc, top)}; see docs/sweeps.md"
     if err["type"] == "missing":
         return f"missing required key {loc!r}"
@@ -221,6 +285,8 @@ def _axes(grid: GridConfig) -> list[tuple[str, str, list[Any]]]:
                 if not value:
                     raise UserError(f"{grid.source}: {name}.{key} is an empty list; give at least one value")
                 out.append((name, key, list(value)))
+    if grid.zip_:
+        out.append(("zip", "", list(grid.zip_)))
     return out
 
 
@@ -232,42 +298,96 @@ def _settings(grid: GridConfig, strategy: str, point: dict[tuple[str, str], Any]
         if strategy in scope:
             for key, value in grid.section(name).items():
                 out[key] = point.get((name, key), value)
+    out.update(point.get(("zip", ""), {}))
+    if grid.param_budget is not None and strategy != "fft":
+        out.setdefault("param_budget", grid.param_budget)
     if variant is not None:
         out.update(grid.per_variant.get(variant, {}))
         out.update(grid.per_variant.get(f"{strategy}/{variant}", {}))
     return out
 
 
+def search_space(grid: GridConfig, strategy: str, variant: str | None) -> dict[str, list[Any]]:
+    """The searched settings of one method: the strategy's, then the variant's, then strategy/variant's."""
+    space = dict(grid.search.get(strategy, {}))
+    if variant is not None:
+        per_variant = grid.search.get("per_variant", {})
+        space.update(per_variant.get(variant, {}))
+        space.update(per_variant.get(f"{strategy}/{variant}", {}))
+    return space
+
+
+def candidates(grid: GridConfig, strategy: str, variant: str | None) -> list[dict[str, Any]]:
+    """Every candidate setting of one method ([{}] when it is not searched)."""
+    space = search_space(grid, strategy, variant)
+    keys = list(space)
+    return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
+
+
+# What a KD-LoRA run's teacher can be told apart by (teacher_lr, teacher_epochs, teacher_batch_size).
+TEACHER_SEARCH_KEYS = tuple(DERIVED_KEYS.values())
+TeacherChoice = dict[tuple[str, str], dict[str, Any]]  # (family, task) -> the chosen FFT candidate
+
+
 def _build(grid: GridConfig, data: dict[str, Any]) -> RunConfig:
+    what = f"{data['family']}/{_short_task(data['task'])}/{data['strategy']}/{data.get('variant') or 'full'}"
     try:
-        return RunConfig(**data)
+        cfg = RunConfig(**data)
     except ValidationError as exc:
-        what = f"{data['family']}/{_short_task(data['task'])}/{data['strategy']}/{data.get('variant') or 'full'}"
         raise UserError(f"{grid.source}: run {what}: {describe_validation_error(exc)}") from None
+    if cfg.param_budget is None or cfg.strategy == "fft":
+        return cfg
+    from kdlora.param_budget import resolve  # imports torch: only for grids with matched budgets
+
+    try:
+        cfg, match = resolve(cfg)
+    except UserError as exc:
+        raise UserError(f"{grid.source}: run {what}: {exc}") from None
+    grid._matches.setdefault((cfg.family, cfg.task, cfg.strategy, cfg.variant), match)
+    return cfg
 
 
 def _short_task(task: str) -> str:
     return Path(task).stem if task not in GLUE_TASKS else task
 
 
-def _cell(grid: GridConfig, family: str, task: str, seed: int,
-          point: dict[tuple[str, str], Any]) -> list[RunConfig]:
-    """Every run of one (family, task, seed, axis point): the FFT run first, then its students."""
+def _cell(grid: GridConfig, family: str, task: str, seed: int, point: dict[tuple[str, str], Any],
+          choice: TeacherChoice | None) -> tuple[list[RunConfig], list[RunConfig]]:
+    """(runs, pending) of one (family, task, seed, axis point): the FFT runs first, then their
+    students. `pending` holds one stand-in per KD-LoRA student whose teacher the protocol has not
+    selected yet (counted by `kdlora plan`, run once the FFT search is done)."""
     ident = {"family": family, "task": task, "seed": seed}
-    fft = _build(grid, {**ident, **_settings(grid, "fft", point), "strategy": "fft"})
-    runs = [fft] if "fft" in grid.strategies else []
+    teachers = [_build(grid, {**ident, **_settings(grid, "fft", point), **cand, "strategy": "fft"})
+                for cand in candidates(grid, "fft", None)]
+    runs, pending = (list(teachers) if "fft" in grid.strategies else []), []
     for strategy in (s for s in ("lora", "kd-lora") if s in grid.strategies):
-        extra = ({"teacher_lr": fft.lr, "teacher_epochs": fft.epochs, "teacher_batch_size": fft.batch_size}
-                 if strategy == "kd-lora" else {})
         for variant in grid.variants:
-            cfg = _build(grid, {**ident, **_settings(grid, strategy, point, variant), **extra,
-                                "strategy": strategy, "variant": variant})
-            if strategy == "kd-lora":
-                _check_teacher(grid, cfg, fft)
-            runs.append(cfg)
+            for cand in candidates(grid, strategy, variant):
+                data = {**ident, **_settings(grid, strategy, point, variant), **cand,
+                        "strategy": strategy, "variant": variant}
+                if strategy == "lora":
+                    runs.append(_build(grid, data))
+                    continue
+                chosen = _chosen_teachers(grid, teachers, family, task, choice)
+                for fft in chosen if chosen is not None else teachers[:1]:
+                    cfg = _build(grid, {**data, "teacher_lr": fft.lr, "teacher_epochs": fft.epochs,
+                                        "teacher_batch_size": fft.batch_size})
+                    _check_teacher(grid, cfg, fft)
+                    (runs if chosen is not None else pending).append(cfg)
     if "kd-lora" in grid.strategies and "fft" not in grid.strategies:
-        runs.insert(0, fft)  # the teachers are needed even when the grid does not list fft
-    return runs
+        runs[0:0] = teachers  # the teachers are needed even when the grid does not list fft
+    return runs, pending
+
+
+def _chosen_teachers(grid: GridConfig, teachers: list[RunConfig], family: str, task: str,
+                     choice: TeacherChoice | None) -> list[RunConfig] | None:
+    """The FFT runs a KD-LoRA student distils from; None while the protocol has yet to choose."""
+    if len(teachers) == 1 or grid.teachers == "every":
+        return teachers
+    picked = (choice or {}).get((family, task))
+    if picked is None:
+        return None
+    return [t for t in teachers if all(getattr(t, k) == v for k, v in picked.items())][:1]
 
 
 def _check_teacher(grid: GridConfig, kd: RunConfig, fft: RunConfig) -> None:
@@ -283,24 +403,100 @@ def _check_teacher(grid: GridConfig, kd: RunConfig, fft: RunConfig) -> None:
                         f"{', '.join(keys)}; set these under hyperparameters: so both strategies share them")
 
 
-def expand_grid(grid: GridConfig) -> list[RunConfig]:
+def expand_grid(grid: GridConfig, teacher_choice: TeacherChoice | None = None) -> list[RunConfig]:
     """Every run the grid expects, one per run_id, FFT teachers before the runs that need them.
-    Computed once per (frozen) grid: load_grid expands to validate, callers expand to use."""
+    Computed once per (frozen) grid: load_grid expands to validate, callers expand to use. With an
+    FFT search and `teachers: selected`, KD-LoRA students are included for the (family, task)
+    cells `teacher_choice` has a teacher for (kdlora.sweep picks it from the FFT runs' records)."""
+    if teacher_choice:
+        return _expand(grid, teacher_choice)[0]
     if grid._runs is None:
-        grid._runs = _expand(grid)
+        grid._runs, grid._pending = _expand(grid, None)
     return list(grid._runs)
 
 
-def _expand(grid: GridConfig) -> list[RunConfig]:
+def pending_students(grid: GridConfig) -> list[RunConfig]:
+    """Stand-ins for the KD-LoRA runs that wait for the protocol's teacher selection (one per
+    student, with the first FFT candidate as teacher): what `kdlora plan` counts for them."""
+    expand_grid(grid)
+    return list(grid._pending)
+
+
+def needs_teacher_selection(grid: GridConfig) -> bool:
+    return "kd-lora" in grid.strategies and grid.teachers == "selected" and len(candidates(grid, "fft", None)) > 1
+
+
+def _expand(grid: GridConfig, choice: TeacherChoice | None) -> tuple[list[RunConfig], list[RunConfig]]:
+    _check_search(grid)
     axes = _axes(grid)
     seen: dict[str, RunConfig] = {}
+    waiting: dict[str, RunConfig] = {}
     for family, task, seed in itertools.product(grid.families, grid.tasks, grid.seeds):
         for values in itertools.product(*(vals for _, _, vals in axes)):
             point = {(name, key): v for (name, key, _), v in zip(axes, values)}
-            for cfg in _cell(grid, family, task, seed, point):
+            runs, pending = _cell(grid, family, task, seed, point, choice)
+            for cfg in runs:
                 seen.setdefault(cfg.run_id, cfg)
+            for cfg in pending:
+                waiting.setdefault(cfg.run_id, cfg)
+    if needs_teacher_selection(grid):
+        from kdlora.config import task_has_selection_file
+
+        blind = [c for c in seen.values() if c.strategy == "fft" and c.selection_fraction == 0
+                 and not task_has_selection_file(c.task)]
+        if blind:
+            raise UserError(f"{grid.source}: choosing the KD-LoRA teacher among the searched FFT runs needs a selection "
+                            "split: set selection_fraction > 0 under hyperparameters (or teachers: every)")
+    check_unique_names({_task_source(c): c.task_identity for c in seen.values()}, str(grid.source))
     # Stable sort: every FFT run first, so teachers start as early as possible.
-    return sorted(seen.values(), key=lambda c: STRATEGY_ORDER[c.strategy])
+    return sorted(seen.values(), key=lambda c: STRATEGY_ORDER[c.strategy]), list(waiting.values())
+
+
+def _check_search(grid: GridConfig) -> None:
+    """What a search can ask for: a KD-LoRA teacher is told apart only by lr, epochs and batch size,
+    and choosing a teacher needs a selection split."""
+    fft_keys = set(grid.search.get("fft", {}))
+    if "kd-lora" in grid.strategies and fft_keys - set(TEACHER_SEARCH_KEYS):
+        bad = sorted(fft_keys - set(TEACHER_SEARCH_KEYS))
+        raise UserError(f"{grid.source}: search.fft may only search {', '.join(TEACHER_SEARCH_KEYS)} when the grid "
+                        f"runs kd-lora (a student's teacher is named by teacher_lr/epochs/batch_size); not {bad}")
+
+
+def budget_matches(grid: GridConfig) -> dict[tuple, Any]:
+    """(family, task, strategy, variant) -> kdlora.param_budget.Match of every matched adapter."""
+    expand_grid(grid)
+    return dict(grid._matches)
+
+
+def searched_keys(grid: GridConfig) -> Callable[[RunConfig], set[str]]:
+    """For budgets: the settings searched for a run's method (a KD-LoRA run's teacher settings too)."""
+    def keys(cfg: RunConfig) -> set[str]:
+        out = set(search_space(grid, cfg.strategy, cfg.variant))
+        if cfg.strategy == "kd-lora":
+            out |= set(DERIVED_KEYS)
+        return out
+    return keys
+
+
+def grid_budgets(grid: GridConfig, runs: list[RunConfig] | None = None):
+    """The budget of every method the grid compares (pending KD-LoRA students included)."""
+    from kdlora.budget import budgets
+
+    runs = expand_grid(grid) + pending_students(grid) if runs is None else runs
+    return budgets(runs, searched_keys(grid), methods=grid.strategies)
+
+
+def check_budgets(grid: GridConfig, budget_list) -> None:
+    from kdlora.budget import unequal
+
+    why = unequal(budget_list)
+    if why and not grid.allow_unequal_budget:
+        raise UserError(f"{grid.source}: unequal tuning budgets: {why}; equalise the search (search:) or set "
+                        "allow_unequal_budget: true")
+
+
+def _task_source(cfg: RunConfig) -> str:
+    return cfg.task if cfg.data_dir is None else f"{cfg.task} (data_dir {cfg.data_dir})"
 
 
 def breakdown(runs: Iterable[RunConfig]) -> dict[str, Counter]:
@@ -310,11 +506,11 @@ def breakdown(runs: Iterable[RunConfig]) -> dict[str, Counter]:
         "strategy": Counter(r.strategy for r in runs),
         "variant": Counter(f"{r.strategy}/{r.variant or 'full'}" for r in runs),
         "family": Counter(r.family for r in runs),
-        "task": Counter(_short_task(r.task) for r in runs),
+        "task": Counter(r.task_name for r in runs),
     }
 
 
 def run_row(cfg: RunConfig) -> dict[str, Any]:
     """The identifying columns of one run (for tables and the --missing CSV)."""
-    return {"family": cfg.family, "task": _short_task(cfg.task), "strategy": cfg.strategy,
+    return {"family": cfg.family, "task": cfg.task_name, "strategy": cfg.strategy,
             "variant": cfg.variant or "full", "seed": cfg.seed, "run_id": cfg.run_id}

@@ -106,7 +106,10 @@ def load_classifier(name: str, num_labels: int, *, layers: tuple[int, ...] | Non
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialised head" warnings are expected here
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
+        try:  # fused attention (SDPA) where the architecture has it, asked for explicitly
+            model = AutoModelForSequenceClassification.from_pretrained(name, attn_implementation="sdpa", **kwargs)
+        except ValueError:  # no SDPA for this architecture (DeBERTa-v2/v3): its own attention
+            model = AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
         raise UserError(_offline_hint(name)) from exc
     finally:

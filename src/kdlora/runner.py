@@ -8,23 +8,17 @@ during training become records with their reason: failed, oom or nan_loss, kept 
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import platform
-import subprocess
 import traceback
 from pathlib import Path
 from typing import Any
 
 from kdlora.config import RunConfig
 from kdlora.errors import UserError
+from kdlora.host import environment, now
 from kdlora.records import Efficiency, RunRecord, write_record
 
 CHECKPOINTS_DIR = "checkpoints"
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def validate(cfg: RunConfig):
@@ -35,7 +29,21 @@ def validate(cfg: RunConfig):
 
     FAMILIES.get(cfg.family)
     STRATEGIES.get(cfg.strategy).check(cfg)
-    return resolve_task(cfg.task)
+    spec = resolve_task(cfg.task)
+    if spec.selection_file and cfg.selection_fraction > 0:
+        raise UserError(f"task {spec.name} names a test file, so its {spec.selection_file} file is the selection "
+                        "split; leave selection_fraction at 0")
+    sized_to_budget(cfg, spec)  # an unmeetable param_budget is refused here
+    return spec
+
+
+def sized_to_budget(cfg: RunConfig, spec) -> RunConfig:
+    """cfg with its adapter sized to its param_budget (itself without one, or once sized)."""
+    if cfg.param_budget is None or cfg.strategy == "fft":
+        return cfg
+    from kdlora.param_budget import resolve
+
+    return resolve(cfg, spec.num_labels)[0]
 
 
 def pick_device(cfg: RunConfig):
@@ -46,41 +54,6 @@ def pick_device(cfg: RunConfig):
     if cfg.device == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", torch.cuda.current_device())
-
-
-def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
-    """Installed version of each distribution (None where it is not installed)."""
-    import importlib.metadata as md
-
-    versions: dict[str, str | None] = {}
-    for pkg in names:
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    return versions
-
-
-def environment(device) -> dict[str, Any]:
-    import torch
-
-    versions = package_versions(("kdlora", "torch", "transformers", "peft", "datasets", "numpy"))
-    env = {"packages": versions, "python": platform.python_version(), "platform": platform.platform(),
-           "device": str(device), "torch_threads": torch.get_num_threads(), "git_commit": git_commit()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    else:
-        env["cpu"] = platform.processor() or platform.machine()
-    return env
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def quiet_libraries() -> None:
@@ -103,14 +76,15 @@ def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
     quiet_libraries()
     results_dir = Path(results_dir)
     spec = validate(cfg)
+    cfg = sized_to_budget(cfg, spec)  # a grid's runs are sized already: then unchanged
     started = now()
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg)
-    base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), environment=environment(device),
-                started_at=started)
+    base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), task=cfg.task_identity.as_dict(),
+                environment=environment(device), started_at=started)
     try:
         outcome = execute(cfg, spec, results_dir, device)
     except UserError:

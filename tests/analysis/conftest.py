@@ -26,7 +26,7 @@ def legacy_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_configs():
-    from kdlora.analysis.synthetic import grid_configs
+    from kdlora.testing.synthetic_records import grid_configs
 
     return grid_configs(tasks=TASKS)
 
@@ -34,7 +34,7 @@ def synthetic_configs():
 @pytest.fixture(scope="session")
 def synthetic_results(tmp_path_factory, synthetic_configs) -> Path:
     """A results dir: every synthetic run but a few, one failed run and one corrupt file."""
-    from kdlora.analysis.synthetic import make_records
+    from kdlora.testing.synthetic_records import make_records
     from kdlora.records import write_record
 
     root = tmp_path_factory.mktemp("synthetic_results")

@@ -29,7 +29,7 @@ def legacy_analysis(legacy_dir, paper_grid):
 def demo_analysis(tmp_path_factory):
     """The demo's shape: one family, one task, one seed, every method once."""
     from kdlora.analysis.report import build
-    from kdlora.analysis.synthetic import grid_configs, make_records
+    from kdlora.testing.synthetic_records import grid_configs, make_records
     from kdlora.records import write_record
 
     root = tmp_path_factory.mktemp("demo_shaped")

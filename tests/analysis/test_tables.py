@@ -12,8 +12,8 @@ import pytest
 from kdlora.analysis import comparisons, efficiency, tables
 from kdlora.analysis.glue import chance_of_primary, chance_score, constant_predictor
 from kdlora.analysis.report import build
-from kdlora.analysis.table import COLUMNS, check_table, records_to_table
-from kdlora.analysis.tables import Settings
+from kdlora.analysis.tidy import COLUMNS, check_table, records_to_table
+from kdlora.analysis.model import Settings
 
 
 def tidy(rows: list[dict]) -> pd.DataFrame:
@@ -23,7 +23,7 @@ def tidy(rows: list[dict]) -> pd.DataFrame:
     for i, r in frame.iterrows():
         frame.loc[i, "method"] = "fft" if r["strategy"] == "fft" else f"{r['strategy']}:{r['variant']}"
         frame.loc[i, "run_id"] = f"run{i}"
-    from kdlora.analysis.table import _typed
+    from kdlora.analysis.tidy import _typed
 
     return check_table(_typed(frame))
 
@@ -100,7 +100,7 @@ def test_completion_matches_by_key_and_counts_outsiders():
 
 
 def test_completion_with_a_hyperparameter_axis_matches_by_run_id(tmp_path):
-    from kdlora.analysis.synthetic import make_records
+    from kdlora.testing.synthetic_records import make_records
     from kdlora.grid import expand_grid, load_grid
     from kdlora.records import write_record
 
@@ -156,7 +156,7 @@ def test_tidy_table_shape_is_checked():
 
 
 def test_policy_decides_the_primary(synthetic_configs):
-    from kdlora.analysis.synthetic import make_records
+    from kdlora.testing.synthetic_records import make_records
 
     mrpc = [c for c in synthetic_configs if c.task == "mrpc"][:1]
     rec = next(make_records(mrpc))
@@ -168,7 +168,7 @@ def test_policy_decides_the_primary(synthetic_configs):
 
 
 def test_kd_record_without_teacher_id_links_through_its_config(synthetic_configs):
-    from kdlora.analysis.synthetic import make_records
+    from kdlora.testing.synthetic_records import make_records
 
     kd = next(c for c in synthetic_configs if c.strategy == "kd-lora")
     rec = next(make_records([kd]))

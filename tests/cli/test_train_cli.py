@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kdlora.cli import app
-from kdlora.data.synthetic import write_custom_task
+from kdlora.testing.synthetic_data import write_custom_task
 
 runner = CliRunner()
 

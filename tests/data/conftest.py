@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kdlora.data.synthetic import write_glue_fixture
+from kdlora.testing.synthetic_data import write_glue_fixture
 
 
 @pytest.fixture(scope="session")

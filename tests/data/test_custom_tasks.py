@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from kdlora.data.loading import load_splits
-from kdlora.data.synthetic import write_custom_task
+from kdlora.testing.synthetic_data import write_custom_task
 from kdlora.data.tasks import resolve_task
 from kdlora.errors import UserError
 

@@ -7,7 +7,7 @@ import pytest
 
 from kdlora.data.loading import load_splits, read_glue_tsv
 from kdlora.data.metrics import GLUE_TASKS
-from kdlora.data.synthetic import GLUE_DIRS
+from kdlora.testing.synthetic_data import GLUE_DIRS
 from kdlora.data.tasks import resolve_task
 from kdlora.errors import UserError
 

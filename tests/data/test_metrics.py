@@ -9,7 +9,7 @@ from sklearn import metrics as skm
 
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
 from kdlora.data.tasks import resolve_task
-from kdlora.data.synthetic import write_custom_task
+from kdlora.testing.synthetic_data import write_custom_task
 
 REFERENCE = {
     "accuracy": lambda y, p: skm.accuracy_score(y, p),

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from kdlora.data.loading import load_splits
 from kdlora.data.metrics import GLUE_TASKS
-from kdlora.data.synthetic import FIXTURE_WORDS, write_custom_task
+from kdlora.testing.synthetic_data import FIXTURE_WORDS, write_custom_task
 from kdlora.data.tasks import resolve_task
 
 CLASSIFICATION = [t for t in GLUE_TASKS if t != "stsb"]
@@ -49,7 +49,7 @@ def test_texts_use_only_the_fixture_vocabulary(glue_dir, tmp_path):
 
 
 def test_fixture_is_seeded(tmp_path):
-    from kdlora.data.synthetic import write_glue_fixture
+    from kdlora.testing.synthetic_data import write_glue_fixture
 
     a = write_glue_fixture(tmp_path / "a", tasks=("rte",), seed=1)
     b = write_glue_fixture(tmp_path / "b", tasks=("rte",), seed=1)

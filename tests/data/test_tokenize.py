@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kdlora.data.loading import load_splits
-from kdlora.data.synthetic import FIXTURE_WORDS
+from kdlora.testing.synthetic_data import FIXTURE_WORDS
 from kdlora.data.tasks import resolve_task
 from kdlora.data.tokenize import make_dataloader, tokenize_splits
 
@@ -17,7 +17,7 @@ from kdlora.data.tokenize import make_dataloader, tokenize_splits
 def tokenizer(tmp_path_factory):
     from transformers import BertTokenizerFast
 
-    from kdlora.tiny import write_vocab
+    from kdlora.testing.tiny import write_vocab
 
     words = write_vocab(tmp_path_factory.mktemp("tok") / "vocab.txt", FIXTURE_WORDS).read_text().split()
     tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)

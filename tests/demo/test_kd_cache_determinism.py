@@ -7,7 +7,7 @@ depending on run order."""
 from __future__ import annotations
 
 from kdlora.config import build_config
-from kdlora.data.synthetic import write_glue_fixture
+from kdlora.testing.synthetic_data import write_glue_fixture
 from kdlora.runner import run_one
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import yaml
 
-from kdlora.data.synthetic import write_custom_task
+from kdlora.testing.synthetic_data import write_custom_task
 from kdlora.executors import ExecutorOptions
 from kdlora.executors.local import LocalExecutor
 from kdlora.grid import expand_grid, load_grid
 from kdlora.records import iter_records
-from kdlora.sweep.child import DEFAULT_RUN_FN
+from kdlora.executors.child import DEFAULT_RUN_FN
 from kdlora.sweep.scheduler import run_sweep
 
 

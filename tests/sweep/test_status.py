@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from kdlora.cli import app
 from kdlora.grid import expand_grid, load_grid
 from kdlora.records import write_record
-from kdlora.sweep.child import failure_record
+from kdlora.executors.child import failure_record
 from kdlora.sweep.status import completion_line, run_table
 
 REPO = Path(__file__).resolve().parents[2]

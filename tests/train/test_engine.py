@@ -8,7 +8,7 @@ import json
 import pytest
 
 from kdlora.config import build_config
-from kdlora.data.synthetic import write_glue_fixture
+from kdlora.testing.synthetic_data import write_glue_fixture
 from kdlora.records import RunRecord, read_record
 from kdlora.runner import run_one
 
@@ -115,8 +115,8 @@ def test_adalora_reallocates_ranks(tiny_model_dirs, glue_dir, tmp_path):
 def test_flops_close_to_analytic(strategy, variant, tmp_path, glue_dir):
     """Measured FLOPs within 15 % of 6ND (full) / 4ND + 6N_trainable D (adapters) on a model whose
     matmuls dominate (4 layers, hidden 64, short sequences)."""
-    from kdlora.data.synthetic import FIXTURE_WORDS
-    from kdlora.tiny import build_tiny_model
+    from kdlora.testing.synthetic_data import FIXTURE_WORDS
+    from kdlora.testing.tiny import build_tiny_model
 
     model_dir = build_tiny_model("bert", tmp_path / "m", FIXTURE_WORDS, hidden=128, layers=4, heads=4,
                                  intermediate=512)

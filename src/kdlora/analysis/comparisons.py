@@ -19,8 +19,12 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis import stats
-from kdlora.analysis.table import STRATEGY_LABEL, method_label
-from kdlora.analysis.tables import BLOCK, Settings, method_order, ordered
+from kdlora.analysis.design import level_text
+from kdlora.analysis.fmt import pval
+from kdlora.analysis.model import MIN_BLOCKS_TEST, Settings
+from kdlora.analysis.tables import BLOCK, method_order, ordered
+from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
+from kdlora.config import KD_FIELDS
 
 TEST_FAMILIES = {"lora_vs_kd": "LoRA-only vs KD-LoRA (per variant)",
                  "vs_fft": "each variant vs FFT",
@@ -32,28 +36,71 @@ LAYOUTS = {"method": (BLOCK, "method"), "family": (["task", "method", "seed"], "
 class Comparison(NamedTuple):
     test_family: str
     label: str
-    a: str  # a value of the layout's compared column (a method or a family)
+    a: str  # a value of the layout's compared column (an arm or a family)
     b: str
     layout: str
+    matched_on: str = ""  # the varied settings both arms share, as key=value
 
 
 def variants_of(df: pd.DataFrame, strategy: str) -> list[str]:
     return ordered(df.loc[df["strategy"] == strategy, "variant"])
 
 
+def arms_of(df: pd.DataFrame, strategy: str) -> list[str]:
+    return method_order(df.loc[df["strategy"] == strategy, "method"])
+
+
+def settings_part(arm: str) -> str:
+    """'lora:lora r=16 lora_alpha=32' -> 'r=16 lora_alpha=32'."""
+    return arm.partition(" ")[2]
+
+
 # ----- which comparisons -------------------------------------------------------------------------
-def lora_vs_kd(df: pd.DataFrame) -> Iterator[Comparison]:
-    kd = variants_of(df, "kd-lora")
-    for v in variants_of(df, "lora"):
-        if v in kd:
-            yield Comparison("lora_vs_kd", v, f"lora:{v}", f"kd-lora:{v}", "method")
+# Settings that mean different things for LoRA-only and KD-LoRA (the distillation, and which
+# model is trained); every other setting must agree for two arms to be compared.
+NOT_SHARED = (*KD_FIELDS, "teacher_model")
+
+
+def like_for_like(df: pd.DataFrame, a: str, b: str, axes: dict[str, list[str]]) -> str | None:
+    """The shared settings (key=value) if arms a and b agree on every setting either varies
+    (distillation settings aside), else None."""
+    base_a, base_b = a.partition(" ")[0].rstrip(":"), b.partition(" ")[0].rstrip(":")
+    cols = [c for c in dict.fromkeys([*axes.get(base_a, []), *axes.get(base_b, [])]) if c not in NOT_SHARED]
+    if not cols:
+        return ""
+    values = arm_values(df, [a, b], cols)
+    if values.isna().any().any() or not (values.loc[a] == values.loc[b]).all():
+        return None
+    return " ".join(f"{c}={level_text(values.loc[a, c])}" for c in cols)
+
+
+def arm_values(df: pd.DataFrame, arms: list[str], cols: list[str]) -> pd.DataFrame:
+    """arms x settings: the value each arm holds constant (nan where its runs differ)."""
+    part = df[df["method"].isin(arms)].astype({c: object for c in cols})
+    g = part[["method", *cols]].fillna("∅").groupby("method")
+    return g.first().where(g.nunique() == 1).reindex(arms)
+
+
+def lora_vs_kd(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) -> Iterator[Comparison]:
+    """LoRA-only vs KD-LoRA, per variant, on arms with the same adapter settings."""
+    axes = axes or {}
+    kd = arms_of(df, "kd-lora")
+    for a in arms_of(df, "lora"):
+        variant = a.partition(" ")[0].partition(":")[2]
+        for b in (x for x in kd if x.partition(" ")[0] == f"kd-lora:{variant}"):
+            shared = like_for_like(df, a, b, axes)
+            if shared is not None:
+                same = settings_part(a) == settings_part(b)
+                label = f"{variant} {settings_part(a)}".strip() if same else f"{method_label(a)} vs {method_label(b)}"
+                yield Comparison("lora_vs_kd", label, a, b, "method", shared)
 
 
 def each_vs_fft(df: pd.DataFrame) -> Iterator[Comparison]:
-    if not (df["strategy"] == "fft").any():
-        return
-    for m in method_order(df.loc[df["strategy"] != "fft", "method"]):
-        yield Comparison("vs_fft", f"{method_label(m)} vs FFT", m, "fft", "method")
+    ffts = arms_of(df, "fft")
+    for f in ffts:
+        against = "FFT" if len(ffts) == 1 else method_label(f)
+        for m in method_order(df.loc[df["strategy"] != "fft", "method"]):
+            yield Comparison("vs_fft", f"{method_label(m)} vs {against}", m, f, "method")
 
 
 def between_families(df: pd.DataFrame) -> Iterator[Comparison]:
@@ -61,8 +108,8 @@ def between_families(df: pd.DataFrame) -> Iterator[Comparison]:
         yield Comparison("families", f"{f1} vs {f2}", f1, f2, "family")
 
 
-def all_comparisons(df: pd.DataFrame) -> list[Comparison]:
-    return [*lora_vs_kd(df), *each_vs_fft(df), *between_families(df)]
+def all_comparisons(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) -> list[Comparison]:
+    return [*lora_vs_kd(df, axes), *each_vs_fft(df), *between_families(df)]
 
 
 def pooled(df: pd.DataFrame, c: Comparison, side: str) -> np.ndarray:
@@ -72,15 +119,19 @@ def pooled(df: pd.DataFrame, c: Comparison, side: str) -> np.ndarray:
 
 
 # ----- legacy: pooled Welch ------------------------------------------------------------------------
-def legacy_tests(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+def legacy_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """The reference's three tables: LoRA-only vs KD-LoRA per variant, variant (both strategies
-    pooled) vs FFT, and family vs family over all runs; unpaired Welch, uncorrected."""
-    rows = [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b")) for c in lora_vs_kd(df)]
-    fft = df.loc[df["strategy"] == "fft", "primary"].to_numpy()
-    if len(fft):
-        for v in ordered(df.loc[df["strategy"] != "fft", "variant"]):
-            peft = df.loc[(df["strategy"] != "fft") & (df["variant"] == v), "primary"].to_numpy()
-            rows.append(_welch_row("vs_fft", f"{v} vs FFT", peft, fft))
+    pooled) vs FFT, and family vs family over all runs; unpaired Welch, uncorrected. Arms with
+    different settings stay apart (a variant's arm is its variant and varied settings)."""
+    rows = [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b")) for c in lora_vs_kd(df, axes)]
+    peft = df[df["strategy"] != "fft"]
+    variant_arm = pd.Series([m.partition(":")[2] for m in peft["method"]], index=peft.index, dtype=object)
+    ffts = arms_of(df, "fft")
+    for f in ffts:
+        fft = df.loc[df["method"] == f, "primary"].to_numpy()
+        against = "FFT" if len(ffts) == 1 else method_label(f)
+        for v in method_order(variant_arm):
+            rows.append(_welch_row("vs_fft", f"{v} vs {against}", peft.loc[variant_arm == v, "primary"].to_numpy(), fft))
     rows += [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b"))
              for c in between_families(df)]
     out = pd.DataFrame(rows)
@@ -109,11 +160,12 @@ def matched(table: pd.DataFrame, c: Comparison) -> pd.DataFrame:
                          "task": both.index.get_level_values("task").to_numpy()})
 
 
-def paired_tests(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """statistical_tests.csv: one row per comparison, paired statistics beside the legacy Welch."""
+def paired_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """statistical_tests.csv: one row per comparison, paired statistics beside the legacy Welch,
+    the deciding test's effect with its CI, TOST equivalence p-values and the verdict."""
     tables = {(layout, value): wide(df, layout, value) for layout in LAYOUTS for value in ("primary", "score_norm")
               if value in df}
-    rows = [_paired_row(df, c, tables, settings) for c in all_comparisons(df)]
+    rows = [_paired_row(df, c, tables, settings) for c in all_comparisons(df, axes)]
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -121,6 +173,30 @@ def paired_tests(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
         out.loc[idx, "p_t_holm"] = stats.holm(out.loc[idx, "p_t"])
         out.loc[idx, "p_wilcoxon_holm"] = stats.holm(out.loc[idx, "p_wilcoxon"])
     out["significant"] = (out["p_wilcoxon_holm"] < settings.alpha).where(out["p_wilcoxon_holm"].notna())
+    return add_verdicts(out, settings.alpha)
+
+
+DECIDING_TEST = "wilcoxon"  # its Holm-adjusted p and the Hodges-Lehmann CI decide a verdict
+UNTESTED = ("t", "p_t", "w", "p_wilcoxon", "ci_low", "ci_high", "effect_ci_low", "effect_ci_high", "p_tost",
+            "p_tost_norm", "ci_norm_low", "ci_norm_high")
+
+
+def add_verdicts(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """verdict per row (stats.verdict; 'not testable (n blocks)' where the data cannot test) and
+    a note where the paired t-test and the Wilcoxon test disagree or the difference is inside
+    the equivalence margin."""
+    out = out.copy()
+    verdicts = [stats.verdict(p, lo, hi, q, alpha) for p, lo, hi, q in
+                zip(out["p_wilcoxon_holm"], out["effect_ci_low"], out["effect_ci_high"], out["p_tost"])]
+    out["verdict"] = np.where(out["testable"], verdicts,
+                              [f"not testable ({int(n)} blocks)" for n in out["n_pairs"]])
+    t_sig, w_sig = out["p_t_holm"] < alpha, out["p_wilcoxon_holm"] < alpha
+    disagree = out["testable"] & (t_sig != w_sig)
+    inside = out["verdict"].isin(["a better", "b better"]) & (out["p_tost"] < alpha)
+    notes = [("; ".join(([f"paired t and Wilcoxon disagree (Holm p {pval(pt)} vs {pval(pw)})"] if d else [])
+                        + (["the difference is inside the equivalence margin"] if i else [])))
+             for d, i, pt, pw in zip(disagree, inside, out["p_t_holm"], out["p_wilcoxon_holm"])]
+    out["note"] = notes
     return out
 
 
@@ -129,23 +205,31 @@ def _paired_row(df: pd.DataFrame, c: Comparison, tables: dict, s: Settings) -> d
     a, b = pairs["a"].to_numpy(float), pairs["b"].to_numpy(float)
     diff = a - b
     lo, hi = stats.bootstrap_mean_ci(diff, pairs["task"], s.n_boot, s.confidence, s.seed)
+    effect, e_lo, e_hi = stats.hodges_lehmann(diff, s.confidence)
     welch = stats.welch(pooled(df, c, "a"), pooled(df, c, "b"))
     sd = float(np.std(diff, ddof=1)) if diff.size > 1 else np.nan
-    return {
-        "test_family": c.test_family, "comparison": c.label, "a": c.a, "b": c.b, **stats.paired_summary(a, b),
+    row = {
+        "test_family": c.test_family, "comparison": c.label, "a": c.a, "b": c.b, "matched_on": c.matched_on,
+        **stats.paired_summary(a, b),
         "ci_low": lo, "ci_high": hi, **_normalised_diff(c, tables, s),
+        "deciding_test": DECIDING_TEST, "effect": effect, "effect_ci_low": e_lo, "effect_ci_high": e_hi,
+        "p_tost": stats.tost_paired(a, b, s.equivalence_margin) if diff.size else np.nan,
         "n_tasks": pairs["task"].nunique(),
         "min_wilcoxon_p": stats.min_wilcoxon_p(diff.size),
         "min_detectable_diff": stats.min_detectable_dz(diff.size, s.alpha, s.power) * sd,
         "welch_n_a": welch["n_a"], "welch_n_b": welch["n_b"], "welch_mean_a": welch["mean_a"],
         "welch_mean_b": welch["mean_b"], "welch_diff": welch["diff"], "welch_p": welch["p"],
     }
+    row["testable"] = not stats.not_testable(diff.size, s.alpha, MIN_BLOCKS_TEST)
+    if not row["testable"]:
+        row.update(dict.fromkeys(UNTESTED, np.nan))
+    return row
 
 
 def _normalised_diff(c: Comparison, tables: dict, s: Settings) -> dict:
     """Mean paired difference in FFT-normalised units, comparable across tasks (not for families:
-    each family is normalised by its own FFT)."""
-    nan = {"mean_diff_norm": np.nan, "ci_norm_low": np.nan, "ci_norm_high": np.nan}
+    each family is normalised by its own FFT), with its TOST p against the normalised margin."""
+    nan = {"mean_diff_norm": np.nan, "ci_norm_low": np.nan, "ci_norm_high": np.nan, "p_tost_norm": np.nan}
     table = tables.get((c.layout, "score_norm"))
     if c.layout == "family" or table is None:
         return nan
@@ -154,13 +238,54 @@ def _normalised_diff(c: Comparison, tables: dict, s: Settings) -> dict:
         return nan
     diff = (pairs["a"] - pairs["b"]).to_numpy(float)
     lo, hi = stats.bootstrap_mean_ci(diff, pairs["task"], s.n_boot, s.confidence, s.seed)
-    return {"mean_diff_norm": float(diff.mean()), "ci_norm_low": lo, "ci_norm_high": hi}
+    return {"mean_diff_norm": float(diff.mean()), "ci_norm_low": lo, "ci_norm_high": hi,
+            "p_tost_norm": stats.tost_paired(pairs["a"].to_numpy(float), pairs["b"].to_numpy(float),
+                                             s.equivalence_margin_norm)}
 
 
-def paired_by_task(df: pd.DataFrame) -> pd.DataFrame:
+SENSITIVITY_COLUMNS = ["test_family", "comparison", "a", "b", "verdict", "n_pairs", "effect",
+                       "verdict_without", "n_pairs_without", "effect_without", "changed"]
+
+
+def sensitivity(df: pd.DataFrame, tests: pd.DataFrame, collapsed_ids, settings: Settings,
+                axes: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """sensitivity.csv: every verdict recomputed without the runs that collapsed to a constant
+    predictor (they stay in the main analysis), and whether it changes."""
+    if tests.empty:
+        return pd.DataFrame(columns=SENSITIVITY_COLUMNS)
+    drop = set(collapsed_ids)
+    again = paired_tests(df[~df["run_id"].isin(drop)], settings, axes) if drop else tests
+    key = ["test_family", "comparison"]
+    without = again[key + ["verdict", "n_pairs", "effect"]].rename(
+        columns={"verdict": "verdict_without", "n_pairs": "n_pairs_without", "effect": "effect_without"})
+    out = tests[key + ["a", "b", "verdict", "n_pairs", "effect"]].merge(without, on=key, how="left")
+    out["verdict_without"] = out["verdict_without"].fillna("not testable (0 blocks)")
+    out["n_pairs_without"] = out["n_pairs_without"].fillna(0).astype(int)
+    out["changed"] = out["verdict"] != out["verdict_without"]
+    return out[SENSITIVITY_COLUMNS]
+
+
+def verdict_summary(tests: pd.DataFrame, sens: pd.DataFrame) -> pd.DataFrame:
+    """verdict_summary.csv: comparisons per verdict and family of tests, with and without the
+    collapsed runs, their totals, and how many verdicts the sensitivity check changes."""
+    cols = ["analysis", "test_family", "verdict", "comparisons"]
+    if tests.empty:
+        return pd.DataFrame(columns=cols)
+    parts = []
+    for name, frame, column in (("main", tests, "verdict"), ("without collapsed runs", sens, "verdict_without")):
+        kind = frame[column].astype(str).where(~frame[column].astype(str).str.startswith("not testable"), "not testable")
+        counts = frame.groupby(["test_family", kind.rename("verdict")], sort=False).size().rename("comparisons")
+        parts.append(counts.reset_index().assign(analysis=name))
+        parts.append(pd.DataFrame([{"analysis": name, "test_family": "all", "verdict": "all", "comparisons": len(frame)}]))
+    parts.append(pd.DataFrame([{"analysis": "without collapsed runs", "test_family": "all", "verdict": "changed",
+                                "comparisons": int(sens["changed"].sum())}]))
+    return pd.concat(parts, ignore_index=True)[cols]
+
+
+def paired_by_task(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Mean paired difference per task for LoRA-only vs KD-LoRA, each in its task's own metric."""
     rows, table = [], wide(df, "method")
-    for c in lora_vs_kd(df):
+    for c in lora_vs_kd(df, axes):
         for task, part in matched(table, c).groupby("task", sort=False):
             diff = (part["a"] - part["b"]).to_numpy(float)
             rows.append({"variant": c.label, "task": task, "n_pairs": diff.size,
@@ -170,10 +295,12 @@ def paired_by_task(df: pd.DataFrame) -> pd.DataFrame:
 
 # ----- many variants: Friedman, Nemenyi, critical difference ----------------------------------------
 def variant_matrix(df: pd.DataFrame, strategy: str) -> pd.DataFrame:
-    """Blocks (family, task, seed) x variants of one strategy, complete blocks only."""
+    """Blocks (family, task, seed) x arms of one strategy (named by variant and settings),
+    complete blocks only."""
     part = df[df["strategy"] == strategy]
-    m = part.pivot_table(index=BLOCK, columns="variant", values="primary", aggfunc="mean")
-    return m.dropna()
+    m = part.pivot_table(index=BLOCK, columns="method", values="primary", aggfunc="mean")
+    m = m[method_order(m.columns)]
+    return m.set_axis([c.partition(":")[2] for c in m.columns], axis=1).dropna()
 
 
 def friedman_tables(df: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis import stats
-from kdlora.analysis.table import STRATEGY_LABEL, method_label
-from kdlora.analysis.tables import BLOCK, Settings, method_order
+from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
+from kdlora.analysis.model import Settings
+from kdlora.analysis.tables import BLOCK, method_order
 
 # (column in the tidy table, label, unit) of every efficiency measure the report may show.
 MEASURES = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from kdlora.analysis.table import STRATEGY_LABEL, method_label
+from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 
 MINUS = "\u2212"  # a real minus sign in "A − B"
 FAMILY = {"bert": "BERT", "roberta": "RoBERTa", "deberta": "DeBERTa", "minilm": "MiniLM"}
@@ -30,8 +30,28 @@ def strategy(name: str) -> str:
     return STRATEGY_LABEL.get(name, name)
 
 
+# RunConfig fields as a reader knows them, where an arm's label shows the settings it holds.
+SETTING = {"lora_alpha": "\u03b1", "lora_dropout": "dropout", "kd_temperature": "T", "kd_alpha": "KD \u03b1",
+           "weight_decay": "weight decay", "batch_size": "batch", "max_length": "max length",
+           "warmup_ratio": "warm-up", "lora_ranks": "ranks"}
+
+
 def method(name: str) -> str:
-    return method_label(name)
+    """'lora:dora' -> 'LoRA-only dora' (as in the tables); an arm keeps its settings, named as a
+    reader knows them: 'lora:lora r=16 lora_alpha=32' -> 'LoRA-only lora r=16 α=32'."""
+    label = method_label(name)
+    base, _, settings = name.partition(" ")
+    if not settings:
+        return label
+    return label[: len(label) - len(settings)] + settings_text(settings)
+
+
+def settings_text(settings: str) -> str:
+    parts = []
+    for item in settings.split():
+        key, sep, value = item.partition("=")
+        parts.append(f"{SETTING.get(key, key.replace('_', ' '))}{sep}{value}")
+    return " ".join(parts)
 
 
 def family(name: str) -> str:
@@ -63,15 +83,17 @@ def side(name: str) -> str:
     """One side of a comparison: a method id or a family name."""
     if name in FAMILY:
         return family(name)
-    return method(name) if (":" in name or name in STRATEGY_LABEL) else name.replace("_", " ")
+    base = name.partition(" ")[0]
+    return method(name) if (":" in base or base in STRATEGY_LABEL) else name.replace("_", " ")
 
 
 def comparison(test_family: str, a: str, b: str) -> str:
     """A paired comparison as a sentence: 'LoRA-only − KD-LoRA, dora', 'KD-LoRA dora − FFT'."""
     sa, _, va = a.partition(":")
     sb, _, vb = b.partition(":")
-    if va and va == vb and sa != sb:
-        return f"{strategy(sa)} {MINUS} {strategy(sb)}, {va}"
+    if va and va == vb and sa != sb:  # the same variant (and arm settings) under two strategies
+        variant, _, settings = va.partition(" ")
+        return f"{strategy(sa)} {MINUS} {strategy(sb)}, {variant}" + (f" {settings_text(settings)}" if settings else "")
     return f"{side(a)} {MINUS} {side(b)}"
 
 

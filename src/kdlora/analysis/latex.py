@@ -12,7 +12,7 @@ import pandas as pd
 
 from kdlora.analysis import labels
 from kdlora.analysis.fmt import ci, num, pval, signed, stars
-from kdlora.analysis.report import Analysis
+from kdlora.analysis.model import Analysis
 from kdlora.analysis.tables import method_order, task_order
 
 NOTE = r"\multicolumn{%d}{l}{\footnotesize %s}\\"

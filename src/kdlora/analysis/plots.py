@@ -26,7 +26,7 @@ import pandas as pd
 
 from kdlora.analysis import labels
 from kdlora.analysis.efficiency import memory_kind_of
-from kdlora.analysis.report import Analysis
+from kdlora.analysis.model import Analysis
 from kdlora.analysis.tables import method_order, task_order
 
 if TYPE_CHECKING:
@@ -118,7 +118,9 @@ def marker(variant) -> str:
 
 
 def split(method: str) -> tuple[str, str | None]:
-    strategy, _, variant = method.partition(":")
+    """'kd-lora:dora' -> ('kd-lora', 'dora'); an arm 'lora:lora r=16' -> ('lora', 'lora');
+    'fft' and 'fft: lr=1e-05' -> ('fft', None)."""
+    strategy, _, variant = method.partition(" ")[0].partition(":")
     return strategy, variant or None
 
 
@@ -444,9 +446,10 @@ def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
         part = tests[tests["test_family"] == fam].iloc[::-1]
         y = np.arange(len(part))
         for yi, r in zip(y, part.itertuples()):
-            s, v = split(r.a) if ":" in r.a else ("fft" if r.a == "fft" else "", None)
+            base = r.a.partition(" ")[0]
+            s, v = split(r.a) if (":" in base or base == "fft") else ("", None)
             c = color(s) if s else "#000000"
-            mk = marker(v) if ":" in r.a else "o"
+            mk = marker(v) if ":" in base else "o"
             sig = pd.notna(r.significant) and bool(r.significant)
             if pd.notna(r.ci_low) and pd.notna(r.ci_high):
                 ax.hlines(yi, r.ci_low, r.ci_high, colors=c, lw=0.9)

@@ -9,31 +9,19 @@ from __future__ import annotations
 import contextlib
 import gc
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
 
-from kdlora.analysis import comparisons, efficiency, rules, tables
+from kdlora.analysis import comparisons, design, efficiency, rules, tables
 from kdlora.analysis.drawing import FigureWorkers
-from kdlora.analysis.table import Loaded, check_table, completed, load_results
-from kdlora.analysis.tables import Settings
+from kdlora.analysis.model import Analysis, Settings
+from kdlora.analysis.tidy import Loaded, check_table, completed, load_results
 from kdlora.errors import UserError
 from kdlora.records.store import atomic_write_text
 
 REQUIRED_CSVS = ("efficiency_summary_by_variant", "statistical_tests", "parameter_efficiency", "per_task_results")
-
-
-@dataclass
-class Analysis:
-    settings: Settings
-    tables: dict[str, pd.DataFrame]
-    sources: list[str] = field(default_factory=list)
-    grid: str | None = None
-
-    def __getitem__(self, name: str) -> pd.DataFrame:
-        return self.tables[name]
 
 
 @contextmanager
@@ -61,10 +49,13 @@ def analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None = 
 def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
              sources: list[str], grid: str | None, early: Callable[[Analysis], None] | None) -> Analysis:
     all_runs = check_table(loaded.table)
-    df = tables.add_normalised(completed(all_runs))
+    df, axes = design.add_arms(completed(all_runs), settings.pool)
+    df = tables.add_normalised(df)
     if df.empty:
         raise UserError("no completed runs with a primary metric to analyse")
     t: dict[str, pd.DataFrame] = {"settings": settings.table(), "runs": df}
+    t["design"] = design.design_table(df, axes)
+    t["design_settings"] = design.settings_table(df, axes, settings.pool)
     t["problems"] = pd.DataFrame({"problem": loaded.problems})
     t["failed_runs"] = all_runs.loc[all_runs["status"] != "completed", ["run_id", "family", "task", "method", "status"]]
     t["counts"], t["strategy_task_counts"], t["cells"] = (
@@ -74,9 +65,9 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
     if early is not None:
         early(Analysis(settings, dict(t), sources, grid))
     t["scores"] = tables.scores(df, settings)
-    t["legacy_tests"] = comparisons.legacy_tests(df, settings)
-    t["statistical_tests"] = comparisons.paired_tests(df, settings)
-    t["paired_by_task"] = comparisons.paired_by_task(df)
+    t["legacy_tests"] = comparisons.legacy_tests(df, settings, axes)
+    t["statistical_tests"] = comparisons.paired_tests(df, settings, axes)
+    t["paired_by_task"] = comparisons.paired_by_task(df, axes)
     t["friedman"], t["friedman_ranks"], t["nemenyi"] = comparisons.friedman_tables(df, settings)
     _efficiency_tables(t, df, settings)
     t["per_task_results"] = tables.per_task(df)
@@ -84,6 +75,9 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
     t["teacher_student"] = tables.teacher_student(df)
     t["teacher_student_summary"] = tables.teacher_student_summary(t["teacher_student"])
     t["collapsed_runs"] = tables.collapsed_runs(df)
+    t["sensitivity"] = comparisons.sensitivity(df, t["statistical_tests"], t["collapsed_runs"]["run_id"], settings,
+                                               axes)
+    t["verdict_summary"] = comparisons.verdict_summary(t["statistical_tests"], t["sensitivity"])
     t["recommendations"] = rules.apply(rules.RECOMMENDATIONS, t)
     t["limitations"] = rules.apply(rules.LIMITATIONS, t)
     return Analysis(settings, t, sources, grid)

@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kdlora.analysis.fmt import missing, num, pct
-from kdlora.analysis.report import Analysis
-from kdlora.analysis.table import STRATEGY_LABEL
+from kdlora.analysis.model import Analysis
+from kdlora.analysis.tidy import STRATEGY_LABEL
 
 
 def summary_table(a: Analysis) -> Table:

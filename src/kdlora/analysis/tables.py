@@ -7,36 +7,16 @@ columns are what the CSV and the report show.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from kdlora.analysis import stats
+from kdlora.analysis.model import Settings
 from kdlora.analysis.glue import chance_of_primary, constant_predictor
-from kdlora.analysis.table import KEY, METRICS, STRATEGY_ORDER, method_of
-from kdlora.config import task_slug
+from kdlora.analysis.tidy import KEY, METRICS, STRATEGY_ORDER, method_of
 from kdlora.data.metrics import GLUE_TASKS
 
 BLOCK = ["family", "task", "seed"]
-
-
-@dataclass(frozen=True)
-class Settings:
-    policy: str = "glue"
-    alpha: float = 0.05
-    confidence: float = 0.95
-    n_boot: int = 2000
-    seed: int = 0  # of the bootstrap generator, so a report is reproducible
-    power: float = 0.8
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame([{
-            "metric_policy": self.policy, "alpha": self.alpha,
-            "confidence_pct": round(self.confidence * 100, 6), "bootstrap_resamples": self.n_boot,
-            "bootstrap_seed": self.seed, "power": self.power,
-            "min_wilcoxon_p_3_seeds": stats.min_wilcoxon_p(3),
-        }])
 
 
 # ----- ordering helpers ---------------------------------------------------------------------
@@ -51,10 +31,20 @@ def task_order(tasks) -> list[str]:
 
 
 def method_order(methods) -> list[str]:
+    """Methods (or arms) by strategy, variant, then each setting's value in numeric order."""
     def key(m: str):
-        strategy, _, variant = m.partition(":")
-        return (STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else 9, variant)
+        base, _, settings = m.partition(" ")
+        strategy, _, variant = base.partition(":")
+        levels = tuple(natural_key(v.partition("=")[2]) for v in settings.split())
+        return (STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else 9, variant, levels)
     return sorted(pd.unique(pd.Series(list(methods)).dropna()), key=key)
+
+
+def natural_key(text: str) -> tuple:
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
 
 
 # ----- normalised scores ----------------------------------------------------------------------
@@ -109,7 +99,7 @@ def cells(df: pd.DataFrame) -> pd.DataFrame:
 # ----- completion against a grid --------------------------------------------------------------
 def expected_keys(configs) -> pd.DataFrame:
     """The grid's runs as rows: run_id and key (family, task, strategy, variant, seed)."""
-    rows = [{"run_id": c.run_id, "family": c.family, "task": task_slug(c.task), "strategy": c.strategy,
+    rows = [{"run_id": c.run_id, "family": c.family, "task": c.task_name, "strategy": c.strategy,
              "variant": c.variant, "seed": c.seed} for c in configs]
     return pd.DataFrame(rows, columns=["run_id", *KEY]).drop_duplicates("run_id").reset_index(drop=True)
 
@@ -189,6 +179,7 @@ def teacher_student(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["primary", "trainable_params", "eval_samples_per_s", "eval_latency_ms_b32", "train_time_s"]
     t = teachers.loc[kd["teacher_run_id"], cols].set_axis(kd.index)
     out = kd[["run_id", "teacher_run_id", "family", "task", "seed", "variant", "primary_name"]].copy()
+    out["variant"] = [m.partition(":")[2] for m in kd["method"]]  # the arm: variant and varied settings
     out["student_primary"], out["teacher_primary"] = kd["primary"], t["primary"]
     out["pct_of_teacher"] = 100 * kd["primary"] / t["primary"].where(t["primary"] != 0)
     out["inference_speedup"] = kd["eval_samples_per_s"] / t["eval_samples_per_s"]

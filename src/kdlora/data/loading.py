@@ -45,7 +45,9 @@ SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv",
 
 
 def split_names(spec: TaskSpec) -> list[str]:
-    return ["train"] + [name for name, _ in spec.eval_splits]
+    """The files a task reads: train, its reported split(s), and a selection file if it has one."""
+    names = ["train"] + [name for name, _ in spec.eval_splits]
+    return names + ([spec.selection_file] if spec.selection_file else [])
 
 
 # ----- labels ---------------------------------------------------------------------------------
@@ -175,6 +177,25 @@ def _load_hub(spec: TaskSpec):
     return _normalise(dd, spec, HUB_NAME)
 
 
+def glue_source_files(name: str, data_dir: Path) -> tuple[Path, list[Path]]:
+    """The folder and files `_load_glue` reads for GLUE task `name` under data_dir (for its fingerprint)."""
+    from kdlora.data.tasks import GLUE
+
+    spec = GLUE[name]
+    if (folder := _tsv_dir(spec, data_dir)) is not None:
+        return folder, [folder / SPLIT_FILES[s] for s in split_names(spec) if (folder / SPLIT_FILES[s]).is_file()]
+    if (saved := _saved_dir(spec, data_dir)) is not None:
+        return saved, sorted(p for p in saved.rglob("*") if p.is_file() and not p.name.startswith("."))
+    raise _no_glue_data(spec, data_dir)
+
+
+def _no_glue_data(spec: TaskSpec, root: Path) -> UserError:
+    folder = GLUE_TSV[spec.name][0]
+    return UserError(f"no data for GLUE task {spec.name!r} under data_dir {root}: expected the GLUE TSV layout "
+                     f"({root}/{folder}/train.tsv and dev.tsv) or a save_to_disk DatasetDict "
+                     f"({root}/{spec.name}/dataset_dict.json)")
+
+
 def _load_glue(spec: TaskSpec, data_dir: str | None):
     import datasets
 
@@ -185,10 +206,7 @@ def _load_glue(spec: TaskSpec, data_dir: str | None):
         return _load_tsv(spec, folder)
     if (saved := _saved_dir(spec, root)) is not None:
         return _normalise(datasets.load_from_disk(str(saved)), spec, str(saved))
-    folder = GLUE_TSV[spec.name][0]
-    raise UserError(f"no data for GLUE task {spec.name!r} under data_dir {root}: expected the GLUE TSV layout "
-                    f"({root}/{folder}/train.tsv and dev.tsv) or a save_to_disk DatasetDict "
-                    f"({root}/{spec.name}/dataset_dict.json)")
+    raise _no_glue_data(spec, root)
 
 
 # ----- custom tasks ---------------------------------------------------------------------------
@@ -229,6 +247,13 @@ def _load_custom(spec: TaskSpec):
 
 # ----- entry point ----------------------------------------------------------------------------
 
+# Fixed seeds that do not depend on the run: every method, seed and strategy of a task selects on,
+# and is evaluated on, exactly the same examples, so paired comparisons compare like with like.
+SELECTION_SEED = 20_240_601
+EVAL_SEED = 0
+SELECTION = "selection"  # the split name of the selection set in the loaded DatasetDict
+
+
 def subsample(ds, k: int | None, seed: int):
     """A seeded selection of k rows, in their original order; idx is untouched."""
     if k is None or k >= len(ds):
@@ -239,9 +264,43 @@ def subsample(ds, k: int | None, seed: int):
     return ds.select(rows.tolist())
 
 
+def selection_rows(labels, fraction: float, stratify: bool, seed: int = SELECTION_SEED) -> np.ndarray:
+    """Sorted positions of the selection set: `fraction` of the rows, per label when stratified
+    (each class keeps its share, rounded, at least one row of a class that has two or more)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if stratify else [np.arange(len(labels))]
+    picked = []
+    for rows in groups:
+        k = int(round(fraction * len(rows)))
+        k = min(max(k, 1 if len(rows) > 1 else 0), len(rows) - 1)  # never take a whole class
+        picked.append(rng.permutation(rows)[:k])
+    return np.sort(np.concatenate(picked)) if picked else np.array([], dtype=np.int64)
+
+
+def carve_selection(train, spec: TaskSpec, fraction: float):
+    """(train without the selection set, the selection set): drawn from the full training split
+    with SELECTION_SEED, so it is the same examples for every run of the task."""
+    rows = selection_rows(train["label"], fraction, stratify=not spec.is_regression)
+    if len(rows) == 0 or len(rows) == len(train):
+        raise UserError(f"task {spec.name}: selection_fraction {fraction} of {len(train)} training examples "
+                        "leaves no selection set or no training set")
+    keep = np.setdiff1d(np.arange(len(train)), rows)
+    return train.select(keep.tolist()), train.select(rows.tolist())
+
+
 def load_splits(spec: TaskSpec, data_dir: str | None = None, *, max_train_samples: int | None = None,
-                max_eval_samples: int | None = None, seed: int = 0):
+                max_eval_samples: int | None = None, seed: int = 0, selection_fraction: float = 0.0):
+    """train, the reported split(s), and "selection" when the run has one: the task's validation
+    file when the task names a test file, else `selection_fraction` of train. The selection set
+    is carved before the run's own (seeded) train subsample, and every evaluation subset is drawn
+    with EVAL_SEED, so neither depends on the run's seed."""
     dd = _load_glue(spec, data_dir) if spec.is_glue else _load_custom(spec)
+    if spec.selection_file:
+        dd[SELECTION] = dd.pop(spec.selection_file)
+    elif selection_fraction > 0:
+        dd["train"], dd[SELECTION] = carve_selection(dd["train"], spec, selection_fraction)
     for split in dd:
-        dd[split] = subsample(dd[split], max_train_samples if split == "train" else max_eval_samples, seed)
+        dd[split] = subsample(dd[split], max_train_samples if split == "train" else max_eval_samples,
+                              seed if split == "train" else EVAL_SEED)
     return dd

@@ -36,6 +36,9 @@ class TaskSpec:
     files: dict = field(default_factory=dict, compare=False)
     # Custom tasks may record the validation split's majority-class accuracy (see docs/tasks.md).
     majority_baseline: float | None = None
+    # A split file that is the task's own selection set (never reported): "validation" when a
+    # custom task names a `test:` file, which is then the reported split.
+    selection_file: str | None = None
 
     @property
     def is_glue(self) -> bool:
@@ -78,6 +81,7 @@ class TaskFile(BaseModel):
     name: str
     train: str
     validation: str
+    test: str | None = None  # given: test is the reported split and validation the selection split
     text: str | list[str]
     label: str = "label"
     labels: list[str] | None  # required: null means regression, so that is never assumed silently
@@ -183,7 +187,7 @@ def load_task_file(path: str | Path) -> TaskSpec:
     except ValidationError as exc:
         raise UserError(_validation_message(path, exc)) from None
     files = {}
-    for split in ("train", "validation"):
+    for split in ("train", "validation") + (("test",) if tf.test else ()):
         file = (path.parent / getattr(tf, split)).resolve()
         if not file.is_file():
             raise UserError(f"task file {path}: {split} file {file} not found "
@@ -194,8 +198,9 @@ def load_task_file(path: str | Path) -> TaskSpec:
         name=tf.name, text_fields=tf.text_fields, label_field=tf.label,
         num_labels=1 if tf.labels is None else len(tf.labels), is_regression=tf.labels is None,
         label_names=None if tf.labels is None else tuple(tf.labels), metrics=metrics,
-        primary=tf.primary or metrics[0], eval_splits=DEFAULT_EVAL, source=str(path), files=files,
-        majority_baseline=tf.majority_baseline,
+        primary=tf.primary or metrics[0], eval_splits=(("test", ""),) if tf.test else DEFAULT_EVAL,
+        source=str(path), files=files, majority_baseline=tf.majority_baseline,
+        selection_file="validation" if tf.test else None,
     )
 
 

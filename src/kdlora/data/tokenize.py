@@ -69,12 +69,14 @@ def _sampler(ds, batch_size: int, shuffle: bool, group_by_length: bool, generato
 
 
 def make_dataloader(ds, tokenizer: PreTrainedTokenizerBase, batch_size: int, *, shuffle: bool, seed: int,
-                    group_by_length: bool = False, drop_last: bool = False) -> DataLoader:
+                    group_by_length: bool = False, drop_last: bool = False,
+                    pin_memory: bool = False) -> DataLoader:
     """Batches of dicts of tensors: input_ids, attention_mask, labels, idx (and token_type_ids if
     the tokenizer makes them), each padded to the batch's longest example. The same seed gives
     the same order in every run, epoch after epoch. group_by_length without shuffle orders the
-    examples longest first (for evaluation)."""
+    examples longest first (for evaluation). pin_memory (for CUDA runs) puts the batches in
+    page-locked memory, so that copies to the GPU with non_blocking=True do not wait."""
     generator = torch.Generator().manual_seed(seed)
     sampler = _sampler(ds, batch_size, shuffle, group_by_length, generator)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=PadCollator(tokenizer),
-                      drop_last=drop_last, num_workers=0)
+                      drop_last=drop_last, num_workers=0, pin_memory=pin_memory)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from kdlora.errors import UserError
 from kdlora.models import load_classifier, model_names, student_layers
-from kdlora.records.store import load_completed
+from kdlora.checkpoints import checkpoint_dir, teacher_problem
+from kdlora.seeding import seed_everything
 from kdlora.strategies.base import RunContext, Setup, Strategy, register
 from kdlora.strategies.lora import with_adapters
 from kdlora.variants import VARIANTS
 
-CHECKPOINTS_DIR = "checkpoints"
 CACHE_DIR = "teacher_logits"
 
 
@@ -43,18 +43,14 @@ def teacher_command(cfg) -> str:
             f"--results DIR{sets}")
 
 
-def checkpoint_dir(results_dir: Path, run_id: str) -> Path:
-    return Path(results_dir) / CHECKPOINTS_DIR / run_id
-
-
 def find_teacher(cfg, results_dir: Path):
+    """The teacher's record and checkpoint, checked against the fingerprint its record keeps."""
     teacher_id = cfg.teacher_config().run_id
-    record = load_completed(results_dir, teacher_id)
-    ckpt = checkpoint_dir(results_dir, teacher_id)
-    if record is None or not ckpt.is_dir():
-        raise UserError(f"KD-LoRA needs the completed FFT teacher run {teacher_id} in {results_dir}; "
-                        f"train it first with: {teacher_command(cfg)} (or add --train-teacher)")
-    return record, ckpt
+    record, problem = teacher_problem(results_dir, teacher_id)
+    if problem is not None:
+        raise UserError(f"KD-LoRA needs the completed FFT teacher run {teacher_id} in {results_dir} ({problem}); "
+                        f"train it with: {teacher_command(cfg)} (or add --train-teacher)")
+    return record, checkpoint_dir(results_dir, teacher_id)
 
 
 def weights_fingerprint(ckpt: Path) -> str:
@@ -115,15 +111,14 @@ class KdLora(Strategy):
             lambda: teacher_logits(ckpt, split, ctx.spec, cfg.max_length, ctx.device))
         # Loading the teacher draws random numbers (new-weight init), but only when the cache is
         # missed: reseed, so the student starts the same whether or not another run built it.
-        from kdlora.train.engine import seed_everything
-
         seed_everything(cfg.seed)
         _, student = model_names(cfg.family, cfg.teacher_model, cfg.student_model)
         model = load_classifier(student, ctx.spec.num_labels, layers=student_layers(cfg.family, cfg.student_model))
         model = with_adapters(model, ctx)
 
         def loss(batch, outputs):
-            t_logits = cache.lookup(batch["idx"].cpu()).to(outputs.logits.device)
+            # idx stays on the host (train/loop.py): the lookup needs no device sync
+            t_logits = cache.lookup(batch["idx"].cpu()).to(outputs.logits.device, non_blocking=True)
             return distillation_loss(outputs.logits, t_logits, outputs.loss, temperature=cfg.kd_temperature,
                                      alpha=cfg.kd_alpha, regression=ctx.spec.is_regression)
 

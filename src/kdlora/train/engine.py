@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
-from kdlora.data.metrics import primary_metric
 from kdlora.models import count_params, load_tokenizer, model_names
+from kdlora.seeding import seed_everything
 from kdlora.strategies import STRATEGIES, RunContext
 from kdlora.train import measure
+from kdlora.train.epochs import SELECTION_PREFIX, EpochEvaluator, with_primary
 from kdlora.train.evaluate import evaluate
 from kdlora.train.loop import optimizer_steps, train_loop
 from kdlora.variants import VARIANTS
@@ -18,18 +19,13 @@ from kdlora.variants import VARIANTS
 EVAL_BATCH = 32  # also the batch of the inference latency, timed on the evaluation's own passes
 
 
-def seed_everything(seed: int) -> None:
-    from transformers import set_seed
-
-    set_seed(seed)  # python, numpy, torch (and CUDA) RNGs, before any initialisation
-
-
 def load_data(cfg, spec, tokenizer):
     from kdlora.data.loading import load_splits
     from kdlora.data.tokenize import tokenize_splits
 
     splits = load_splits(spec, cfg.data_dir, max_train_samples=cfg.max_train_samples,
-                         max_eval_samples=cfg.max_eval_samples, seed=cfg.seed)
+                         max_eval_samples=cfg.max_eval_samples, seed=cfg.seed,
+                         selection_fraction=cfg.selection_fraction)
     return splits, tokenize_splits(splits, tokenizer, spec, cfg.max_length)
 
 
@@ -40,6 +36,16 @@ def eval_loaders(tokenized, spec, tokenizer) -> dict[str, Any]:
     return {prefix: make_dataloader(tokenized[split], tokenizer, EVAL_BATCH, shuffle=False, seed=0,
                                     group_by_length=True)
             for split, prefix in spec.eval_splits}
+
+
+def selection_loader(tokenized, tokenizer):
+    """The selection set's loader (None when the run has none): for choosing, never reported."""
+    from kdlora.data.loading import SELECTION
+    from kdlora.data.tokenize import make_dataloader
+
+    if SELECTION not in tokenized:
+        return None
+    return make_dataloader(tokenized[SELECTION], tokenizer, EVAL_BATCH, shuffle=False, seed=0, group_by_length=True)
 
 
 def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any]:
@@ -53,7 +59,7 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
     # --- data: tokenised without padding; batches are padded to their own longest example ---
     splits, tokenized = load_data(cfg, spec, tokenizer)
     loader = make_dataloader(tokenized["train"], tokenizer, cfg.micro_batch_size, shuffle=True, seed=cfg.seed,
-                             group_by_length=cfg.group_by_length)
+                             group_by_length=cfg.group_by_length, pin_memory=device.type == "cuda")
     total_steps = optimizer_steps(len(loader), cfg.grad_accum, cfg.epochs)
 
     # --- model and loss from the strategy; the seed is set right before any initialisation ---
@@ -64,22 +70,42 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
     model = setup.model.to(device)
     trainable, total = count_params(model)
 
+    # --- evaluation: the reported split(s), and the selection set that alone may choose ---
     evals = eval_loaders(tokenized, spec, tokenizer)
+    sel_loader = selection_loader(tokenized, tokenizer)
+    prefixes = tuple(prefix for _, prefix in spec.eval_splits)
+
+    def reported() -> dict:
+        return with_primary(evaluate(model, evals, spec, device, EVAL_BATCH).metrics, spec, cfg.metric_policy)
+
+    def selection() -> dict:
+        metrics = evaluate(model, {"": sel_loader}, spec, device, EVAL_BATCH).metrics
+        return with_primary(metrics, spec, cfg.metric_policy, prefixes)
+
+    epochs = EpochEvaluator(model, reported, selection if sel_loader is not None else None,
+                            keep_best=cfg.select_best_epoch)
+    per_epoch = cfg.eval_every_epoch or cfg.select_best_epoch
 
     def on_epoch_end(epoch: int) -> dict:
-        return evaluate(model, evals, spec, device, EVAL_BATCH).metrics if cfg.eval_every_epoch else {}
+        return epochs.epoch_end(epoch) if per_epoch else {}
 
     after_step = variant.after_optimizer_step if variant else (lambda m, s: None)
     with measure.peak_memory(device) as mem, measure.gpu_energy(device) as energy:
         result = train_loop(model, loader, cfg=cfg, device=device, loss_fn=setup.loss, after_step=after_step,
                             total_steps=total_steps, on_epoch_end=on_epoch_end)
 
-    # --- evaluation and inference cost of the trained model ---
+    # --- evaluation and inference cost of the trained model (at the best epoch if asked) ---
     ev = evaluate(model, evals, spec, device, EVAL_BATCH)
-    metrics = ev.metrics
-    name, value = primary_metric(spec.name, metrics, cfg.metric_policy, spec.primary)
-    metrics.update(primary=value, primary_name=name)
-    save_weights(model, variant, tokenizer, results_dir, cfg)
+    metrics = with_primary(ev.metrics, spec, cfg.metric_policy)
+    metrics_selection = selection() if sel_loader is not None else {}
+    if per_epoch and result.history:  # the loop does not evaluate after its last epoch: we just did
+        result.history[-1].update(metrics, **{SELECTION_PREFIX + k: v for k, v in metrics_selection.items()})
+    protocol = epochs.finish(len(result.history), metrics, metrics_selection)
+    if protocol.pop("restored", False):  # an earlier epoch was best on the selection set
+        ev = evaluate(model, evals, spec, device, EVAL_BATCH)
+        metrics = with_primary(ev.metrics, spec, cfg.metric_policy)
+        protocol["metrics_selection"] = selection()
+    weights = save_weights(model, variant, tokenizer, results_dir, cfg)
 
     efficiency = {
         "trainable_params": trainable, "total_params": total, **mem, **energy,
@@ -92,18 +118,25 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
                         "token, times padded tokens trained; analytic: 6ND full, 4ND+6N_trainable*D adapters",
         "eval_samples_per_s": ev.samples_per_s, "eval_latency_ms_b32": ev.latency_ms, **setup.efficiency,
     }
+    if cfg.param_budget is not None and variant is not None:
+        from kdlora.param_budget import reference_count
+
+        protocol["param_budget_ratio"] = trainable / reference_count(cfg, spec.num_labels)
     history = [{**h} for h in result.history]
     return {"metrics": metrics, "efficiency": efficiency, "teacher_run_id": setup.teacher_run_id,
-            "history": history}
+            "history": history, "weights_fingerprint": weights, **protocol}
 
 
-def save_weights(model, variant, tokenizer, results_dir: Path, cfg) -> None:
+def save_weights(model, variant, tokenizer, results_dir: Path, cfg) -> str:
     """FFT runs keep the whole model (it may teach a KD run); adapter runs keep their adapters.
-    Written to a temp dir and renamed, so a crash never leaves a half checkpoint."""
+    Written to a temp dir and renamed, so a crash never leaves a half checkpoint. Returns the
+    checkpoint's fingerprint, which the record keeps (a student checks its teacher against it)."""
     import shutil
     import tempfile
 
-    final = Path(results_dir) / "checkpoints" / cfg.run_id
+    from kdlora.checkpoints import checkpoint_dir, fingerprint
+
+    final = checkpoint_dir(results_dir, cfg.run_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{cfg.run_id}."))
     try:
@@ -118,3 +151,4 @@ def save_weights(model, variant, tokenizer, results_dir: Path, cfg) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return fingerprint(final)

@@ -3,6 +3,11 @@
 It reads top to bottom: build optimizer and schedule, then per micro-batch forward, loss (from the
 strategy), backward, and every `grad_accum` micro-batches clip, step, schedule, the variant's
 after-step hook, zero. Evaluation is outside the timed part.
+
+Nothing in a micro-batch waits for the device: the loss and token counts are summed on it, and
+the host reads them (one sync) every CHECK_EVERY optimizer steps, on the last step and at each
+epoch's end, which is also when a NaN or infinite loss is caught, named by its range of steps.
+Batches come in pinned memory (CUDA) and are copied with non_blocking=True.
 """
 
 from __future__ import annotations
@@ -76,6 +81,49 @@ def optimizer_steps(n_batches: int, grad_accum: int, epochs: float) -> int:
     return max(1, math.ceil(n_batches / grad_accum * epochs))
 
 
+# How often (in optimizer steps) the loop looks at the running loss on the host. Every look is
+# a device sync; between looks the GPU runs ahead of Python. A non-finite loss is still caught
+# within CHECK_EVERY steps (and on the last step, and at every epoch's end), with its step range.
+CHECK_EVERY = 50
+
+
+class _Running:
+    """Sums kept on the device, so that no micro-batch waits for the GPU: the epoch's loss (in
+    float64, which adds float32 losses exactly as Python's sum of their .item() values did) and
+    the non-padding tokens. Read on the host only every CHECK_EVERY steps and at epoch ends."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.tokens = torch.zeros((), dtype=torch.int64, device=device)
+        self.new_epoch()
+
+    def new_epoch(self) -> None:
+        self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.micro = 0
+
+    def add(self, loss: torch.Tensor, mask: torch.Tensor) -> None:
+        self.loss += loss.detach().double()
+        self.tokens += mask.sum()
+        self.micro += 1
+
+
+def check_finite(running: _Running, first_step: int, last_step: int) -> None:
+    """One sync: the epoch's loss sum is finite iff every loss in it was (NaN and inf propagate).
+    The last check passed, so the bad loss came from an optimizer step in first_step..last_step."""
+    total = float(running.loss)
+    if not math.isfinite(total):
+        where = f"optimizer step {last_step}" if first_step >= last_step else \
+            f"optimizer steps {first_step}-{last_step}"
+        raise NanLoss(f"loss became {'nan' if math.isnan(total) else 'inf'} in {where} "
+                      f"(checked every {CHECK_EVERY} steps)")
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Model inputs to the device without waiting (pinned host memory makes the copies truly
+    asynchronous). "idx", our dataset index, stays on the host where its lookups happen."""
+    return {k: v if k == "idx" else v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
                after_step: Callable[[Any, int], None], total_steps: int,
                on_epoch_end: Callable[[int], dict] | None = None, count_flops: bool = True) -> LoopResult:
@@ -86,30 +134,31 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
     amp = autocast_dtype(cfg.precision, device)
     # fp16 needs loss scaling to keep small gradients; bf16 has fp32's range and does not.
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
+    # torch.compile (compile: true) wraps the forward; the parameters, and so the optimizer, are shared
+    forward = torch.compile(model, dynamic=True) if getattr(cfg, "compile", False) else model
+    accepted = set(model_inputs(model, dict.fromkeys(MODEL_KEYS)))  # once, not per micro-batch
     result = LoopResult()
+    running = _Running(device)
     model.train()
     optimizer.zero_grad(set_to_none=True)
     start = time.perf_counter()
-    micro, epoch = 0, 0
+    micro, epoch, checked = 0, 0, 0  # checked: optimizer steps whose losses are known finite
     while result.steps < total_steps:
-        epoch_losses = []
+        running.new_epoch()
         for batch in loader:
             # --- forward: the strategy decides the loss (labels, or labels + teacher) ---
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = to_device(batch, device)
             mask = batch["attention_mask"]
             # the first micro-batch's FLOPs are counted while it trains: no separate measuring step
             with counting_flops(count_flops and micro == 0) as counted:
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    outputs = model(**model_inputs(model, batch))
+                    outputs = forward(**{k: v for k, v in batch.items() if k in accepted})
                     loss = loss_fn(batch, outputs)
-                if not torch.isfinite(loss):
-                    raise NanLoss(f"loss became {loss.item()} at optimizer step {result.steps}")
                 scaler.scale(loss / cfg.grad_accum).backward()
             if counted:
                 result.first_step_flops, result.first_step_tokens = counted["flops"], mask.numel()
-            epoch_losses.append(loss.item())
-            result.samples += mask.shape[0]
-            result.tokens += int(mask.sum())
+            running.add(loss, mask)  # on the device: no .item(), no int(mask.sum())
+            result.samples += mask.shape[0]  # shapes are known on the host
             result.padded_tokens += mask.numel()
             micro += 1
             if micro % cfg.grad_accum:
@@ -123,10 +172,17 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
             result.steps += 1
             after_step(model, result.steps)  # AdaLoRA reads the gradients here, before zeroing
             optimizer.zero_grad(set_to_none=True)
+            # --- every CHECK_EVERY steps and on the last: one sync to see the loss is finite ---
+            if result.steps % CHECK_EVERY == 0 or result.steps >= total_steps:
+                check_finite(running, checked + 1, result.steps)
+                checked = result.steps
             if result.steps >= total_steps:
                 break
         epoch += 1
-        entry = {"epoch": epoch, "train_loss": sum(epoch_losses) / max(1, len(epoch_losses))}
+        # a partly accumulated step at the epoch's end belongs to optimizer step steps + 1
+        check_finite(running, checked + 1, result.steps + (micro % cfg.grad_accum > 0))
+        checked = result.steps
+        entry = {"epoch": epoch, "train_loss": float(running.loss) / max(1, running.micro)}
         result.losses.append(entry["train_loss"])
         if on_epoch_end is not None and result.steps < total_steps:
             # per-epoch evaluation is not training time: stop the clock around it
@@ -138,4 +194,5 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
     if device.type == "cuda":
         torch.cuda.synchronize()
     result.seconds = time.perf_counter() - start
+    result.tokens = int(running.tokens)
     return result

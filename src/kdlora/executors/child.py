@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 from kdlora.config import RunConfig
 from kdlora.errors import UserError
 from kdlora.records import Efficiency, RunRecord, record_path, write_record
-from kdlora.runner import now
+from kdlora.host import now
 
 DEFAULT_RUN_FN = "kdlora.runner:run_one"
 LOGS_DIR = "logs"
@@ -72,7 +72,7 @@ def failure_record(cfg: RunConfig, reason: str, status: str = "failed", started_
                    notes: list[str] | None = None) -> RunRecord:
     """The record of a run that could not leave its own (its process died, its teacher failed)."""
     return RunRecord(run_id=cfg.run_id, status=status, error=reason, config=cfg.model_dump(mode="json"),
-                     metrics={}, efficiency=Efficiency(),
+                     task=cfg.task_identity.as_dict(), metrics={}, efficiency=Efficiency(),
                      environment={"host": socket.gethostname(), "python": sys.version.split()[0]},
                      started_at=started_at or now(), finished_at=now(),
                      teacher_run_id=cfg.teacher_config().run_id if cfg.strategy == "kd-lora" else None,

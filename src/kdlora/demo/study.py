@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
 import yaml
 
 from kdlora.errors import UserError
-from kdlora.runner import now, package_versions
+from kdlora.demo.quality import quality_checks
+from kdlora.demo.summary import (SUMMARY_NAME, DemoResult, add_pct_of_teacher, best_per_strategy,
+                                 runs_table, write_summary)
+from kdlora.host import cpu_seconds, load_average, now
 
 GRID_NAME = "demo.yaml"
 DATA_SEED = 0  # the train/validation split; the runs' own seeds come from the grid
-FFT_MARGIN = 0.10  # the FFT teacher must beat the majority class by at least 10 accuracy points
-SUMMARY_NAME = "demo_summary.json"
-SUMMARY_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ def find_grid(explicit: str | Path | None = None) -> Path:
         if not path.is_file():
             raise UserError(f"grid file {str(path)!r} not found")
         return path
-    candidates = [Path.cwd() / "configs" / GRID_NAME, Path(__file__).resolve().parents[2] / "configs" / GRID_NAME]
+    candidates = [Path.cwd() / "configs" / GRID_NAME, Path(__file__).resolve().parents[3] / "configs" / GRID_NAME]
     for path in candidates:
         if path.is_file():
             return path
@@ -134,7 +132,7 @@ def prepare(layout: Layout, grid_src: Path, size: DemoSize, seeds: list[int] | N
 def run_sweep_local(runs: list, layout: Layout, workers: int, on_event: Callable | None = None):
     """The sweep command's machinery: local executor, resume, teacher dependencies."""
     from kdlora.executors import ExecutorOptions, make_executor
-    from kdlora.sweep.child import DEFAULT_RUN_FN
+    from kdlora.executors.child import DEFAULT_RUN_FN
     from kdlora.sweep.scheduler import run_sweep
 
     layout.results.mkdir(parents=True, exist_ok=True)
@@ -148,187 +146,6 @@ def build_report(layout: Layout):
 
     analysis = build([layout.results], "glue", layout.grid)
     return analysis, write_report(analysis, layout.report_dir)
-
-
-def runs_table(runs: list, results_dir: Path, run_seconds: dict[str, float] | None = None) -> pd.DataFrame:
-    """One row per expected run, from its record (status 'missing' when there is none)."""
-    from kdlora.records.store import read_record, record_path
-
-    rows = []
-    for cfg in runs:
-        path = record_path(results_dir, cfg.run_id)
-        rec = read_record(path) if path.is_file() else None
-        m = rec.metrics if rec else {}
-        eff = rec.efficiency if rec else None
-        rows.append({
-            "run_id": cfg.run_id, "strategy": cfg.strategy, "variant": cfg.variant or "full", "seed": cfg.seed,
-            "lr": cfg.lr, "status": rec.status if rec else "missing", "error": rec.error if rec else None,
-            "accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"),
-            "trainable_params": eff.trainable_params if eff else None,
-            "total_params": eff.total_params if eff else None,
-            "train_time_s": eff.train_time_s if eff else None,
-            "run_wall_s": _wall(run_seconds or {}, cfg.run_id),
-            "teacher_run_id": rec.teacher_run_id if rec else None,
-        })
-    return pd.DataFrame(rows)
-
-
-def _wall(run_seconds: dict[str, float], run_id: str) -> float | None:
-    """Seconds of every attempt of a run in this sweep (the scheduler keys them run_id#attempt)."""
-    times = [t for key, t in run_seconds.items() if key.partition("#")[0] == run_id]
-    return round(sum(times), 1) if times else None
-
-
-def add_pct_of_teacher(table: pd.DataFrame, teacher_student: pd.DataFrame) -> pd.DataFrame:
-    """Student-as-%-of-teacher for KD-LoRA rows, taken from the report's own table."""
-    pct = teacher_student.set_index("run_id")["pct_of_teacher"] if len(teacher_student) else pd.Series(dtype=float)
-    return table.assign(pct_of_teacher=table["run_id"].map(pct))
-
-
-# ----- the quality bar ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Check:
-    run_id: str
-    strategy: str
-    variant: str
-    seed: int
-    accuracy: float | None
-    threshold: float
-    rule: str
-    passed: bool
-
-
-def quality_checks(table: pd.DataFrame, majority: float, margin: float = FFT_MARGIN) -> list[Check]:
-    """FFT >= majority + margin; every LoRA-only and KD-LoRA run > majority; a run without a
-    completed record fails its check (a failed run never counts as a pass)."""
-    checks = []
-    for row in table.itertuples(index=False):
-        if row.strategy == "fft":
-            threshold, rule = majority + margin, f">= majority + {margin * 100:g} points"
-        else:
-            threshold, rule = majority, "> majority"
-        acc = None if row.status != "completed" or pd.isna(row.accuracy) else float(row.accuracy)
-        ok = acc is not None and (acc >= threshold - 1e-12 if row.strategy == "fft" else acc > threshold)
-        checks.append(Check(row.run_id, row.strategy, row.variant, int(row.seed), acc, threshold,
-                            rule if acc is not None else f"{rule} (run {row.status})", ok))
-    return checks
-
-
-def best_per_strategy(table: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy, the variant(s) with the highest mean accuracy over seeds (completed runs only)."""
-    done = table[table["status"] == "completed"]
-    if done.empty:
-        return pd.DataFrame(columns=["strategy", "variant", "runs", "accuracy", "macro_f1", "trainable_params",
-                                     "train_time_s", "pct_of_teacher"])
-    means = (done.groupby(["strategy", "variant"], sort=False)
-             .agg(runs=("run_id", "size"), accuracy=("accuracy", "mean"), macro_f1=("macro_f1", "mean"),
-                  trainable_params=("trainable_params", "median"), train_time_s=("train_time_s", "median"),
-                  pct_of_teacher=("pct_of_teacher", "mean"))
-             .reset_index())
-    top = means[means["accuracy"] == means.groupby("strategy", sort=False)["accuracy"].transform("max")]
-    # a tie names every tied variant ("lora = olora") rather than one picked by row order
-    rest = {c: (c, "first") for c in means.columns if c not in ("strategy", "variant")}
-    return top.groupby("strategy", sort=False).agg(variant=("variant", " = ".join), **rest).reset_index()
-
-
-# ----- the summary file -----------------------------------------------------------------------------------
-def machine_info() -> dict[str, Any]:
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine(),
-            "python": platform.python_version(),
-            "packages": package_versions(("kdlora", "torch", "transformers", "peft"))}
-
-
-def cpu_seconds() -> float | None:
-    """CPU time (user + system) of this process and every process under it, including finished
-    runs (the executor's fork server reaps them, so they count in its children's times). Unlike
-    the wall time it barely depends on what else the machine is doing: CPU seconds / cores is
-    about the wall time on an otherwise idle machine."""
-    import psutil
-
-    try:
-        me = psutil.Process()
-        procs = [me, *me.children(recursive=True)]
-    except psutil.Error:
-        return None
-    total = 0.0
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-        except psutil.Error:  # ended meanwhile: its time is in its parent's children times
-            continue
-        total += t.user + t.system + t.children_user + t.children_system
-    return round(total, 1)
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """JSON-ready rows: NaN becomes null."""
-    return [{k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in row.items()}
-            for row in frame.astype(object).to_dict("records")]
-
-
-@dataclass
-class DemoResult:
-    """Everything `kdlora demo` reports; `summary()` is what OUT/demo_summary.json holds."""
-
-    size: DemoSize
-    layout: Layout
-    command: str
-    workers: int
-    threads_per_run: int | None
-    majority_baseline: float
-    table: pd.DataFrame
-    best: pd.DataFrame
-    checks: list[Check]
-    report: Path | None
-    sweep_counts: dict[str, int]
-    timings_s: dict[str, float]
-    started_at: str
-    finished_at: str
-    load_avg_start: list[float] | None
-    load_avg_end: list[float] | None
-    data_info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
-
-    @property
-    def fresh(self) -> bool:
-        """True when every run was trained by this invocation (its wall time is the study's)."""
-        return self.sweep_counts["skipped"] == 0
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "summary_version": SUMMARY_VERSION, "command": self.command, "mode": self.size.name,
-            "started_at": self.started_at, "finished_at": self.finished_at,
-            "wall_time_s": self.timings_s["total"], "timings_s": self.timings_s, "fresh": self.fresh,
-            "out": str(self.layout.out), "grid": str(self.layout.grid),
-            "report": None if self.report is None else str(self.report),
-            "data": {"task": "tweets3", "n_train": self.size.n_train, "n_eval": self.size.n_eval,
-                     "split_seed": DATA_SEED, "majority_baseline": self.majority_baseline, **self.data_info},
-            "sweep": {**self.sweep_counts, "workers": self.workers, "threads_per_run": self.threads_per_run},
-            "machine": {**machine_info(), "load_avg_start": self.load_avg_start, "load_avg_end": self.load_avg_end},
-            "runs": _records(self.table),
-            "best_per_strategy": _records(self.best),
-            "quality": {"passed": self.passed, "fft_margin": FFT_MARGIN,
-                        "checks": [asdict(c) for c in self.checks]},
-        }
-
-
-def write_summary(result: DemoResult) -> Path:
-    import json
-
-    from kdlora.records.store import atomic_write_text
-
-    atomic_write_text(result.layout.summary, json.dumps(result.summary(), indent=2) + "\n")
-    return result.layout.summary
 
 
 def data_info(task_yaml: Path) -> dict[str, Any]:
@@ -390,7 +207,7 @@ def run_demo(out: str | Path, *, size: DemoSize = FULL, workers: int | None = No
         timings_s={"prepare": round(t_sweep - start, 1), "sweep": round(t_report - t_sweep, 1),
                    "report": round(end - t_report, 1), "total": round(end - start, 1), "cpu": cpu},
         started_at=started_at, finished_at=now(), load_avg_start=load_start, load_avg_end=load_average(),
-        data_info=data_info(task_yaml))
+        data_info={"split_seed": DATA_SEED, **data_info(task_yaml)})
     write_summary(result)
     return result
 
