@@ -17,6 +17,7 @@ from kdlora.config import RunConfig
 from kdlora.errors import UserError
 from kdlora.host import environment, now
 from kdlora.records import Efficiency, RunRecord, write_record
+from kdlora.records.schema import as_failed_if_nonfinite
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -94,6 +95,7 @@ def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
                            efficiency=Efficiency(), finished_at=now())
     else:
         record = RunRecord(**base, status="completed", error=None, finished_at=now(), **outcome)
+        record, _ = as_failed_if_nonfinite(record)  # a NaN/inf metric is no result: failed, with the reason
     write_record(results_dir, record)
     return record
 

@@ -50,6 +50,7 @@ def test_smoke_writes_the_four_parts(smoke):
             assert row[strategy]["kdlora"]["samples_per_s"] > 0
             assert row[strategy]["hf_trainer"]["samples_per_s"] > 0 and row[strategy]["speedup_vs_hf"] > 0
         assert row["forward_teacher"]["samples_per_s"] > 0
+    assert "skipped" in smoke["speed"]["compile"]
     prof = smoke["speed"]["families"]["bert"]["profile_fft_step"]
     assert prof["wall_ms_per_step"] > 0 and prof["top_ops"]
     pk = smoke["packing"]

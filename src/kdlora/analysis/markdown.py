@@ -310,6 +310,35 @@ def _changed_phrase(sens: pd.DataFrame, where: str = "below") -> str:
     return f"{n} of {len(sens)} verdicts change ({listed}; {where}); the others stand."
 
 
+def ablation_section(a: Analysis) -> str:
+    """One table per (varied setting, method): score and costs against the setting's values."""
+    abl = a["ablations"]
+    if abl.empty:
+        return ""
+    conf = num(a["settings"]["confidence_pct"].iloc[0], 0)
+    out = ["## Ablations", "",
+           "For each setting a method varies: the score (FFT-normalised where every run has one, else the primary "
+           f"metric) with its {conf} % task-stratified bootstrap CI over the blocks that ran every level and share "
+           "every other factor (family, task, seed and the method's other varied settings), and the mean costs of "
+           "all runs at the level. Along the axis: Friedman across 3 or more levels, Wilcoxon signed-rank for 2, "
+           "Holm-corrected over all ablation tests (`ablations.csv`; figure `ablations`).", ""]
+    for (axis, method), part in abl.groupby(["axis", "method"], sort=False):
+        r = part.iloc[0]
+        held = f" and {r['held']}" if r["held"] else ""
+        test = (f"{r['test']} p = {pval(r['p'])} (Holm {pval(r['p_holm'])})" if r["test"] in ("friedman", "wilcoxon")
+                else str(r["test"]))
+        out += [f"**`{axis}` — {method_label(method)}** ({integer(r['blocks'])} blocks matched on family, task, "
+                f"seed{held}; {r['score']}): {test}.", ""]
+        cols = [("Level", text("level")), ("Runs", col("runs", integer)),
+                ("Score [CI]", lambda x: f"{num(x['score_mean'])} {ci(x['score_ci_low'], x['score_ci_high'])}"),
+                ("Trainable params (M)", col("trainable_params_millions", num, 3))]
+        if part["memory_mb"].notna().any():
+            cols.append(("Memory (MB)", col("memory_mb", num, 1)))
+        cols.append(("Train time (s)", col("train_time_s_mean", num, 1)))
+        out.append(md_table(part, cols))
+    return "\n".join(out)
+
+
 def efficiency_section(a: Analysis) -> str:
     eff = a["efficiency_summary_by_variant"]
     cols = [("Method", text("label")), ("Runs", col("runs", integer)), ("Performance", col("performance_mean"))]
@@ -456,7 +485,7 @@ def figures_list(a: Analysis, figures: Sequence[Path]) -> list[str]:
 
 def render(a: Analysis, figures: Sequence[Path] = ()) -> str:
     sections = [header(a), design_section(a), executive_summary(a), lora_vs_kd(a), vs_fft_and_families(a), ranking(a),
-                power_note(a), sensitivity_section(a), efficiency_section(a), parameter_section(a), teacher_section(a),
+                power_note(a), sensitivity_section(a), ablation_section(a), efficiency_section(a), parameter_section(a), teacher_section(a),
                 findings(a, "recommendations", "5. Recommendations"), findings(a, "limitations", "6. Limitations"),
                 per_task_section(a), files_section(a, figures)]
     return "\n".join(s for s in sections if s)

@@ -59,6 +59,8 @@ CAPTIONS = {
                                  "significant after Holm correction (Wilcoxon).",
     "critical_difference": "Mean ranks of the variants over complete blocks (1 = best); variants joined "
                            "by a bar do not differ significantly (Nemenyi), CD = critical difference.",
+    "ablations": "Each varied setting against its levels: score (mean with its CI over blocks that share every "
+                 "other factor), trainable parameters, memory and train time, a line per method.",
     "completion_heatmap": "Status: runs completed per (family, method, task) cell.",
 }
 STATUS_FIGURES = ("completion_heatmap",)  # about the study's progress, not its results
@@ -466,7 +468,7 @@ def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
                         else f"mean paired difference\n({conf:g} % bootstrap CI)")
     from matplotlib.ticker import MaxNLocator
 
-    axes[-1].xaxis.set_major_locator(MaxNLocator(nbins=7 if width == "double" else 5, steps=[1, 2, 2.5, 5, 10]))
+    axes[-1].xaxis.set_major_locator(MaxNLocator(nbins=7 if width == "double" else 4, steps=[1, 2, 5, 10]))
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], ls="", marker="o", ms=5, color="#333333", label="significant (Holm)"),
@@ -573,6 +575,51 @@ def _cd_panel(ax, rk: pd.Series, cliques, cd: float, k: int, title: str, units: 
         ax.text(hi + 0.12 * span, yy, f"({value:.2f}) {name}", ha="left", va="center", fontsize=7)
 
 
+def ablation_figure(a: Analysis, width: str = "double") -> Figure | None:
+    """One row of panels per varied setting: score (with its CI over matched blocks), trainable
+    parameters, memory and train time against the setting's levels; a line per method in its
+    strategy's colour with its variant's marker."""
+    abl = a.tables.get("ablations")
+    if abl is None or abl.empty:
+        return None
+    settings = list(dict.fromkeys(abl["axis"]))
+    kind = memory_kind_of(abl["memory_kind"]) if "memory_kind" in abl else None
+    unit, div = labels.bytes_unit(abl["peak_memory_bytes_mean"].max())
+    score_label = ("normalised score (FFT = 1)" if (abl["score"] == "score_norm").all() else "primary metric")
+    panels = [("score_mean", score_label, 1.0), ("trainable_params_mean", "trainable parameters (M)", 1e6),
+              ("peak_memory_bytes_mean", f"{labels.memory(kind)} ({unit})", div),
+              ("train_time_s_mean", "train time (s)", 1.0)]
+    panels = [p for p in panels if abl[p[0]].notna().any() and (p[0] != "peak_memory_bytes_mean" or
+                                                                kind not in (None, "mixed"))]
+    per_row = len(panels) if width == "double" else 2
+    rows_per_setting = math.ceil(len(panels) / per_row)
+    fig = new_figure(width, 1.55 * rows_per_setting * len(settings) + 0.3)
+    grid = fig.subplots(rows_per_setting * len(settings), per_row, squeeze=False)
+    for i, setting in enumerate(settings):
+        part = abl[abl["axis"] == setting]
+        axes = grid[i * rows_per_setting:(i + 1) * rows_per_setting].ravel()
+        name = labels.SETTING.get(setting, setting.replace("_", " "))
+        for ax, (column, label, scale) in zip(axes, panels):
+            for method, line in part.groupby("method", sort=False):
+                s, v = split(method)
+                x = np.arange(len(line))
+                err = None
+                if column == "score_mean" and line["score_ci_low"].notna().all():
+                    err = [line["score_mean"] - line["score_ci_low"], line["score_ci_high"] - line["score_mean"]]
+                ax.errorbar(x, line[column] / scale, yerr=err, marker=marker(v), ms=4, lw=0.9, capsize=0,
+                            elinewidth=0.6, color=color(s))
+                ax.set_xticks(x, [str(level) for level in line["level"]])
+            ax.set_xlim(-0.4, len(part["level"].unique()) - 0.6)
+            ax.set_xlabel(name)
+            ax.set_ylabel(label)
+            ax.yaxis.set_major_locator(_nice_locator())
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+    fig.subplots_adjust(wspace=0.55 if width == "double" else 0.5, hspace=0.6, bottom=0.05, top=0.98)
+    strategy_variant_legend(fig, method_order(abl["method"]), width=width)
+    return fig
+
+
 # Figures drawn from the first tables alone (runs, cells, completion): `kdlora report` starts them
 # while the statistics are still being computed.
 EARLY_FIGURES = ("efficiency_performance_scatter", "per_task_bars", "completion_heatmap")
@@ -583,6 +630,7 @@ FIGURES: dict[str, Callable[..., Figure | None]] = {
     "per_task_bars": per_task_bars,
     "paired_differences_forest": paired_forest,
     "critical_difference": critical_difference,
+    "ablations": ablation_figure,
     "completion_heatmap": completion_heatmap,
 }
 

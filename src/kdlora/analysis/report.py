@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from kdlora.analysis import comparisons, design, efficiency, rules, tables
+from kdlora.analysis import ablations, comparisons, design, efficiency, rules, tables
 from kdlora.analysis.drawing import FigureWorkers
 from kdlora.analysis.model import Analysis, Settings
 from kdlora.analysis.tidy import Loaded, check_table, completed, load_results
@@ -69,6 +69,7 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
     t["statistical_tests"] = comparisons.paired_tests(df, settings, axes)
     t["paired_by_task"] = comparisons.paired_by_task(df, axes)
     t["friedman"], t["friedman_ranks"], t["nemenyi"] = comparisons.friedman_tables(df, settings)
+    t["ablations"] = ablations.ablations(df, axes, settings)
     _efficiency_tables(t, df, settings)
     t["per_task_results"] = tables.per_task(df)
     t["glue_average"] = tables.glue_average(t["per_task_results"])

@@ -24,7 +24,7 @@ import pandas as pd
 from kdlora.config import EXECUTION_FIELDS, RunConfig, build_config
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
 from kdlora.errors import UserError
-from kdlora.records.schema import RunRecord
+from kdlora.records.schema import RunRecord, as_failed_if_nonfinite
 
 KEY = ("family", "task", "strategy", "variant", "seed")
 STRATEGY_ORDER = ("fft", "lora", "kd-lora")
@@ -209,6 +209,10 @@ def load_results(paths: Iterable[str | Path], policy: str) -> Loaded:
         legacy = is_legacy_dir(path)
         found = iter_legacy_records(path, problems) if legacy else iter_records(path, problems)
         for record in found:
+            record, bad = as_failed_if_nonfinite(record)
+            if bad:
+                problems.append(f"{path}: run {record.run_id}: non-finite {', '.join(bad)}; counted as "
+                                f"{record.status}, never averaged")
             if record.run_id in seen:
                 problems.append(f"{path}: duplicate run_id {record.run_id} ignored")
                 continue
@@ -219,4 +223,8 @@ def load_results(paths: Iterable[str | Path], policy: str) -> Loaded:
         where = ", ".join(str(p) for p in paths)
         raise UserError(f"no valid run records in {where}; expected RESULTS/runs/*.json "
                         "(kdlora train/sweep) or the legacy layout {fft,lora,kd-lora}/task_*/...")
-    return Loaded(records_to_table(pairs, policy), problems)
+    table = records_to_table(pairs, policy)
+    unscored = table[(table["status"] == "completed") & table["primary"].isna()]
+    for run_id, source, name in zip(unscored["run_id"], unscored["source"], unscored["primary_name"]):
+        problems.append(f"{source}: run {run_id}: completed without a primary metric ({name}); not used")
+    return Loaded(table, problems)

@@ -32,7 +32,14 @@ def report(
                                      "BERT/RoBERTa papers' convention) or all."),
 ) -> None:
     """Analyse results: statistics, efficiency, recommendations and limitations, into OUT/report.md."""
+    import warnings
+
     from kdlora.analysis.drawing import FigureWorkers
+
+    # Non-finite inputs are failed runs listed in problems.csv, and statistics of too few values
+    # are n/a in the report: numpy's RuntimeWarnings about them would only repeat that, without
+    # saying which run (set before the figure workers fork, so they inherit it).
+    warnings.simplefilter("ignore", RuntimeWarning)
 
     # Forked before pandas is imported: the figure workers load matplotlib while this process
     # loads the records and computes the tables.

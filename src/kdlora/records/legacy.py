@@ -19,6 +19,7 @@ No torch here: the analysis reads legacy results directly through this module.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from kdlora.config import RunConfig, build_config
 from kdlora.data.metrics import primary_metric
 from kdlora.errors import UserError
 from kdlora.records.schema import Efficiency, RunRecord
-from kdlora.records.store import write_record
+from kdlora.records.store import atomic_write_text, write_record
 
 STRATEGY_DIRS = {"fft": "fft", "lora": "lora", "kd-lora": "kd-lora"}
 METRIC_NAMES = {
@@ -184,6 +185,8 @@ def _metrics(raw: dict[str, Any]) -> dict[str, float]:
     for key, name in METRIC_NAMES.items():
         value = raw.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError(f"metric {key} is {value} (not a finite number)")
             out[name] = float(value)
     return out
 
@@ -231,4 +234,17 @@ def import_legacy(source: str | Path, results_dir: str | Path) -> ImportResult:
             continue
         seen[record.run_id] = where
         result.written.append(write_record(results_dir, record))
+    write_problems(results_dir, result.skipped)
     return result
+
+
+def write_problems(results_dir: str | Path, problems: list[str]) -> Path:
+    """RESULTS/problems.csv: one `problem` per line (the files not imported, and why)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["problem"])
+    writer.writerows([p] for p in problems)
+    return atomic_write_text(Path(results_dir) / "problems.csv", buf.getvalue())
