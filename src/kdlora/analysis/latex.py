@@ -88,9 +88,10 @@ def per_task(a: Analysis) -> Iterator[tuple[str, str]]:
         for t in tasks:
             frame[_escape(labels.task(t))] = [cell.get((m, t), "--") for m in methods]
         av = avg[avg["family"] == family].set_index("method")["average_x100"]
-        frame["Avg."] = [f"{av[m]:.1f}" for m in methods]
+        frame["Avg."] = ["--" if pd.isna(av[m]) else f"{av[m]:.1f}" for m in methods]
+        rule = "WNLI included" if avg["convention"].iloc[0] == "all" else "WNLI excluded"
         yield f"per_task_{family}", to_booktabs(frame, f"{labels.family(family)}: primary metric per task (percent, "
-                                                "mean $\\pm$ std over seeds)", f"tab:per-task-{family}")
+                                                f"mean $\\pm$ std over seeds; average {rule})", f"tab:per-task-{family}")
 
 
 def all_tables(a: Analysis) -> Iterator[tuple[str, str]]:

@@ -30,6 +30,10 @@ def report(
                                                   "in FFT-normalised units (> 0)."),
     glue_average: str = typer.Option("no-wnli", "--glue-average", help="Per-task tables' average: no-wnli (the "
                                      "BERT/RoBERTa papers' convention) or all."),
+    select: Optional[str] = typer.Option(None, "--select", help="Protocol: per (method, family, task) keep the "
+                                         "searched setting with the best mean selection-split metric over seeds "
+                                         "(selection), or on the reported split (reported: optimistically biased); "
+                                         "see docs/protocol.md."),
 ) -> None:
     """Analyse results: statistics, efficiency, recommendations and limitations, into OUT/report.md."""
     import warnings
@@ -49,7 +53,8 @@ def report(
         from kdlora.analysis.model import Settings
 
         settings = Settings(policy=metric_policy, pool=tuple(pool), equivalence_margin=equivalence_margin,
-                            equivalence_margin_norm=equivalence_margin_norm, glue_average=glue_average)
+                            equivalence_margin_norm=equivalence_margin_norm, glue_average=glue_average,
+                            select=select)
 
         analysis = build([*results, *legacy], metric_policy, grid, settings, early=workers.early(out))
         path = write_report(analysis, out, figures=figures, workers=workers)
