@@ -8,7 +8,7 @@ from typing import Callable, TypeVar
 
 import typer
 
-from kdlora.errors import UserError
+from kdlora.errors import UserError, storage_error
 
 F = TypeVar("F", bound=Callable)
 
@@ -22,6 +22,12 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(code=2) from None
+        except OSError as exc:  # a full or read-only disk: one line naming the path and the fix
+            error = storage_error(exc)
+            if error is None:
+                raise
+            print(f"error: {error}", file=sys.stderr)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
