@@ -24,6 +24,7 @@ import pandas as pd
 from kdlora.config import EXECUTION_FIELDS, RunConfig, build_config
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
 from kdlora.errors import UserError
+from kdlora.records.legacy import IMPORT_NOTE  # notes the legacy importer adds when it bent a rule
 from kdlora.records.schema import RunRecord, as_failed_if_nonfinite
 
 KEY = ("family", "task", "strategy", "variant", "seed")
@@ -111,7 +112,6 @@ def _labels_in_task_file(path: str) -> int | None:
         return None
 
 
-IMPORT_NOTE = "legacy import:"  # notes the legacy importer adds when it had to bend a rule
 
 
 @functools.lru_cache(maxsize=None)
