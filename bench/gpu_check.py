@@ -113,7 +113,7 @@ def sync(device) -> None:
 # ----- (a) correctness -------------------------------------------------------------------------------
 def correctness(root: Path, device, smoke: bool) -> dict[str, Any]:
     """MiniLM FFT + LoRA-only + KD-LoRA on the demo task on the device; CPU accuracies from the demo's
-    recorded CPU run (smoke: the same configs run here on CPU)."""
+    recorded CPU run (smoke: tiny configs on CPU, each its own reference: structure only)."""
     from kdlora.runner import run_one
 
     runs, cpu_accuracy, source = demo_runs(root, smoke)
@@ -621,7 +621,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="CPU, tiny models, seconds: structure only")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON goes (default bench/results/gpu.json)")
     p.add_argument("--budget-s", type=float, default=480.0, help="time for the whole check (default 480)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.smoke and args.out.is_file():
+        try:
+            real = not json.loads(args.out.read_text()).get("meta", {}).get("smoke", True)
+        except (OSError, ValueError):
+            real = False
+        if real:
+            p.error(f"{args.out} holds a GPU measurement; a --smoke run would replace it: pass another --out")
+    return args
 
 
 def run(args: argparse.Namespace) -> Path:

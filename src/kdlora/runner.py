@@ -85,7 +85,9 @@ def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
 
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg)
-    base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), task=cfg.task_identity.as_dict(),
+    # num_labels: the analysis's chance level (1/k) for a custom task's normalised score
+    task = {**cfg.task_identity.as_dict(), "num_labels": str(spec.num_labels)}
+    base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), task=task,
                 environment=environment(device), started_at=started)
     tracking = Tracking(cfg, results_dir)  # TensorBoard / MLflow when the run asks (track); else nothing
     try:

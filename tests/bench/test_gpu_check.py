@@ -109,3 +109,9 @@ def test_nearest_profile_and_bad_arguments(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--budget-s", "x"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--budget-s" in proc.stderr
+    real = tmp_path / "gpu.json"
+    real.write_text(json.dumps({"meta": {"smoke": False, "gpu": "NVIDIA H200"}}))
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--smoke", "--out", str(real)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "holds a GPU measurement" in proc.stderr
+    assert json.loads(real.read_text())["meta"]["gpu"] == "NVIDIA H200"

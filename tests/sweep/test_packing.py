@@ -221,3 +221,24 @@ def test_runs_sharing_a_gpu_share_the_cores(tmp_path, monkeypatch):
         assert (four.capacity, four.threads) == (8, 2)
     finally:
         one.close(), four.close()
+
+
+def test_a_big_run_refused_for_memory_is_not_starved_by_small_ones():
+    probe = FakeProbe({"0": 30 * GiB})
+    packer = GpuPacker(["0"], "auto", probe=probe, max_per_gpu=16, probe_ttl_s=0)
+    lora = [cfg(seed=s) for s in range(10)]
+    fft = cfg("fft", family="deberta")
+    packer.place(lora[0])
+    packer.place(lora[1])
+    small, big = packer.peak_bytes(lora[2]), packer.peak_bytes(fft)
+    need_small = small + int(small * 0.1) + MARGIN_BYTES
+    assert big + int(big * 0.1) + MARGIN_BYTES > need_small + GiB // 2
+    probe.free["0"] = 2 * small + need_small + GiB // 2  # besides the two booked: one more small run, not the big one
+    assert packer.choose(fft) is None  # refused: now it holds its room
+    assert packer.choose(lora[2]) is None  # would fit alone, but not beside the big one's room
+    packer.release("0", lora[0])
+    packer.release("0", lora[1])
+    assert packer.choose(fft) == "0"  # the GPU emptied: the big run goes first
+    packer.place(fft)
+    probe.free["0"] = 80 * GiB
+    assert packer.choose(lora[2]) == "0" and big > small

@@ -24,6 +24,7 @@ import pandas as pd
 from kdlora.config import EXECUTION_FIELDS, RunConfig, build_config
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
 from kdlora.errors import UserError
+from kdlora.records.legacy import IMPORT_NOTE  # notes the legacy importer adds when it bent a rule
 from kdlora.records.schema import RunRecord, as_failed_if_nonfinite
 
 KEY = ("family", "task", "strategy", "variant", "seed")
@@ -41,8 +42,7 @@ TEXT = ("run_id", "family", "task", "strategy", "variant", "method", "status", "
 SETTINGS = tuple(f for f in RunConfig.model_fields if f not in (*KEY, *EXECUTION_FIELDS))
 COLUMNS = ("run_id", "family", "task", "seed", "strategy", "variant", "method", "status",
            *METRICS, "primary", "primary_name", "selection_primary", *EFFICIENCY, "memory_kind", "teacher_run_id",
-           "source",
-           "import_notes", *SETTINGS)
+           "source", "import_notes", "num_labels", *SETTINGS)
 
 
 @dataclass
@@ -83,11 +83,35 @@ def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
     row["selection_primary"] = _number(record.metrics_selection.get("primary"))  # the protocol's choosing metric
     row.update({e: _number(eff.get(e)) for e in EFFICIENCY})
     row["import_notes"] = sum(1 for n in record.notes if n.startswith(IMPORT_NOTE)) or None
+    row["num_labels"] = None if task in GLUE_TASKS else num_labels_of(record)
     row.update(settings_of(cfg))
     return row
 
 
-IMPORT_NOTE = "legacy import:"  # notes the legacy importer adds when it had to bend a rule
+def num_labels_of(record: RunRecord) -> int | None:
+    """A custom task's number of classes: from the record's task identity, else from its task
+    YAML where that is still readable; None when neither says (the chance level is then unknown)."""
+    stored = (record.task or {}).get("num_labels")
+    if stored is not None:
+        try:
+            return int(stored)
+        except (TypeError, ValueError):
+            return None
+    return _labels_in_task_file(str(record.config.get("task", "")))
+
+
+@functools.lru_cache(maxsize=256)
+def _labels_in_task_file(path: str) -> int | None:
+    if not path.endswith((".yaml", ".yml")) or not Path(path).is_file():
+        return None
+    from kdlora.data.tasks import load_task_file
+
+    try:
+        return load_task_file(path).num_labels
+    except (UserError, OSError, ValueError):
+        return None
+
+
 
 
 @functools.lru_cache(maxsize=None)
@@ -151,6 +175,7 @@ def _typed(table: pd.DataFrame) -> pd.DataFrame:
     for col in TEXT_SETTINGS:
         table[col] = table[col].astype(object).where(table[col].notna(), None)
     table["import_notes"] = pd.to_numeric(table["import_notes"], errors="coerce").fillna(0).astype(int)
+    table["num_labels"] = pd.to_numeric(table["num_labels"], errors="coerce").astype(float)
     return table
 
 

@@ -70,7 +70,7 @@ class RunRecord(BaseModel):
     finished_at: str
     teacher_run_id: str | None = None
     weights_fingerprint: str | None = None  # sha256 over the checkpoint folder's files (checkpoints.py)
-    task: dict[str, str] | None = None  # {"name", "fingerprint"} (data/identity.py); None in version 1
+    task: dict[str, str] | None = None  # {"name", "fingerprint", "num_labels"} (data/identity.py); None in version 1
     history: list[dict[str, Any]] = []  # per-epoch loss / eval, when asked for
     notes: list[str] = []  # e.g. "oom retry: micro-batch 16 x 2 accumulation"
 
