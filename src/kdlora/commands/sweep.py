@@ -282,7 +282,10 @@ def status(grid: Path = GridArg, results: Path = ResultsOpt,
 
     if not results.is_dir():
         raise UserError(f"results directory {str(results)!r} not found")
-    _, runs = _load(grid)
+    from kdlora.sweep.teachers import expected_runs
+
+    spec, _ = _load(grid)
+    runs = expected_runs(spec, results)  # with an FFT search: the chosen teachers' students too
     table = st.run_table(runs, results)
     console = _console()
     queue_line = _slurm_queue(table, results)
