@@ -197,12 +197,12 @@ def paired_forest(a: Analysis) -> Figure | None:
     fig = new_figure(figsize=(7, 0.3 * len(tests) + 1.5))
     ax = fig.subplots()
     y = np.arange(len(tests))
-    colors = ["#d62728" if pd.notna(s) and bool(s) else "#1f77b4" for s in tests["significant"]]
-    ax.hlines(y, tests["ci_low"], tests["ci_high"], colors=colors)
-    ax.scatter(tests["mean_diff"], y, color=colors, zorder=3, s=14)
+    colors = ["#d62728" if v in ("a better", "b better") else "#1f77b4" for v in tests["verdict"]]
+    ax.hlines(y, tests["effect_ci_low"], tests["effect_ci_high"], colors=colors)  # none where not testable
+    ax.scatter(tests["effect"], y, color=colors, zorder=3, s=14)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, [f"{f}: {c}" for f, c in zip(tests["test_family"], tests["comparison"])], fontsize=7)
-    ax.set_xlabel("mean paired difference (a − b) with bootstrap CI; red = significant after Holm")
+    ax.set_xlabel("paired difference a − b (Hodges–Lehmann, with its CI); red = a directional verdict")
     ax.set_title("Paired differences")
     return fig
 
