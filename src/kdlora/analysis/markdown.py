@@ -472,9 +472,26 @@ def _average_rule(a: Analysis) -> str:
 def files_section(a: Analysis, figures: Sequence[Path]) -> str:
     out = ["## Files", "", "CSV: " + ", ".join(f"`{n}.csv`" for n in a.tables), "",
            "LaTeX (booktabs): `tables/*.tex`", ""]
-    if figures:
-        out += ["Figures:", ""] + [f"- [{p.stem}]({p.as_posix()})" for p in figures if p.suffix == ".png"]
+    out += figures_list(a, figures)
     return "\n".join(out) + "\n"
+
+
+def figures_list(a: Analysis, figures: Sequence[Path]) -> list[str]:
+    """The figures with their captions (PNG and PDF; `--figure-width` sets their size), the status
+    figure apart from the results, and why a figure the report usually has is missing."""
+    from kdlora.analysis.plots import CAPTIONS, FIGURES, STATUS_FIGURES, missing_reason
+
+    if not figures:
+        return []
+    pngs = {p.stem: p for p in figures if p.suffix == ".png"}
+    line = lambda n: f"- [{n}]({pngs[n].as_posix()}) ([PDF]({pngs[n].with_suffix('.pdf').as_posix()})): {CAPTIONS[n]}"  # noqa: E731
+    out = ["Figures (`figures/`, PNG and PDF):", ""]
+    out += [line(n) for n in FIGURES if n in pngs and n not in STATUS_FIGURES]
+    out += [f"- {reason}." for n in FIGURES if n not in pngs and (reason := missing_reason(a, n))]
+    status = [line(n) for n in STATUS_FIGURES if n in pngs]
+    if status:
+        out += ["", "Status of the study (not a result):", "", *status]
+    return out
 
 
 def render(a: Analysis, figures: Sequence[Path] = ()) -> str:

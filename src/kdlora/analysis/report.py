@@ -165,9 +165,10 @@ def write_latex(analysis: Analysis, out: Path) -> list[Path]:
 
 
 def write_report(analysis: Analysis, out: str | Path, figures: bool = True,
-                 workers: FigureWorkers | None = None) -> Path:
+                 workers: FigureWorkers | None = None, figure_width: str = "double") -> Path:
     """Every output under OUT; report.md is written last, after everything it links to.
-    The figures are drawn by `workers` (forked here if not given) while the tables are written."""
+    The figures are drawn by `workers` (forked here if not given, at `figure_width`: "double",
+    6.9 in, or "single", 3.3 in) while the tables are written."""
     from kdlora.analysis.markdown import render
 
     out = Path(out)
@@ -175,7 +176,7 @@ def write_report(analysis: Analysis, out: str | Path, figures: bool = True,
         raise UserError(f"--out {str(out)!r} exists and is not a directory")
     with contextlib.ExitStack() as stack:
         if workers is None:
-            workers = stack.enter_context(FigureWorkers(enabled=figures))
+            workers = stack.enter_context(FigureWorkers(enabled=figures, width=figure_width))
         drawn = workers.start(analysis, out) if figures else (lambda: [])
         write_csvs(analysis, out)
         write_latex(analysis, out)

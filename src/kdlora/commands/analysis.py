@@ -20,6 +20,8 @@ def report(
     metric_policy: str = typer.Option("glue", "--metric-policy", help="Primary metric policy: glue or legacy."),
     out: Path = typer.Option(..., "--out", help="Output directory for report.md, CSVs, LaTeX and figures."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures (PNG and PDF)."),
+    figure_width: str = typer.Option("double", "--figure-width", help="Figure size: double (6.9 in, a paper's "
+                                     "text width) or single (3.3 in, one column); fonts 7-8 pt at that size."),
     pool: List[str] = typer.Option([], "--pool", help="A setting (RunConfig field, e.g. r) whose values are pooled "
                                    "instead of forming separate arms; repeatable."),
     equivalence_margin: float = typer.Option(0.01, "--equivalence-margin", help="TOST equivalence margin in the "
@@ -45,7 +47,7 @@ def report(
 
     # Forked before pandas is imported: the figure workers load matplotlib while this process
     # loads the records and computes the tables.
-    with FigureWorkers(enabled=figures) as workers:
+    with FigureWorkers(enabled=figures, width=figure_width) as workers:
         from kdlora.analysis.report import build, write_report
         from kdlora.analysis.summary import print_summary
         from kdlora.analysis.model import Settings

@@ -31,3 +31,12 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_results_dir(results) -> None:
+    """--results must be a directory (or not exist yet): refused before anything trains."""
+    from pathlib import Path
+
+    path = Path(results)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--results {str(path)!r} is a file, not a directory; give a directory for the records")

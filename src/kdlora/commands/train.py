@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from kdlora.commands.common import user_errors
+from kdlora.commands.common import check_results_dir, user_errors
 
 
 @user_errors
@@ -16,7 +16,7 @@ def train(
     task: str = typer.Option(..., help="A GLUE task name (cola, sst2, ...) or the path of a task YAML."),
     strategy: str = typer.Option(..., help="fft, lora (LoRA-only) or kd-lora."),
     variant: Optional[str] = typer.Option(None, help="lora, rslora, olora, dora, adalora or mrlora (not for fft)."),
-    seed: int = typer.Option(42, help="Random seed (model init, adapters, data order)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (model init, adapters, data order) [default: 42]."),
     results: Path = typer.Option(..., help="Results directory; the record goes to RESULTS/runs/<run_id>.json."),
     config: Optional[Path] = typer.Option(None, help="YAML file of run settings (hyperparameters, model paths)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting: key=value (repeatable)."),
@@ -24,14 +24,22 @@ def train(
 ) -> None:
     """Train one experiment and write its run record."""
     from kdlora.config import build_config, parse_overrides, read_yaml
+    from kdlora.errors import UserError
 
+    check_results_dir(results)
+    overrides = parse_overrides(set_)
+    flags = {"family": family, "task": task, "strategy": strategy, "seed": seed, "variant": variant}
+    for key, value in flags.items():
+        if value is not None and key in overrides and overrides[key] != value:
+            raise UserError(f"--set {key}={overrides[key]} contradicts --{key} {value}; give {key} once")
     data = read_yaml(config) if config else {}
-    data.update(family=family, task=resolve_task_arg(task), strategy=strategy, seed=seed)
+    data.update(family=family, task=resolve_task_arg(task), strategy=strategy,
+                seed=seed if seed is not None else overrides.get("seed", 42))
     if variant is not None:
         data["variant"] = variant
     elif strategy != "fft" and "variant" not in data:
         data["variant"] = "lora"
-    data.update(parse_overrides(set_))
+    data.update({k: v for k, v in overrides.items() if k != "task"})
     cfg = build_config(data)
     if strategy == "fft" and variant not in (None, "none"):
         typer.echo(f"note: --variant {variant} is ignored for fft (no adapters)", err=True)

@@ -24,9 +24,11 @@ def ray_init_kwargs(address: str | None, workers: int | None, cpus_per_run: floa
     """Arguments for ray.init: connect to `address`, or start a private local instance."""
     if address:
         return {"address": address, "log_to_driver": False}
-    # address "local": always a new private instance, never a cluster that `ray start` left behind
+    # address "local": always a new private instance, never a cluster that `ray start` left behind.
+    # Node IP 127.0.0.1 (with loopback_cluster) makes GCS, raylet, workers and driver listen on
+    # loopback only; no dashboard.
     kwargs: dict[str, Any] = {"address": "local", "include_dashboard": False, "dashboard_host": "127.0.0.1",
-                              "log_to_driver": False}
+                              "log_to_driver": False, "_node_ip_address": "127.0.0.1"}
     if workers:
         kwargs["num_cpus"] = max(1, int(workers * max(cpus_per_run, 1)))
     return kwargs
@@ -59,10 +61,11 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
 
 @contextlib.contextmanager
 def loopback_cluster(address: str | None):
-    """Joining a head that listens on 127.0.0.1 only: Ray would otherwise replace a loopback
-    address by this machine's outward IP (where nothing listens) before connecting."""
+    """Joining a head that listens on 127.0.0.1 only, or starting the private local instance
+    (address None): Ray would otherwise replace a loopback address by this machine's outward IP
+    (where nothing listens) and bind its servers to every interface."""
     hp = host_port(address) if address else None
-    if hp is None or hp[0] not in LOOPBACK:
+    if address and (hp is None or hp[0] not in LOOPBACK):
         yield
         return
     from ray._private import ray_constants

@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 
 from kdlora.errors import UserError
-from kdlora.models import load_classifier, model_names, student_layers
+from kdlora.models import check_target_modules, load_classifier, model_names, student_layers
 from kdlora.checkpoints import checkpoint_dir, teacher_problem
 from kdlora.seeding import seed_everything
 from kdlora.strategies.base import RunContext, Setup, Strategy, register
@@ -96,6 +96,7 @@ class KdLora(Strategy):
         if model_names(cfg.family, cfg.teacher_model, cfg.student_model)[1] is None:
             raise UserError(f"family {cfg.family!r} has no student model; set --set student_model=NAME")
         VARIANTS.get(cfg.variant).check(cfg)
+        check_target_modules(model_names(cfg.family, cfg.teacher_model, cfg.student_model)[1], cfg.target_modules)
 
     def setup(self, ctx: RunContext) -> Setup:
         from kdlora.strategies.logit_cache import TeacherLogitCache
