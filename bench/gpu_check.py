@@ -113,7 +113,7 @@ def sync(device) -> None:
 # ----- (a) correctness -------------------------------------------------------------------------------
 def correctness(root: Path, device, smoke: bool) -> dict[str, Any]:
     """MiniLM FFT + LoRA-only + KD-LoRA on the demo task on the device; CPU accuracies from the demo's
-    recorded CPU run (smoke: the same configs run here on CPU)."""
+    recorded CPU run (smoke: tiny configs on CPU, each its own reference: structure only)."""
     from kdlora.runner import run_one
 
     runs, cpu_accuracy, source = demo_runs(root, smoke)

@@ -113,18 +113,12 @@ def expected_from_grid(path: str | Path, results: Iterable[str | Path] = ()) -> 
     """The grid file's runs as keys, through the sweep's own grid expansion (KD-LoRA students that
     wait for the protocol's teacher choice: as the sweep chose it from the first results directory)."""
     try:
-        from kdlora.grid import expand_grid, load_grid, needs_teacher_selection, pending_students
+        from kdlora.grid import load_grid
+        from kdlora.sweep.teachers import expected_runs
     except ImportError as exc:  # pragma: no cover - the sweep module ships with kdlora
         raise UserError(f"--grid needs kdlora.grid ({exc})") from None
-    spec = load_grid(path)
-    runs = expand_grid(spec)
     results = list(results)
-    if needs_teacher_selection(spec):
-        from kdlora.sweep.teachers import choose_teachers
-
-        choice = choose_teachers(spec, results[0]) if results else {}
-        runs = expand_grid(spec, choice) + [p for p in pending_students(spec) if (p.family, p.task) not in choice]
-    return tables.expected_keys(runs)
+    return tables.expected_keys(expected_runs(load_grid(path), results[0] if results else None))
 
 
 def build(results: Iterable[str | Path], policy: str = "glue", grid: str | Path | None = None,
