@@ -53,7 +53,8 @@ def test_runs_csv_has_the_settings(rank_report):
 def test_one_arm_per_rank_counted_in_design(rank_report):
     analysis, out = rank_report
     design = pd.read_csv(out / "design.csv").set_index("arm")
-    assert list(design.columns[:3]) == ["label", "strategy", "variant"]
+    assert list(design.columns[:3]) == ["strategy", "variant", "r"]
+    assert list(design.columns[3:7]) == ["runs", "families", "tasks", "seeds"]
     for arm in ("lora:lora r=8", "lora:lora r=16", "kd-lora:lora r=8", "kd-lora:lora r=16", "lora:dora",
                 "kd-lora:dora", "fft"):
         assert design.loc[arm, "runs"] == BLOCKS, arm

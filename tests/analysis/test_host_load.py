@@ -37,7 +37,7 @@ def test_the_runner_records_host_load(tmp_path, monkeypatch):
     from kdlora.runner import run_one
     from kdlora.train import engine
 
-    monkeypatch.setattr(engine, "execute", lambda cfg, spec, results_dir, device: {
+    monkeypatch.setattr(engine, "execute", lambda cfg, spec, results_dir, device, **_: {
         "metrics": {"accuracy": 0.5, "primary": 0.5, "primary_name": "accuracy"},
         "efficiency": {"train_time_s": 1.0}, "teacher_run_id": None, "history": []})
     rec = run_one(build_config({"family": "bert", "task": "rte", "strategy": "lora", "device": "cpu"}), tmp_path)
