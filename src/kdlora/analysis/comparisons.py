@@ -327,7 +327,7 @@ def friedman_tables(df: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame,
     summary, ranks, posthoc = [], [], []
     for strategy in ("lora", "kd-lora"):
         m = variant_matrix(df, strategy)
-        if m.shape[1] < 3 or m.shape[0] < 2:
+        if m.shape[1] < 3 or m.shape[0] < MIN_BLOCKS_TEST:
             continue
         res = stats.friedman(m)
         cd = stats.critical_difference(m.shape[1], m.shape[0], settings.alpha)
