@@ -54,9 +54,10 @@ CAPTIONS = {
                        "methods no other method beats on both.",
     "per_task_bars": "Primary metric per task and method, mean ± s.d. over runs (all families and seeds); "
                      "each panel has its own scale.",
-    "paired_differences_forest": "Mean paired differences with bootstrap confidence intervals, runs paired on "
-                                 "family, task and seed (families: on task, method and seed); filled markers are "
-                                 "significant after Holm correction (Wilcoxon).",
+    "paired_differences_forest": "Paired differences (Hodges–Lehmann, with the CI of the Wilcoxon test), runs "
+                                 "paired on family, task and seed (families: on task, method and seed); filled "
+                                 "markers are directional verdicts (Holm-adjusted Wilcoxon below alpha and the CI on "
+                                 "one side of zero).",
     "critical_difference": "Mean ranks of the variants over complete blocks (1 = best); variants joined "
                            "by a bar do not differ significantly (Nemenyi), CD = critical difference.",
     "ablations": "Each varied setting against its levels: score (mean with its CI over blocks that share every "
@@ -469,8 +470,9 @@ def _nice_locator():
 
 
 def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
-    """Mean paired differences with their CIs, one panel per family of comparisons."""
-    tests = a["statistical_tests"].dropna(subset=["mean_diff"])
+    """Each comparison's effect (the verdict's: Hodges–Lehmann) with its CI, one panel per family of
+    comparisons; filled markers are directional verdicts."""
+    tests = a["statistical_tests"].dropna(subset=["effect"])
     if tests.empty:
         return None
     fams = list(dict.fromkeys(tests["test_family"]))
@@ -493,10 +495,10 @@ def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
             s, v = split(r.a) if (":" in base or base == "fft") else ("", None)
             c = color(s) if s else "#000000"
             mk = marker(v) if ":" in base else "o"
-            sig = pd.notna(r.significant) and bool(r.significant)
-            if pd.notna(r.ci_low) and pd.notna(r.ci_high):
-                ax.hlines(yi, r.ci_low, r.ci_high, colors=c, lw=0.9)
-            ax.scatter([r.mean_diff], [yi], marker=mk, s=16 * msize(v), zorder=3,
+            sig = r.verdict in ("a better", "b better")  # filled: a directional verdict
+            if pd.notna(r.effect_ci_low) and pd.notna(r.effect_ci_high):  # none where not testable
+                ax.hlines(yi, r.effect_ci_low, r.effect_ci_high, colors=c, lw=0.9)
+            ax.scatter([r.effect], [yi], marker=mk, s=16 * msize(v), zorder=3,
                        facecolors=c if sig else "white", edgecolors=c, linewidths=0.8)
         ax.axvline(0, color="#777777", lw=0.6, zorder=0)
         ax.set_yticks(y, [labels.comparison(fam, r.a, r.b) for r in part.itertuples()])
@@ -505,15 +507,15 @@ def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
         fig.text(0.005, box.y1 + 0.06 / height, labels.test_family(fam), ha="left", va="bottom", fontsize=8)
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
-    axes[-1].set_xlabel(f"mean paired difference in primary metric ({conf:g} % bootstrap CI)" if width == "double"
-                        else f"mean paired difference\n({conf:g} % bootstrap CI)")
+    axes[-1].set_xlabel(f"paired difference in primary metric (Hodges–Lehmann, {conf:g} % CI)" if width == "double"
+                        else f"paired difference\n(Hodges–Lehmann, {conf:g} % CI)")
     from matplotlib.ticker import MaxNLocator
 
     axes[-1].xaxis.set_major_locator(MaxNLocator(nbins=7 if width == "double" else 4, steps=[1, 2, 5, 10]))
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], ls="", marker="o", ms=5, color="#333333", label="significant (Holm)"),
-               Line2D([], [], ls="", marker="o", ms=5, mfc="white", color="#333333", label="not significant")]
+    handles = [Line2D([], [], ls="", marker="o", ms=5, color="#333333", label="a or b better"),
+               Line2D([], [], ls="", marker="o", ms=5, mfc="white", color="#333333", label="no direction")]
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, _below_axes(fig)), ncol=2,
                borderaxespad=0, borderpad=0.2)
     return fig
