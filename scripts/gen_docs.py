@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["train", "plan", "sweep", "status", "report", "import-legacy", "demo", "example reference"]
+COMMANDS = ["train", "plan", "sweep", "status", "report", "import-legacy", "export", "demo", "example reference"]
 
 
 def cli_reference() -> str:

@@ -47,7 +47,7 @@ class ParamBudget(BaseModel):
     r: int = 8
     tolerance: float = 0.15  # refuse when no size comes within this fraction of the reference
 # How a run executes, not what it computes: excluded from the run_id.
-EXECUTION_FIELDS = ("grad_accum", "threads", "device", "compile")
+EXECUTION_FIELDS = ("grad_accum", "threads", "device", "compile", "track", "tracking_uri")
 MIN_MAX_LENGTH = 8  # [CLS] + [SEP] (x2 for pairs) leave room for a few tokens of text
 
 # The valid range of every numeric setting: (low, low included, high, high included); None = open.
@@ -154,6 +154,8 @@ class RunConfig(BaseModel):
     threads: int | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False  # torch.compile the model's forward (train/loop.py); same numbers, maybe faster
+    track: str | None = None  # training curves to "tensorboard" and/or "mlflow" (comma-separated; kdlora/tracking.py)
+    tracking_uri: str | None = None  # MLflow tracking URI [default: sqlite:///RESULTS/mlflow.db]
 
     @model_validator(mode="before")
     @classmethod
@@ -179,6 +181,13 @@ class RunConfig(BaseModel):
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
         return data
+
+    @field_validator("track", mode="before")
+    @classmethod
+    def _known_trackers(cls, v: Any) -> str | None:
+        from kdlora.tracking import parse_track
+
+        return parse_track(",".join(v) if isinstance(v, (list, tuple)) else v)
 
     @field_validator("variant")
     @classmethod

@@ -54,10 +54,10 @@ CAPTIONS = {
                        "methods no other method beats on both.",
     "per_task_bars": "Primary metric per task and method, mean ± s.d. over runs (all families and seeds); "
                      "each panel has its own scale.",
-    "paired_differences_forest": "Mean paired differences with bootstrap confidence intervals, runs paired on "
-                                 "family, task and seed (families: on task, method and seed); filled markers: the "
-                                 "verdict is that one side is better (Holm-adjusted Wilcoxon below alpha and the "
-                                 "effect's CI on one side of zero).",
+    "paired_differences_forest": "Paired differences (Hodges–Lehmann, with the CI of the Wilcoxon test), runs "
+                                 "paired on family, task and seed (families: on task, method and seed); filled "
+                                 "markers are directional verdicts (Holm-adjusted Wilcoxon below alpha and the CI on "
+                                 "one side of zero).",
     "critical_difference": "Mean ranks of the variants over complete blocks (1 = best); variants joined "
                            "by a bar do not differ significantly (Nemenyi), CD = critical difference.",
     "ablations": "Each varied setting against its levels: score (mean with its CI over blocks that share every "
@@ -479,8 +479,9 @@ def _nice_locator():
 
 
 def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
-    """Mean paired differences with their CIs, one panel per family of comparisons."""
-    tests = a["statistical_tests"].dropna(subset=["mean_diff"])
+    """Each comparison's effect (the verdict's: Hodges–Lehmann) with its CI, one panel per family of
+    comparisons; filled markers are directional verdicts."""
+    tests = a["statistical_tests"].dropna(subset=["effect"])
     if tests.empty:
         return None
     fams = list(dict.fromkeys(tests["test_family"]))
@@ -502,16 +503,15 @@ def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
         for yi, r in zip(y, part.itertuples()):
             base = r.a.partition(" ")[0]
             s, v = split(r.a) if (":" in base or base == "fft") else ("", None)
-            differs = (r.verdict in ("a better", "b better") if "verdict" in part.columns
-                       else pd.notna(r.significant) and bool(r.significant))
+            differs = r.verdict in ("a better", "b better")  # filled: a directional verdict
             rows.append((yi, color(s) if s else "#000000", marker(v) if ":" in base else "o", differs))
-        ci = part["ci_low"].notna() & part["ci_high"].notna()
+        ci = (part["effect_ci_low"].notna() & part["effect_ci_high"].notna()).to_numpy()  # none where not testable
         if ci.any():
-            ax.hlines(y[ci.to_numpy()], part["ci_low"][ci], part["ci_high"][ci],
+            ax.hlines(y[ci], part["effect_ci_low"].to_numpy()[ci], part["effect_ci_high"].to_numpy()[ci],
                       colors=[c for (_, c, _, _), k in zip(rows, ci) if k], lw=0.9)
         for mk in dict.fromkeys(m for _, _, m, _ in rows):
             sel = [i for i, row in enumerate(rows) if row[2] == mk]
-            ax.scatter(part["mean_diff"].to_numpy()[sel], y[sel], marker=mk, s=16 * (1.8 if mk == FFT_MARKER else 1),
+            ax.scatter(part["effect"].to_numpy()[sel], y[sel], marker=mk, s=16 * (1.8 if mk == FFT_MARKER else 1),
                        zorder=3, facecolors=[rows[i][1] if rows[i][3] else "white" for i in sel],
                        edgecolors=[rows[i][1] for i in sel], linewidths=0.8)
         ax.axvline(0, color="#777777", lw=0.6, zorder=0)
@@ -521,8 +521,8 @@ def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
         fig.text(0.005, box.y1 + 0.06 / height, labels.test_family(fam), ha="left", va="bottom", fontsize=8)
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
-    axes[-1].set_xlabel(f"mean paired difference in primary metric ({conf:g} % bootstrap CI)" if width == "double"
-                        else f"mean paired difference\n({conf:g} % bootstrap CI)")
+    axes[-1].set_xlabel(f"paired difference in primary metric (Hodges–Lehmann, {conf:g} % CI)" if width == "double"
+                        else f"paired difference\n(Hodges–Lehmann, {conf:g} % CI)")
     from matplotlib.ticker import MaxNLocator
 
     axes[-1].xaxis.set_major_locator(MaxNLocator(nbins=7 if width == "double" else 4, steps=[1, 2, 5, 10]))
@@ -715,6 +715,6 @@ def missing_reason(a: Analysis, name: str) -> str | None:
         return ("no critical-difference diagram: it ranks a strategy's variants by a Friedman test over "
                 "complete (family, task, seed) blocks, which needs at least 2 blocks holding the same 3 or more "
                 f"variants ({have})")
-    if name == "paired_differences_forest" and a["statistical_tests"].dropna(subset=["mean_diff"]).empty:
+    if name == "paired_differences_forest" and a["statistical_tests"].dropna(subset=["effect"]).empty:
         return "no paired-differences figure: no comparison has matched (family, task, seed) pairs"
     return None

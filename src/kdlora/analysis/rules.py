@@ -332,8 +332,21 @@ def imported_with_notes(t: Tables) -> list[dict]:
     return [finding("imported_with_notes", "legacy records whose import needed a note", text, value=len(noted))]
 
 
+def contended(t: Tables) -> list[dict]:
+    runs = t["runs"]
+    marked = runs[runs["contended"].eq(True)] if "contended" in runs else runs.iloc[0:0]
+    if marked.empty:
+        return []
+    text = (f"{len(marked)} runs' efficiency figures (train time, throughput, latency) were measured while "
+            "other work loaded the host (half a CPU or more busy beside the run, or a load average above the "
+            "CPU count; `host_load` in their records); `contended` in runs.csv marks them, and their times "
+            "are upper bounds of what an idle machine gives.")
+    return [finding("contended", "efficiency measured under contention", text, value=len(marked))]
+
+
 LIMITATIONS: list[Rule] = [incomplete, imbalance, missing_cells, single_seed, collapsed, memory_not_peak,
-                           mixed_metrics, low_power, not_normalisable, skipped_inputs, imported_with_notes]
+                           mixed_metrics, low_power, not_normalisable, skipped_inputs, imported_with_notes,
+                           contended]
 
 
 def apply(rules: list[Rule], tables: Tables) -> pd.DataFrame:

@@ -48,7 +48,7 @@ def selection_loader(tokenized, tokenizer):
     return make_dataloader(tokenized[SELECTION], tokenizer, EVAL_BATCH, shuffle=False, seed=0, group_by_length=True)
 
 
-def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any]:
+def execute(cfg, spec, results_dir: Path, device: torch.device, callbacks=()) -> dict[str, Any]:
     from kdlora.data.tokenize import make_dataloader
 
     strategy = STRATEGIES.get(cfg.strategy)
@@ -92,7 +92,7 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
     after_step = variant.after_optimizer_step if variant else (lambda m, s: None)
     with measure.peak_memory(device) as mem, measure.gpu_energy(device) as energy:
         result = train_loop(model, loader, cfg=cfg, device=device, loss_fn=setup.loss, after_step=after_step,
-                            total_steps=total_steps, on_epoch_end=on_epoch_end)
+                            total_steps=total_steps, on_epoch_end=on_epoch_end, callbacks=callbacks)
 
     # --- evaluation and inference cost of the trained model (at the best epoch if asked) ---
     ev = evaluate(model, evals, spec, device, EVAL_BATCH)

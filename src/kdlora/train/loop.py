@@ -16,10 +16,11 @@ import inspect
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
+from kdlora.train.callbacks import StepLog, TrainCallback
 from kdlora.train.measure import counting_flops
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
@@ -126,7 +127,8 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
                after_step: Callable[[Any, int], None], total_steps: int,
-               on_epoch_end: Callable[[int], dict] | None = None, count_flops: bool = True) -> LoopResult:
+               on_epoch_end: Callable[[int], dict] | None = None, count_flops: bool = True,
+               callbacks: Sequence[TrainCallback] = ()) -> LoopResult:
     from transformers import get_linear_schedule_with_warmup
 
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -139,6 +141,7 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
     accepted = set(model_inputs(model, dict.fromkeys(MODEL_KEYS)))  # once, not per micro-batch
     result = LoopResult()
     running = _Running(device)
+    log = StepLog(callbacks, device)  # tracking (train/callbacks.py); nothing without callbacks
     model.train()
     optimizer.zero_grad(set_to_none=True)
     start = time.perf_counter()
@@ -180,6 +183,7 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
             if result.steps % CHECK_EVERY == 0 or result.steps >= total_steps:
                 check_finite(running, checked + 1, result.steps)
                 checked = result.steps
+            log.step(result.steps, running, scheduler, synced=checked == result.steps)
             if result.steps >= total_steps:
                 break
         epoch += 1
@@ -195,6 +199,7 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
             start += time.perf_counter() - paused
             model.train()
         result.history.append(entry)
+        log.epoch(entry)
     if device.type == "cuda":
         torch.cuda.synchronize()
     result.seconds = time.perf_counter() - start
