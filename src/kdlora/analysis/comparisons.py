@@ -198,8 +198,9 @@ def add_verdicts(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
     disagree = out["testable"] & (t_sig != w_sig)
     inside = out["verdict"].isin(["a better", "b better"]) & (out["p_tost"] < alpha)
     notes = [("; ".join(([f"paired t and Wilcoxon disagree (Holm p {pval(pt)} vs {pval(pw)})"] if d else [])
-                        + (["the difference is inside the equivalence margin"] if i else [])))
-             for d, i, pt, pw in zip(disagree, inside, out["p_t_holm"], out["p_wilcoxon_holm"])]
+                        + ([f"yet TOST puts the mean difference inside the equivalence margin (p {pval(q)})"]
+                           if i else [])))
+             for d, i, pt, pw, q in zip(disagree, inside, out["p_t_holm"], out["p_wilcoxon_holm"], out["p_tost"])]
     out["note"] = notes
     return out
 
