@@ -48,6 +48,14 @@ def protocol_section(a: Analysis) -> str:
             cells = " | ".join(_value(r[s]) for s in settings)
             out.append(f"| {_method(r['strategy'], r['variant'])} | {r['family']} | {r['task']} | {cells} | "
                        f"{r[f'{score}_mean']:.4f} |")
+    fft_searched = any(r["strategy"] == "fft" and r["searched"] != "not searched" for r in protocol.to_dict("records"))
+    runs = a["runs"]
+    students = runs.loc[runs["strategy"] == "kd-lora", "teacher_run_id"]
+    if fft_searched and len(students):
+        own = students.isin(set(runs.loc[runs["strategy"] == "fft", "run_id"])).all()
+        out += ["", "KD-LoRA students distil from the FFT candidate chosen the same way, so the FFT arm analysed is "
+                "their teacher." if own else "Some analysed KD-LoRA students distil from an FFT candidate other than the "
+                "one selected (e.g. `teachers: every`): their teacher is in `candidates.csv`."]
     warnings = edge_warnings(selection)
     if warnings:
         out += ["", "**On the edge of the search range** (widen the search there):", ""] + [f"- {w}" for w in warnings]

@@ -85,7 +85,11 @@ def plan(grid: Path = GridArg,
     counts = breakdown(runs)
     console = _console()
     by_strategy = ", ".join(f"{n} {s}" for s, n in counts["strategy"].items())
-    console.print(f"[bold]{len(runs)}[/] runs expected by {grid} ({by_strategy})", highlight=False)
+    from kdlora.grid import pending_students
+
+    waiting = len(pending_students(spec))
+    later = f" + {waiting} KD-LoRA runs once their teachers are chosen" if waiting else ""
+    console.print(f"[bold]{len(runs)}[/] runs expected by {grid} ({by_strategy}){later}", highlight=False)
     table = Table(title="expected runs by strategy/variant x family")
     table.add_column("strategy/variant")
     for family in spec.families:
