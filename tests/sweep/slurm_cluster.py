@@ -63,8 +63,7 @@ def install_packages() -> None:
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for cmd in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                     "-o", "DPkg::Lock::Timeout=600", *PACKAGES]):
+                    ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", *PACKAGES]):
             if all(_which(b) for b in BINARIES):
                 break
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
