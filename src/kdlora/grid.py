@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from kdlora.config import STRATEGIES, VARIANTS, RunConfig, describe_validation_error, read_yaml
 from kdlora.data.metrics import GLUE_TASKS
 from kdlora.errors import UserError
+from kdlora.strategies import teacher_of
 
 # Sections of hyperparameters, from the most general to the most specific; later ones win.
 SECTION_SCOPE = {
@@ -275,7 +276,7 @@ def _check_teacher(grid: GridConfig, kd: RunConfig, fft: RunConfig) -> None:
     if kd.student_model is None and not families.get(kd.family, False):
         raise UserError(f"{grid.source}: family {kd.family!r} has no student model, so it cannot run "
                         "kd-lora; set student_model under kd-lora: or drop kd-lora from strategies")
-    teacher = kd.teacher_config()
+    teacher = teacher_of(kd)
     if teacher.run_id != fft.run_id:
         a, b = teacher.canonical(), fft.canonical()
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))

@@ -12,6 +12,7 @@ import yaml
 from kdlora import demo
 from kdlora.config import VARIANTS
 from kdlora.errors import UserError
+from kdlora.strategies import teacher_of
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "configs" / "demo.yaml"
@@ -112,7 +113,7 @@ def test_prepare_writes_a_self_contained_study(prepared):
     counts = Counter(r.strategy for r in runs)
     assert counts == {"fft": 1, "lora": len(VARIANTS), "kd-lora": len(VARIANTS)}
     fft = next(r for r in runs if r.strategy == "fft")
-    assert {r.teacher_config().run_id for r in runs if r.strategy == "kd-lora"} == {fft.run_id}
+    assert {teacher_of(r).run_id for r in runs if r.strategy == "kd-lora"} == {fft.run_id}
     train = pd.read_csv(layout.data / "train.csv")
     assert len(train) == demo.FULL.n_train and set(train["label"]) == {0, 1, 2}
 

@@ -10,6 +10,7 @@ import yaml
 
 from kdlora.errors import UserError
 from kdlora.grid import expand_grid, load_grid
+from kdlora.strategies import teacher_of
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "configs" / "paper.yaml"
@@ -53,7 +54,7 @@ def test_every_kd_run_of_paper_finds_its_fft_teacher_earlier(paper_runs):
     kd = [r for r in paper_runs if r.strategy == "kd-lora"]
     assert kd
     for run in kd:
-        teacher = run.teacher_config().run_id
+        teacher = teacher_of(run).run_id
         assert teacher in fft_ids
         assert position[teacher] < position[run.run_id]
         assert (run.teacher_lr, run.teacher_epochs, run.teacher_batch_size) == (5e-5, 3, 32)
@@ -68,7 +69,7 @@ def test_student_only_axis_does_not_multiply_teachers(tmp_path):
     assert counts == {"fft": 2, "lora": 8, "kd-lora": 24}
     assert {r.kd_temperature for r in runs if r.strategy == "kd-lora"} == {1.0, 2.0, 4.0}
     fft_ids = {r.run_id for r in runs if r.strategy == "fft"}
-    assert {r.teacher_config().run_id for r in runs if r.strategy == "kd-lora"} == fft_ids
+    assert {teacher_of(r).run_id for r in runs if r.strategy == "kd-lora"} == fft_ids
 
 
 def test_shared_axis_pairs_each_student_with_its_own_teacher(tmp_path):
@@ -77,7 +78,7 @@ def test_shared_axis_pairs_each_student_with_its_own_teacher(tmp_path):
     assert Counter(r.strategy for r in runs) == {"fft": 2, "lora": 2, "kd-lora": 2}
     fft = {r.run_id: r for r in runs if r.strategy == "fft"}
     for kd in (r for r in runs if r.strategy == "kd-lora"):
-        assert fft[kd.teacher_config().run_id].epochs == kd.epochs
+        assert teacher_of(fft[kd).run_id].epochs == kd.epochs
 
 
 def test_teacher_axis_multiplies_kd_runs_but_not_lora(tmp_path):
@@ -90,7 +91,7 @@ def test_teachers_are_added_when_fft_is_not_listed(tmp_path):
     path = write_grid(tmp_path, strategies=["kd-lora"], variants=["lora", "rslora"])
     runs = expand_grid(load_grid(path))
     assert [r.strategy for r in runs] == ["fft", "kd-lora", "kd-lora"]
-    assert runs[1].teacher_config().run_id == runs[0].run_id
+    assert teacher_of(runs[1]).run_id == runs[0].run_id
 
 
 def test_sequence_fields_take_a_list_as_one_value_and_a_list_of_lists_as_an_axis(tmp_path):
@@ -164,7 +165,7 @@ def test_demo_shaped_grid_minilm_custom_task_13_runs(tmp_path):
                       fft={"lr": 5e-5}, adapters={"lr": 5e-4})
     runs = expand_grid(load_grid(path))
     assert Counter(r.strategy for r in runs) == {"fft": 1, "lora": 6, "kd-lora": 6}
-    assert {r.teacher_config().run_id for r in runs if r.strategy == "kd-lora"} == {runs[0].run_id}
+    assert {teacher_of(r).run_id for r in runs if r.strategy == "kd-lora"} == {runs[0].run_id}
 
 
 # A valid non-default value for every hyperparameter a grid may set.
@@ -187,4 +188,4 @@ def test_every_shared_hyperparameter_keeps_students_paired_with_the_grid_teacher
         fft = [r for r in runs if r.strategy == "fft"]
         kd = [r for r in runs if r.strategy == "kd-lora"]
         assert len(fft) == 1 and len(kd) == 1, key
-        assert kd[0].teacher_config().run_id == fft[0].run_id, key
+        assert teacher_of(kd[0]).run_id == fft[0].run_id, key

@@ -10,7 +10,7 @@ from kdlora.config import build_config
 from kdlora.testing.synthetic_data import write_glue_fixture
 from kdlora.errors import UserError
 from kdlora.runner import run_one
-from kdlora.strategies import kd_lora
+from kdlora.strategies import teacher_of, kd_lora
 
 VARIANTS = ["lora", "rslora", "olora", "dora", "adalora", "mrlora"]
 STUDENT_LR = {"rslora": 2e-2, "mrlora": 2e-2}  # larger effective scales: see test_engine.TEST_LR
@@ -34,7 +34,7 @@ def results(tmp_path_factory, tiny_model_dirs, glue_dir):
     """A results directory holding the trained FFT teachers (sst2 and stsb)."""
     out = tmp_path_factory.mktemp("results")
     for task in ("sst2", "stsb"):
-        teacher = run_one(kd_cfg(tiny_model_dirs, glue_dir, task=task).teacher_config(), out)
+        teacher = run_one(teacher_of(kd_cfg(tiny_model_dirs, glue_dir, task=task)), out)
         assert teacher.status == "completed", teacher.error
     return out
 
@@ -57,7 +57,7 @@ def test_kd_lora_learns_with_every_variant(variant, tiny_model_dirs, glue_dir, r
     assert rec.status == "completed", rec.error
     losses = [h["train_loss"] for h in rec.history]
     assert losses[-1] < losses[0] - 0.05, losses
-    teacher_id = kd_cfg(tiny_model_dirs, glue_dir, variant).teacher_config().run_id
+    teacher_id = teacher_of(kd_cfg(tiny_model_dirs, glue_dir, variant)).run_id
     assert rec.teacher_run_id == teacher_id == rec.efficiency.teacher_run_id
     if variant == "lora":  # the adapters sit on the student, not on the teacher
         import json
@@ -89,7 +89,7 @@ def test_teacher_runs_once_for_many_students(tiny_model_dirs, glue_dir, results,
     assert recs[0].efficiency.teacher_cache_build_s > 0
     from safetensors.torch import load_file, save_file
 
-    weights = kd_lora.checkpoint_dir(fresh, students[0].teacher_config().run_id) / "model.safetensors"
+    weights = kd_lora.checkpoint_dir(fresh, teacher_of(students[0]).run_id) / "model.safetensors"
     tensors = load_file(weights)
     save_file({k: v + 0.01 for k, v in tensors.items()}, weights, metadata={"format": "pt"})
     again = run_one(kd_cfg(tiny_model_dirs, glue_dir, "lora", epochs=1), fresh)
@@ -130,7 +130,7 @@ def test_batches_meet_their_own_teacher_rows(tiny_model_dirs, glue_dir, results,
     assert run_one(cfg, results).status == "completed"
     cache = captured["cache"]
     # independent ground truth: the teacher's logits recomputed example by example
-    teacher_dir = kd_lora.checkpoint_dir(results, cfg.teacher_config().run_id)
+    teacher_dir = kd_lora.checkpoint_dir(results, teacher_of(cfg).run_id)
     from kdlora.data.loading import load_splits
     from kdlora.data.tasks import resolve_task
 
@@ -151,7 +151,7 @@ def test_mis_indexed_cache_is_caught(tiny_model_dirs, glue_dir, results):
     from kdlora.strategies.logit_cache import assert_aligned
 
     cfg = kd_cfg(tiny_model_dirs, glue_dir)
-    teacher_dir = kd_lora.checkpoint_dir(results, cfg.teacher_config().run_id)
+    teacher_dir = kd_lora.checkpoint_dir(results, teacher_of(cfg).run_id)
     from kdlora.data.loading import load_splits
     from kdlora.data.tasks import resolve_task
 

@@ -19,6 +19,7 @@ from kdlora.config import build_config, task_slug
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
 from kdlora.errors import UserError
 from kdlora.records.schema import RunRecord
+from kdlora.strategies import STRATEGIES, teacher_run_id
 
 KEY = ("family", "task", "strategy", "variant", "seed")
 STRATEGY_ORDER = ("fft", "lora", "kd-lora")
@@ -73,11 +74,12 @@ def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
 
 
 def _teacher_of(cfg: dict) -> str | None:
-    """A KD-LoRA record that does not name its teacher: the FFT run its config implies."""
-    if cfg.get("strategy") != "kd-lora":
+    """A record (of a strategy with a teacher) that does not name its teacher: the run its config implies."""
+    strategy = cfg.get("strategy")
+    if strategy not in STRATEGIES or STRATEGIES.get(strategy).teacher_strategy is None:
         return None
     try:
-        return build_config(cfg).teacher_config().run_id
+        return teacher_run_id(build_config(cfg))
     except (UserError, ValueError, TypeError):
         return None
 

@@ -29,6 +29,7 @@ from kdlora.data.metrics import primary_metric
 from kdlora.errors import UserError
 from kdlora.records.schema import Efficiency, RunRecord
 from kdlora.records.store import write_record
+from kdlora.strategies import teacher_run_id
 
 STRATEGY_DIRS = {"fft": "fft", "lora": "lora", "kd-lora": "kd-lora"}
 METRIC_NAMES = {
@@ -119,7 +120,7 @@ def _to_record(raw: dict[str, Any], file: Path, root: Path) -> RunRecord:
     name, value = primary_metric(config.task, metrics, "legacy")
     if value is None:
         raise ValueError(f"primary metric {name} missing")
-    teacher = config.teacher_config().run_id if config.strategy == "kd-lora" else None
+    teacher = teacher_run_id(config)
     return RunRecord(
         run_id=config.run_id,
         status="completed",

@@ -17,6 +17,10 @@ def with_adapters(model, ctx: RunContext):
 @register
 class LoraOnly(Strategy):
     name = "lora"
+    label = "LoRA-only"
+    short_label = "LoRA"
+    order = 1
+    default_lr = 5e-4
 
     def check(self, cfg) -> None:
         VARIANTS.get(cfg.variant).check(cfg)

@@ -17,6 +17,7 @@ from kdlora.analysis.glue import VALIDATION_LABEL_COUNTS
 from kdlora.config import VARIANTS, RunConfig, build_config
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
 from kdlora.records.schema import Efficiency, RunRecord
+from kdlora.strategies import teacher_run_id
 
 TASK_LEVEL = {"cola": 0.55, "sst2": 0.92, "mrpc": 0.86, "qqp": 0.89, "stsb": 0.88, "mnli": 0.84,
               "qnli": 0.91, "rte": 0.68, "wnli": 0.55}
@@ -79,7 +80,7 @@ def make_record(cfg: RunConfig, rng: np.random.Generator, collapse_rate: float =
     collapsed = cfg.strategy != "fft" and rng.random() < collapse_rate
     metrics = _metrics(cfg.task, score, rng, collapsed)
     name, value = primary_metric(cfg.task, metrics, cfg.metric_policy)
-    teacher = cfg.teacher_config().run_id if cfg.strategy == "kd-lora" else None
+    teacher = teacher_run_id(cfg)
     return RunRecord(run_id=cfg.run_id, status="completed", config=cfg.model_dump(mode="json"),
                      metrics={**metrics, "primary": value, "primary_name": name},
                      efficiency=_efficiency(cfg, rng, teacher), environment={"source": "synthetic"},

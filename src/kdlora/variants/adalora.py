@@ -10,6 +10,17 @@ from kdlora.variants.base import AdapterTargets, Variant, register
 @register
 class AdaLora(Variant):
     name = "adalora"
+    label = "AdaLoRA"
+    fields = {
+        "adalora_init_r": (int, 12, "AdaLoRA's initial rank per layer (budgeted down to r)"),
+        "adalora_tinit": (float, 0.1, "fraction of the steps before rank pruning starts"),
+        "adalora_tfinal": (float, 0.2, "fraction of the steps at the end with the final ranks"),
+        "adalora_delta_t": (int, 10, "optimizer steps between two rank reallocations"),
+    }
+
+    def validate(self, cfg) -> None:
+        if cfg.adalora_init_r < cfg.r:
+            raise ValueError(f"adalora_init_r ({cfg.adalora_init_r}) must be >= r ({cfg.r})")
 
     def check(self, cfg) -> None:
         if cfg.adalora_tinit + cfg.adalora_tfinal >= 1.0:

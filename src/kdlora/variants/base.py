@@ -7,7 +7,7 @@ optimizer step (AdaLoRA reallocates ranks there). The training loop only sees th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kdlora.registry import Registry
 
@@ -23,11 +23,31 @@ class AdapterTargets:
     head: tuple[str, ...]  # classifier modules trained in full
 
 
+# A config field a variant declares: (type, default, help); hashed only into runs of that variant.
+FieldSpec = tuple[Any, Any, str]
+
+
 class Variant:
     name = "base"
+    label = "base"  # how reports, tables and figures name it
+    fields: dict[str, FieldSpec] = {}
+    # True when applying it changes the base weights (OLoRA, PiSSA): the saved adapter alone does
+    # not rebuild the model from the original base checkpoint (see save()).
+    changes_base_weights = False
+
+    def resolve(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Fill defaults that depend on other settings, before validation (returns a new dict)."""
+        return data
+
+    def validate(self, cfg: RunConfig) -> None:
+        """Refuse impossible values of this variant's fields (raise ValueError)."""
 
     def check(self, cfg: RunConfig) -> None:
         """Refuse option combinations that cannot work, before anything is loaded."""
+
+    def lr_scale(self, name: str, cfg: RunConfig) -> float:
+        """Learning-rate multiplier of the trainable parameter `name` (LoRA+ speeds up B)."""
+        return 1.0
 
     def apply(self, model: nn.Module, cfg: RunConfig, targets: AdapterTargets, total_steps: int) -> nn.Module:
         raise NotImplementedError

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from kdlora.variants.base import AdapterTargets, Variant, register
+
+
+def default_mrlora_ranks(r: int) -> tuple[int, ...]:
+    """r, r/2, ..., 1 (the multi-rank default: [8, 4, 2, 1] for r = 8)."""
+    ranks = []
+    while r >= 1:
+        ranks.append(r)
+        r //= 2
+    return tuple(ranks)
 
 
 @register
 class MrLora(Variant):
     name = "mrlora"
+    label = "MrLoRA"
+    fields = {
+        "mrlora_ranks": (tuple[int, ...] | None, None, "MrLoRA's block ranks (default: r, r/2, ..., 1)"),
+        "mrlora_scaling": (Literal["rank_stabilized", "standard"], "rank_stabilized",
+                           "MrLoRA's block scale: alpha/sqrt(r_i) (rank_stabilized) or alpha/r_i"),
+    }
+
+    def resolve(self, data: dict) -> dict:
+        if data.get("mrlora_ranks"):
+            return data
+        return {**data, "mrlora_ranks": default_mrlora_ranks(int(data.get("r", 8)))}
+
+    def validate(self, cfg) -> None:
+        if any(r <= 0 for r in cfg.mrlora_ranks):
+            raise ValueError(f"mrlora_ranks must all be > 0 (got {list(cfg.mrlora_ranks)})")
 
     def apply(self, model, cfg, targets: AdapterTargets, total_steps: int):
         from kdlora.variants.mrlora import MrLoRAConfig, apply_mrlora

@@ -22,21 +22,26 @@ class PeftLoraVariant(Variant):
 @register
 class Lora(PeftLoraVariant):
     name = "lora"
+    label = "LoRA"
 
 
 @register
 class RsLora(PeftLoraVariant):
     name = "rslora"
+    label = "rsLoRA"
     extra = {"use_rslora": True}  # scaling alpha/sqrt(r) instead of alpha/r
 
 
 @register
 class OLora(PeftLoraVariant):
     name = "olora"
+    label = "OLoRA"
+    changes_base_weights = True
     extra = {"init_lora_weights": "olora"}  # QR-based orthonormal init; shifts the base weights
 
 
 @register
 class Dora(PeftLoraVariant):
     name = "dora"
+    label = "DoRA"
     extra = {"use_dora": True}  # weight-decomposed: a learned magnitude per output feature
