@@ -176,7 +176,9 @@ NON_DEFAULT = {"teacher_model": "some/teacher", "student_model": "some/student",
                "r": 4, "lora_alpha": 8.0, "lora_dropout": 0.1, "target_modules": ["query"],
                "mrlora_ranks": [4, 2], "mrlora_scaling": "standard", "adalora_init_r": 16,
                "adalora_tinit": 0.2, "adalora_tfinal": 0.3, "adalora_delta_t": 5, "kd_temperature": 3.0,
-               "kd_alpha": 0.3, "grad_accum": 2, "threads": 1, "device": "cpu"}
+               "kd_alpha": 0.3, "grad_accum": 2, "threads": 1, "device": "cpu", "selection_fraction": 0.1,
+               "select_best_epoch": True}
+NEEDS = {"select_best_epoch": {"selection_fraction": 0.1}}  # what a value is valid only with
 
 
 def test_every_shared_hyperparameter_keeps_students_paired_with_the_grid_teacher(tmp_path):
@@ -184,7 +186,8 @@ def test_every_shared_hyperparameter_keeps_students_paired_with_the_grid_teacher
 
     assert set(NON_DEFAULT) == set(HYPERPARAMETERS), "a new RunConfig field: give it a value here"
     for key, value in NON_DEFAULT.items():
-        runs = expand_grid(load_grid(write_grid(tmp_path, variants=["lora"], hyperparameters={key: value})))
+        settings = {key: value, **NEEDS.get(key, {})}
+        runs = expand_grid(load_grid(write_grid(tmp_path, variants=["lora"], hyperparameters=settings)))
         fft = [r for r in runs if r.strategy == "fft"]
         kd = [r for r in runs if r.strategy == "kd-lora"]
         assert len(fft) == 1 and len(kd) == 1, key

@@ -19,9 +19,11 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis import stats
-from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
+from kdlora.analysis.design import level_text
 from kdlora.analysis.model import Settings
 from kdlora.analysis.tables import BLOCK, method_order, ordered
+from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
+from kdlora.config import KD_FIELDS
 
 TEST_FAMILIES = {"lora_vs_kd": "LoRA-only vs KD-LoRA (per variant)",
                  "vs_fft": "each variant vs FFT",
@@ -33,28 +35,71 @@ LAYOUTS = {"method": (BLOCK, "method"), "family": (["task", "method", "seed"], "
 class Comparison(NamedTuple):
     test_family: str
     label: str
-    a: str  # a value of the layout's compared column (a method or a family)
+    a: str  # a value of the layout's compared column (an arm or a family)
     b: str
     layout: str
+    matched_on: str = ""  # the varied settings both arms share, as key=value
 
 
 def variants_of(df: pd.DataFrame, strategy: str) -> list[str]:
     return ordered(df.loc[df["strategy"] == strategy, "variant"])
 
 
+def arms_of(df: pd.DataFrame, strategy: str) -> list[str]:
+    return method_order(df.loc[df["strategy"] == strategy, "method"])
+
+
+def settings_part(arm: str) -> str:
+    """'lora:lora r=16 lora_alpha=32' -> 'r=16 lora_alpha=32'."""
+    return arm.partition(" ")[2]
+
+
 # ----- which comparisons -------------------------------------------------------------------------
-def lora_vs_kd(df: pd.DataFrame) -> Iterator[Comparison]:
-    kd = variants_of(df, "kd-lora")
-    for v in variants_of(df, "lora"):
-        if v in kd:
-            yield Comparison("lora_vs_kd", v, f"lora:{v}", f"kd-lora:{v}", "method")
+# Settings that mean different things for LoRA-only and KD-LoRA (the distillation, and which
+# model is trained); every other setting must agree for two arms to be compared.
+NOT_SHARED = (*KD_FIELDS, "teacher_model")
+
+
+def like_for_like(df: pd.DataFrame, a: str, b: str, axes: dict[str, list[str]]) -> str | None:
+    """The shared settings (key=value) if arms a and b agree on every setting either varies
+    (distillation settings aside), else None."""
+    base_a, base_b = a.partition(" ")[0].rstrip(":"), b.partition(" ")[0].rstrip(":")
+    cols = [c for c in dict.fromkeys([*axes.get(base_a, []), *axes.get(base_b, [])]) if c not in NOT_SHARED]
+    if not cols:
+        return ""
+    values = arm_values(df, [a, b], cols)
+    if values.isna().any().any() or not (values.loc[a] == values.loc[b]).all():
+        return None
+    return " ".join(f"{c}={level_text(values.loc[a, c])}" for c in cols)
+
+
+def arm_values(df: pd.DataFrame, arms: list[str], cols: list[str]) -> pd.DataFrame:
+    """arms x settings: the value each arm holds constant (nan where its runs differ)."""
+    part = df[df["method"].isin(arms)].astype({c: object for c in cols})
+    g = part[["method", *cols]].fillna("∅").groupby("method")
+    return g.first().where(g.nunique() == 1).reindex(arms)
+
+
+def lora_vs_kd(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) -> Iterator[Comparison]:
+    """LoRA-only vs KD-LoRA, per variant, on arms with the same adapter settings."""
+    axes = axes or {}
+    kd = arms_of(df, "kd-lora")
+    for a in arms_of(df, "lora"):
+        variant = a.partition(" ")[0].partition(":")[2]
+        for b in (x for x in kd if x.partition(" ")[0] == f"kd-lora:{variant}"):
+            shared = like_for_like(df, a, b, axes)
+            if shared is not None:
+                same = settings_part(a) == settings_part(b)
+                label = f"{variant} {settings_part(a)}".strip() if same else f"{method_label(a)} vs {method_label(b)}"
+                yield Comparison("lora_vs_kd", label, a, b, "method", shared)
 
 
 def each_vs_fft(df: pd.DataFrame) -> Iterator[Comparison]:
-    if not (df["strategy"] == "fft").any():
-        return
-    for m in method_order(df.loc[df["strategy"] != "fft", "method"]):
-        yield Comparison("vs_fft", f"{method_label(m)} vs FFT", m, "fft", "method")
+    ffts = arms_of(df, "fft")
+    for f in ffts:
+        against = "FFT" if len(ffts) == 1 else method_label(f)
+        for m in method_order(df.loc[df["strategy"] != "fft", "method"]):
+            yield Comparison("vs_fft", f"{method_label(m)} vs {against}", m, f, "method")
 
 
 def between_families(df: pd.DataFrame) -> Iterator[Comparison]:
@@ -62,8 +107,8 @@ def between_families(df: pd.DataFrame) -> Iterator[Comparison]:
         yield Comparison("families", f"{f1} vs {f2}", f1, f2, "family")
 
 
-def all_comparisons(df: pd.DataFrame) -> list[Comparison]:
-    return [*lora_vs_kd(df), *each_vs_fft(df), *between_families(df)]
+def all_comparisons(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) -> list[Comparison]:
+    return [*lora_vs_kd(df, axes), *each_vs_fft(df), *between_families(df)]
 
 
 def pooled(df: pd.DataFrame, c: Comparison, side: str) -> np.ndarray:
@@ -73,15 +118,19 @@ def pooled(df: pd.DataFrame, c: Comparison, side: str) -> np.ndarray:
 
 
 # ----- legacy: pooled Welch ------------------------------------------------------------------------
-def legacy_tests(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+def legacy_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """The reference's three tables: LoRA-only vs KD-LoRA per variant, variant (both strategies
-    pooled) vs FFT, and family vs family over all runs; unpaired Welch, uncorrected."""
-    rows = [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b")) for c in lora_vs_kd(df)]
-    fft = df.loc[df["strategy"] == "fft", "primary"].to_numpy()
-    if len(fft):
-        for v in ordered(df.loc[df["strategy"] != "fft", "variant"]):
-            peft = df.loc[(df["strategy"] != "fft") & (df["variant"] == v), "primary"].to_numpy()
-            rows.append(_welch_row("vs_fft", f"{v} vs FFT", peft, fft))
+    pooled) vs FFT, and family vs family over all runs; unpaired Welch, uncorrected. Arms with
+    different settings stay apart (a variant's arm is its variant and varied settings)."""
+    rows = [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b")) for c in lora_vs_kd(df, axes)]
+    peft = df[df["strategy"] != "fft"]
+    variant_arm = pd.Series([m.partition(":")[2] for m in peft["method"]], index=peft.index, dtype=object)
+    ffts = arms_of(df, "fft")
+    for f in ffts:
+        fft = df.loc[df["method"] == f, "primary"].to_numpy()
+        against = "FFT" if len(ffts) == 1 else method_label(f)
+        for v in method_order(variant_arm):
+            rows.append(_welch_row("vs_fft", f"{v} vs {against}", peft.loc[variant_arm == v, "primary"].to_numpy(), fft))
     rows += [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b"))
              for c in between_families(df)]
     out = pd.DataFrame(rows)
@@ -110,11 +159,11 @@ def matched(table: pd.DataFrame, c: Comparison) -> pd.DataFrame:
                          "task": both.index.get_level_values("task").to_numpy()})
 
 
-def paired_tests(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+def paired_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """statistical_tests.csv: one row per comparison, paired statistics beside the legacy Welch."""
     tables = {(layout, value): wide(df, layout, value) for layout in LAYOUTS for value in ("primary", "score_norm")
               if value in df}
-    rows = [_paired_row(df, c, tables, settings) for c in all_comparisons(df)]
+    rows = [_paired_row(df, c, tables, settings) for c in all_comparisons(df, axes)]
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -133,7 +182,8 @@ def _paired_row(df: pd.DataFrame, c: Comparison, tables: dict, s: Settings) -> d
     welch = stats.welch(pooled(df, c, "a"), pooled(df, c, "b"))
     sd = float(np.std(diff, ddof=1)) if diff.size > 1 else np.nan
     return {
-        "test_family": c.test_family, "comparison": c.label, "a": c.a, "b": c.b, **stats.paired_summary(a, b),
+        "test_family": c.test_family, "comparison": c.label, "a": c.a, "b": c.b, "matched_on": c.matched_on,
+        **stats.paired_summary(a, b),
         "ci_low": lo, "ci_high": hi, **_normalised_diff(c, tables, s),
         "n_tasks": pairs["task"].nunique(),
         "min_wilcoxon_p": stats.min_wilcoxon_p(diff.size),
@@ -158,10 +208,10 @@ def _normalised_diff(c: Comparison, tables: dict, s: Settings) -> dict:
     return {"mean_diff_norm": float(diff.mean()), "ci_norm_low": lo, "ci_norm_high": hi}
 
 
-def paired_by_task(df: pd.DataFrame) -> pd.DataFrame:
+def paired_by_task(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Mean paired difference per task for LoRA-only vs KD-LoRA, each in its task's own metric."""
     rows, table = [], wide(df, "method")
-    for c in lora_vs_kd(df):
+    for c in lora_vs_kd(df, axes):
         for task, part in matched(table, c).groupby("task", sort=False):
             diff = (part["a"] - part["b"]).to_numpy(float)
             rows.append({"variant": c.label, "task": task, "n_pairs": diff.size,
@@ -171,10 +221,12 @@ def paired_by_task(df: pd.DataFrame) -> pd.DataFrame:
 
 # ----- many variants: Friedman, Nemenyi, critical difference ----------------------------------------
 def variant_matrix(df: pd.DataFrame, strategy: str) -> pd.DataFrame:
-    """Blocks (family, task, seed) x variants of one strategy, complete blocks only."""
+    """Blocks (family, task, seed) x arms of one strategy (named by variant and settings),
+    complete blocks only."""
     part = df[df["strategy"] == strategy]
-    m = part.pivot_table(index=BLOCK, columns="variant", values="primary", aggfunc="mean")
-    return m.dropna()
+    m = part.pivot_table(index=BLOCK, columns="method", values="primary", aggfunc="mean")
+    m = m[method_order(m.columns)]
+    return m.set_axis([c.partition(":")[2] for c in m.columns], axis=1).dropna()
 
 
 def friedman_tables(df: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

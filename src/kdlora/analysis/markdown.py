@@ -74,6 +74,36 @@ def _completion_phrase(a: Analysis) -> str:
     return f"{pct(row['completion_pct'])} ({int(row['done'])}/{int(row['expected'])} runs of `{a.grid}`)"
 
 
+def design_section(a: Analysis) -> str:
+    """What the study varied and held fixed, and the arms that makes (design.csv)."""
+    d, st = a["design"], a["design_settings"]
+    by = lambda status: st[st["status"] == status]  # noqa: E731
+    varied, pooled = by("varied"), by("pooled")
+    out = ["## Design", ""]
+    if varied.empty:
+        out.append("No setting takes more than one value within a (strategy, variant) on the same family and "
+                   "task: each method is one arm.")
+    else:
+        out.append("Varied (each value is its own arm; runs of different arms are never pooled): " + "; ".join(
+            f"`{r.setting}` ∈ {{{r.values}}} ({', '.join(method_label(m) for m in r.methods.split(', '))})"
+            for r in varied.itertuples()) + ".")
+    if not pooled.empty:
+        out.append("Pooled on request (`--pool`; their values are treated as replicates): "
+                   + "; ".join(f"`{r.setting}` ∈ {{{r.values}}}" for r in pooled.itertuples()) + ".")
+    fixed = "; ".join(f"`{r.setting}` = {r.values}" for r in by("fixed").itertuples())
+    if fixed:
+        out.append(f"Held fixed: {fixed}.")
+    per = pd.concat([by("per method"), by("per family/task")])
+    if not per.empty:
+        out.append("Set per method or per family/task (not a factor within a cell): "
+                   + "; ".join(f"`{r.setting}` ({r.status}: {r.values})" for r in per.itertuples()) + ".")
+    extra = [c for c in d.columns if c not in ("arm", "label", "strategy", "variant", "runs", "families", "tasks", "seeds")]
+    cols = [("Arm", text("label"))] + [(c, text(c)) for c in extra] + [
+        (h, col(c, integer)) for h, c in (("Runs", "runs"), ("Families", "families"), ("Tasks", "tasks"),
+                                          ("Seeds", "seeds"))]
+    return "\n\n".join(out) + "\n\n" + md_table(d, cols)
+
+
 def executive_summary(a: Analysis) -> str:
     s = a["scores"]
     strat = s[s["level"] == "strategy"]
@@ -348,7 +378,7 @@ def files_section(a: Analysis, figures: Sequence[Path]) -> str:
 
 
 def render(a: Analysis, figures: Sequence[Path] = ()) -> str:
-    sections = [header(a), executive_summary(a), lora_vs_kd(a), vs_fft_and_families(a), ranking(a),
+    sections = [header(a), design_section(a), executive_summary(a), lora_vs_kd(a), vs_fft_and_families(a), ranking(a),
                 power_note(a), efficiency_section(a), parameter_section(a), teacher_section(a),
                 findings(a, "recommendations", "5. Recommendations"), findings(a, "limitations", "6. Limitations"),
                 per_task_section(a), files_section(a, figures)]

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from kdlora.analysis import comparisons, efficiency, rules, tables
+from kdlora.analysis import comparisons, design, efficiency, rules, tables
 from kdlora.analysis.drawing import FigureWorkers
 from kdlora.analysis.model import Analysis, Settings
 from kdlora.analysis.tidy import Loaded, check_table, completed, load_results
@@ -49,10 +49,13 @@ def analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None = 
 def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
              sources: list[str], grid: str | None, early: Callable[[Analysis], None] | None) -> Analysis:
     all_runs = check_table(loaded.table)
-    df = tables.add_normalised(completed(all_runs))
+    df, axes = design.add_arms(completed(all_runs), settings.pool)
+    df = tables.add_normalised(df)
     if df.empty:
         raise UserError("no completed runs with a primary metric to analyse")
     t: dict[str, pd.DataFrame] = {"settings": settings.table(), "runs": df}
+    t["design"] = design.design_table(df, axes)
+    t["design_settings"] = design.settings_table(df, axes, settings.pool)
     t["problems"] = pd.DataFrame({"problem": loaded.problems})
     t["failed_runs"] = all_runs.loc[all_runs["status"] != "completed", ["run_id", "family", "task", "method", "status"]]
     t["counts"], t["strategy_task_counts"], t["cells"] = (
@@ -62,9 +65,9 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
     if early is not None:
         early(Analysis(settings, dict(t), sources, grid))
     t["scores"] = tables.scores(df, settings)
-    t["legacy_tests"] = comparisons.legacy_tests(df, settings)
-    t["statistical_tests"] = comparisons.paired_tests(df, settings)
-    t["paired_by_task"] = comparisons.paired_by_task(df)
+    t["legacy_tests"] = comparisons.legacy_tests(df, settings, axes)
+    t["statistical_tests"] = comparisons.paired_tests(df, settings, axes)
+    t["paired_by_task"] = comparisons.paired_by_task(df, axes)
     t["friedman"], t["friedman_ranks"], t["nemenyi"] = comparisons.friedman_tables(df, settings)
     _efficiency_tables(t, df, settings)
     t["per_task_results"] = tables.per_task(df)

@@ -32,10 +32,20 @@ def task_order(tasks) -> list[str]:
 
 
 def method_order(methods) -> list[str]:
+    """Methods (or arms) by strategy, variant, then each setting's value in numeric order."""
     def key(m: str):
-        strategy, _, variant = m.partition(":")
-        return (STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else 9, variant)
+        base, _, settings = m.partition(" ")
+        strategy, _, variant = base.partition(":")
+        levels = tuple(natural_key(v.partition("=")[2]) for v in settings.split())
+        return (STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else 9, variant, levels)
     return sorted(pd.unique(pd.Series(list(methods)).dropna()), key=key)
+
+
+def natural_key(text: str) -> tuple:
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
 
 
 # ----- normalised scores ----------------------------------------------------------------------
@@ -170,6 +180,7 @@ def teacher_student(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["primary", "trainable_params", "eval_samples_per_s", "eval_latency_ms_b32", "train_time_s"]
     t = teachers.loc[kd["teacher_run_id"], cols].set_axis(kd.index)
     out = kd[["run_id", "teacher_run_id", "family", "task", "seed", "variant", "primary_name"]].copy()
+    out["variant"] = [m.partition(":")[2] for m in kd["method"]]  # the arm: variant and varied settings
     out["student_primary"], out["teacher_primary"] = kd["primary"], t["primary"]
     out["pct_of_teacher"] = 100 * kd["primary"] / t["primary"].where(t["primary"] != 0)
     out["inference_speedup"] = kd["eval_samples_per_s"] / t["eval_samples_per_s"]

@@ -1,9 +1,11 @@
 """The tidy table every analysis function takes: one row per run.
 
 Columns: identity (run_id, family, task, seed, strategy, variant, method, status), every task
-metric, `primary` / `primary_name` under the chosen policy, and efficiency in absolute units
-(counts, bytes, seconds, FLOPs, joules). FFT rows have variant None and method "fft"; adapter
-rows have method "<strategy>:<variant>" (e.g. "kd-lora:dora").
+metric, `primary` / `primary_name` under the chosen policy, efficiency in absolute units
+(counts, bytes, seconds, FLOPs, joules), and the run's settings: every RunConfig field in its
+run_id hash, named as the field (r, lora_alpha, lr, kd_temperature, ...), empty where the field
+does not apply to the run (adapter settings of an FFT run). FFT rows have variant None and method
+"fft"; adapter rows have method "<strategy>:<variant>" (e.g. "kd-lora:dora").
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import functools
+import types
+import typing
+
 import numpy as np
 import pandas as pd
 
-from kdlora.config import build_config, task_slug
+from kdlora.config import EXECUTION_FIELDS, RunConfig, build_config, task_slug
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
 from kdlora.errors import UserError
 from kdlora.records.schema import RunRecord
@@ -32,8 +38,11 @@ EFFICIENCY = ("trainable_params", "total_params", "peak_memory_bytes", "peak_mem
               "gpu_power_mean_w", "eval_samples_per_s", "eval_latency_ms_b32", "teacher_cache_build_s")
 TEXT = ("run_id", "family", "task", "strategy", "variant", "method", "status", "primary_name",
         "memory_kind", "teacher_run_id", "source")
+# The settings that define an experiment: every RunConfig field its run_id hashes, except the key.
+SETTINGS = tuple(f for f in RunConfig.model_fields if f not in (*KEY, *EXECUTION_FIELDS))
 COLUMNS = ("run_id", "family", "task", "seed", "strategy", "variant", "method", "status",
-           *METRICS, "primary", "primary_name", *EFFICIENCY, "memory_kind", "teacher_run_id", "source")
+           *METRICS, "primary", "primary_name", *EFFICIENCY, "memory_kind", "teacher_run_id", "source",
+           "import_notes", *SETTINGS)
 
 
 @dataclass
@@ -49,9 +58,11 @@ def method_of(strategy: str, variant: str | None) -> str:
 
 
 def method_label(method: str) -> str:
-    """'kd-lora:dora' -> 'KD-LoRA dora'; 'fft' -> 'FFT'."""
-    strategy, _, variant = method.partition(":")
-    return STRATEGY_LABEL.get(strategy, strategy) + (f" {variant}" if variant else "")
+    """'kd-lora:dora' -> 'KD-LoRA dora'; 'fft' -> 'FFT'; an arm keeps its settings:
+    'lora:lora r=16' -> 'LoRA-only lora r=16', 'fft: lr=1e-05' -> 'FFT lr=1e-05'."""
+    base, _, settings = method.partition(" ")
+    strategy, _, variant = base.partition(":")
+    return " ".join(p for p in (STRATEGY_LABEL.get(strategy, strategy), variant, settings) if p)
 
 
 def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
@@ -70,7 +81,42 @@ def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
     }
     row.update({m: _number(metrics.get(m)) for m in METRICS})
     row.update({e: _number(eff.get(e)) for e in EFFICIENCY})
+    row["import_notes"] = sum(1 for n in record.notes if n.startswith(IMPORT_NOTE)) or None
+    row.update(settings_of(cfg))
     return row
+
+
+IMPORT_NOTE = "legacy import:"  # notes the legacy importer adds when it had to bend a rule
+
+
+@functools.lru_cache(maxsize=None)
+def hashed_settings(strategy: str | None, variant: str | None) -> tuple[str, ...]:
+    """The settings a run of this strategy and variant hashes into its run_id (RunConfig's own
+    canonical form decides; one unvalidated config per pair, so any record is cheap)."""
+    probe = RunConfig.model_construct(family="", task="", strategy=strategy, variant=variant)
+    return tuple(k for k in probe.canonical() if k in SETTINGS)
+
+
+def settings_of(cfg: dict) -> dict:
+    """The run's settings as table cells: lists joined by commas, fields it does not hash empty."""
+    keep = hashed_settings(cfg.get("strategy"), cfg.get("variant"))
+    return {k: _cell(cfg.get(k)) for k in keep}
+
+
+def _cell(value):
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+def _numeric(annotation) -> bool:
+    """int / float fields (optional or not), bool excluded."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return any(a in (int, float) for a in (typing.get_args(annotation) if union else (annotation,)))
+
+
+NUMERIC_SETTINGS = tuple(f for f in SETTINGS if _numeric(RunConfig.model_fields[f].annotation))
+TEXT_SETTINGS = tuple(f for f in SETTINGS if f not in NUMERIC_SETTINGS)
 
 
 def _teacher_of(cfg: dict) -> str | None:
@@ -100,8 +146,11 @@ def _typed(table: pd.DataFrame) -> pd.DataFrame:
     for col in TEXT:
         table[col] = table[col].astype(object).where(table[col].notna(), None)
     table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
-    for col in (*METRICS, "primary", *EFFICIENCY):
+    for col in (*METRICS, "primary", *EFFICIENCY, *NUMERIC_SETTINGS):
         table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
+    for col in TEXT_SETTINGS:
+        table[col] = table[col].astype(object).where(table[col].notna(), None)
+    table["import_notes"] = pd.to_numeric(table["import_notes"], errors="coerce").fillna(0).astype(int)
     return table
 
 

@@ -20,6 +20,14 @@ def report(
     metric_policy: str = typer.Option("glue", "--metric-policy", help="Primary metric policy: glue or legacy."),
     out: Path = typer.Option(..., "--out", help="Output directory for report.md, CSVs, LaTeX and figures."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures (PNG and PDF)."),
+    pool: List[str] = typer.Option([], "--pool", help="A setting (RunConfig field, e.g. r) whose values are pooled "
+                                   "instead of forming separate arms; repeatable."),
+    equivalence_margin: float = typer.Option(0.01, "--equivalence-margin", help="TOST equivalence margin in the "
+                                             "primary metric (> 0)."),
+    equivalence_margin_norm: float = typer.Option(0.02, "--equivalence-margin-norm", help="TOST equivalence margin "
+                                                  "in FFT-normalised units (> 0)."),
+    glue_average: str = typer.Option("no-wnli", "--glue-average", help="Per-task tables' average: no-wnli (the "
+                                     "BERT/RoBERTa papers' convention) or all."),
 ) -> None:
     """Analyse results: statistics, efficiency, recommendations and limitations, into OUT/report.md."""
     from kdlora.analysis.drawing import FigureWorkers
@@ -29,8 +37,12 @@ def report(
     with FigureWorkers(enabled=figures) as workers:
         from kdlora.analysis.report import build, write_report
         from kdlora.analysis.summary import print_summary
+        from kdlora.analysis.model import Settings
 
-        analysis = build([*results, *legacy], metric_policy, grid, early=workers.early(out))
+        settings = Settings(policy=metric_policy, pool=tuple(pool), equivalence_margin=equivalence_margin,
+                            equivalence_margin_norm=equivalence_margin_norm, glue_average=glue_average)
+
+        analysis = build([*results, *legacy], metric_policy, grid, settings, early=workers.early(out))
         path = write_report(analysis, out, figures=figures, workers=workers)
     print_summary(analysis, path)
 

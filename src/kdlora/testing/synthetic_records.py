@@ -24,6 +24,7 @@ TASK_LEVEL = {"cola": 0.55, "sst2": 0.92, "mrpc": 0.86, "qqp": 0.89, "stsb": 0.8
 FAMILY_EFFECT = {"bert": 0.0, "roberta": 0.01, "deberta": 0.03}
 METHOD_EFFECT = {"fft": 0.0, "lora": -0.02, "kd-lora": -0.05}
 VARIANT_EFFECT = {"lora": 0.0, "rslora": 0.005, "olora": 0.003, "dora": 0.002, "adalora": -0.04, "mrlora": 0.006}
+RANK_EFFECT = 0.0025  # per unit of r above 8 (r = 16: +0.02), so rank ablations have a known effect
 PARAMS = {"bert": 109_483_778, "roberta": 124_647_170, "deberta": 184_423_682, "minilm": 22_713_216}
 
 
@@ -58,7 +59,8 @@ def _efficiency(cfg: RunConfig, rng: np.random.Generator, teacher: str | None) -
     full = PARAMS.get(cfg.family, 100_000_000)
     student = cfg.strategy == "kd-lora"
     total = int(full * (0.6 if student else 1.0))
-    trainable = full if cfg.strategy == "fft" else int(rng.normal(6e5, 5e4) * (1.4 if cfg.variant == "mrlora" else 1))
+    trainable = full if cfg.strategy == "fft" else int(rng.normal(6e5, 5e4) * (1.4 if cfg.variant == "mrlora" else 1)
+                                                       * cfg.r / 8)
     time_s = float(rng.lognormal(np.log(1500 if cfg.strategy == "fft" else 300 * (0.6 if student else 1)), 0.3))
     samples = 3 * 8_000
     tokens = samples * 60
@@ -76,6 +78,8 @@ def _efficiency(cfg: RunConfig, rng: np.random.Generator, teacher: str | None) -
 
 def make_record(cfg: RunConfig, rng: np.random.Generator, collapse_rate: float = 0.02) -> RunRecord:
     effect = FAMILY_EFFECT.get(cfg.family, 0.0) + METHOD_EFFECT[cfg.strategy] + VARIANT_EFFECT.get(cfg.variant, 0.0)
+    if cfg.strategy != "fft":
+        effect += RANK_EFFECT * (cfg.r - 8)
     score = float(np.clip(TASK_LEVEL.get(cfg.task, 0.8) + effect + rng.normal(0, 0.01), 0, 1))
     collapsed = cfg.strategy != "fft" and rng.random() < collapse_rate
     metrics = _metrics(cfg.task, score, rng, collapsed)

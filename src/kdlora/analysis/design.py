@@ -1,0 +1,100 @@
+"""The study's design, read from the runs: which settings each (strategy, variant) varies, and
+the arms those settings define.
+
+A setting is *varied* for a (strategy, variant) when two of its runs on the same family and task
+differ in it (a setting that changes only with the family or task, such as the teacher model, is
+set per cell, not varied). An *arm* is (strategy, variant, the values of its varied settings):
+its id is the method followed by `key=value` for each varied setting, e.g.
+`lora:lora r=16 lora_alpha=32`, so a study that varies nothing has one arm per method, named as
+the method. Runs of different arms are never pooled; `--pool FIELD` takes a setting out of the
+arms (its values are then pooled, and the report says so).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from kdlora.analysis.tidy import SETTINGS, method_label
+from kdlora.analysis.tables import method_order, natural_key
+
+# Settings that say how a run was read or where its data live, never a factor of the design.
+NOT_FACTORS = ("metric_policy", "data_dir")
+CELL = ["method", "family", "task"]
+
+
+def factors(pool: tuple[str, ...] = ()) -> list[str]:
+    return [c for c in SETTINGS if c not in NOT_FACTORS and c not in pool]
+
+
+def varied_axes(df: pd.DataFrame, pool: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """method -> the settings its runs vary within one (family, task) cell (in SETTINGS order)."""
+    cols = factors(pool)
+    if df.empty:
+        return {}
+    levels = df[CELL + cols].astype({c: object for c in cols}).fillna("∅")
+    n = levels.groupby(CELL, sort=False)[cols].nunique()
+    varied = (n > 1).groupby(level="method", sort=False).any()
+    return {m: [c for c in cols if row[c]] for m, row in varied.iterrows()}
+
+
+def level_text(value) -> str:
+    """A setting's value as it appears in an arm label: 16.0 -> '16', 5e-05 -> '5e-05'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "none"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+    return str(value)
+
+
+def add_arms(df: pd.DataFrame, pool: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """The table with `base_method` (strategy:variant), `arm` and `method` = arm; and the axes.
+
+    Every table grouped by `method` is then one row per arm."""
+    axes = varied_axes(df, pool)
+    out = df.assign(base_method=df["method"])
+    arm = out["method"].astype(object).copy()
+    for method, cols in axes.items():
+        if not cols:
+            continue
+        rows = out["method"] == method
+        suffix = pd.Series("", index=out.index[rows], dtype=object)
+        for c in cols:
+            suffix = suffix + " " + c + "=" + out.loc[rows, c].map(level_text)
+        arm[rows] = (method if method != "fft" else "fft:") + suffix
+    out["arm"] = arm
+    out["method"] = arm
+    return out, axes
+
+
+def design_table(df: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFrame:
+    """design.csv: one row per arm with its varied settings' values, runs, families, tasks, seeds."""
+    varied = [c for c in SETTINGS if any(c in cols for cols in axes.values())]
+    g = df.groupby("arm", sort=False)
+    out = g.agg(strategy=("strategy", "first"), variant=("variant", "first"), runs=("run_id", "size"),
+                families=("family", "nunique"), tasks=("task", "nunique"), seeds=("seed", "nunique"))
+    for c in varied:
+        out[c] = g[c].first().where(g[c].nunique() == 1)
+    out = out.reindex(method_order(out.index)).rename_axis("arm").reset_index()
+    out.insert(1, "label", [method_label(a) for a in out["arm"]])
+    return out[["arm", "label", "strategy", "variant", *varied, "runs", "families", "tasks", "seeds"]]
+
+
+def settings_table(df: pd.DataFrame, axes: dict[str, list[str]], pool: tuple[str, ...]) -> pd.DataFrame:
+    """design_settings.csv: each setting that applies to some run: varied (by which methods),
+    pooled, set per (family, task) cell, or fixed (its value)."""
+    rows = []
+    for c in SETTINGS:
+        values = df[c].dropna()
+        if values.empty:
+            continue
+        methods = sorted(m for m, cols in axes.items() if c in cols)
+        per_cell = df.dropna(subset=[c]).groupby(CELL[1:], sort=False)[c].nunique().max() == 1
+        status = ("pooled" if c in pool else "varied" if methods else "not a factor" if c in NOT_FACTORS
+                  else "fixed" if values.nunique() == 1 else "per family/task" if per_cell else "per method")
+        shown = sorted({level_text(v) for v in values}, key=natural_key)
+        rows.append({"setting": c, "status": status, "methods": ", ".join(methods),
+                     "values": ", ".join(shown[:12]) + (" ..." if len(shown) > 12 else "")})
+    return pd.DataFrame(rows, columns=["setting", "status", "methods", "values"])
+
