@@ -15,36 +15,37 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, create_model,
+                      field_validator)
 
-from kdlora.config import STRATEGIES, VARIANTS, RunConfig, describe_validation_error, read_yaml
+from kdlora.config import SEQUENCE_FIELDS, RunConfig, describe_validation_error, read_yaml
 from kdlora.data.metrics import GLUE_TASKS
 from kdlora.errors import UserError
-from kdlora.strategies import teacher_of
+from kdlora.strategies import STRATEGIES, ordered_strategies, teacher_of
+from kdlora.variants import VARIANTS
 
 # Sections of hyperparameters, from the most general to the most specific; later ones win.
+# Every strategy has a section of its own, named as the strategy (fft:, lora:, kd-lora:, ...).
+ADAPTER_STRATEGIES = tuple(s.name for s in ordered_strategies() if s.uses_adapters)
 SECTION_SCOPE = {
-    "hyperparameters": STRATEGIES,
-    "adapters": ("lora", "kd-lora"),
-    "fft": ("fft",),
-    "lora": ("lora",),
-    "kd-lora": ("kd-lora",),
+    "hyperparameters": tuple(s.name for s in ordered_strategies()),
+    "adapters": ADAPTER_STRATEGIES,
+    **{s.name: (s.name,) for s in ordered_strategies()},
 }
 # Keys a grid sets through its axes, and keys derived from the fft section (so that a KD run's
 # teacher is exactly the grid's FFT run): neither may be set as a hyperparameter.
 AXIS_KEYS = ("family", "task", "seed", "strategy", "variant")
-DERIVED_KEYS = {"teacher_lr": "lr", "teacher_epochs": "epochs", "teacher_batch_size": "batch_size"}
+DERIVED_KEYS = {mine: (s.teacher_strategy, theirs) for s in ordered_strategies() for mine, theirs in s.teacher_fields.items()}
 HYPERPARAMETERS = tuple(k for k in RunConfig.model_fields if k not in AXIS_KEYS and k not in DERIVED_KEYS)
-# Fields whose single value is itself a list: for these, an axis is a list of lists.
-SEQUENCE_FIELDS = ("target_modules", "mrlora_ranks")
 # Grid keys whose values may be paths, resolved relative to the grid file.
 PATH_KEYS = ("teacher_model", "student_model", "data_dir")
-STRATEGY_ORDER = {s: i for i, s in enumerate(STRATEGIES)}
+STRATEGY_ORDER = {s.name: s.order for s in ordered_strategies()}
 FALLBACK_FAMILIES = {"bert": True, "roberta": True, "deberta": True, "minilm": True}
 
 
-class GridConfig(BaseModel):
-    """A validated grid file. Paths in it are already resolved relative to the file."""
+class _GridBase(BaseModel):
+    """A validated grid file. Paths in it are already resolved relative to the file.
+    GridConfig (below) adds one section per registered strategy."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
     _runs: list[RunConfig] | None = PrivateAttr(default=None)  # expand_grid's result, once computed
@@ -58,9 +59,6 @@ class GridConfig(BaseModel):
     variants: list[str] = Field(default_factory=lambda: list(VARIANTS), min_length=1)
     hyperparameters: dict[str, Any] = {}
     adapters: dict[str, Any] = {}
-    fft: dict[str, Any] = {}
-    lora: dict[str, Any] = {}
-    kd_lora: dict[str, Any] = Field(default={}, alias="kd-lora")
     # Most specific of all: per variant ("adalora") or per strategy and variant ("kd-lora/adalora"),
     # e.g. a learning rate for a variant whose scaling differs (rsLoRA, AdaLoRA, MrLoRA).
     per_variant: dict[str, dict[str, Any]] = {}
@@ -89,13 +87,18 @@ class GridConfig(BaseModel):
     def _known_families(cls, values: list[str]) -> list[str]:
         return [_known("family", v, tuple(known_families())) for v in values]
 
-    @field_validator("hyperparameters", "adapters", "fft", "lora", "kd_lora")
+    @field_validator("*")
+    @classmethod
+    def _known_section_keys(cls, values: Any, info: ValidationInfo) -> Any:
+        return cls._known_keys(values) if info.field_name in SECTION_FIELDS else values
+
     @classmethod
     def _known_keys(cls, values: dict[str, Any]) -> dict[str, Any]:
         for key in values:
             if key in DERIVED_KEYS:
-                raise ValueError(f"{key!r} is derived from the fft section's {DERIVED_KEYS[key]!r} "
-                                 "(a KD-LoRA run's teacher is the grid's FFT run); set it under fft:")
+                teacher, theirs = DERIVED_KEYS[key]
+                raise ValueError(f"{key!r} is derived from the {teacher} section's {theirs!r} "
+                                 f"(a run's teacher is the grid's {teacher} run); set it under {teacher}:")
             if key in AXIS_KEYS:
                 raise ValueError(f"{key!r} is a grid axis; list it at the top level ({key}s:)")
             if key not in HYPERPARAMETERS:
@@ -108,17 +111,29 @@ class GridConfig(BaseModel):
         for key, settings in values.items():
             strategy, _, variant = key.rpartition("/")
             if strategy:
-                _known("strategy", strategy, ("lora", "kd-lora"))
+                _known("strategy", strategy, ADAPTER_STRATEGIES)
             _known("variant", variant, VARIANTS)
             cls._known_keys(settings)
             for name, value in settings.items():
                 if _is_axis(name, value):
                     raise ValueError(f"per_variant.{key}.{name} is a list: per-variant values are single "
-                                     "values; give axes in a section (adapters:, lora:, kd-lora:)")
+                                     "values; give axes in a section (adapters:, "
+                                     + ", ".join(f"{s}:" for s in ADAPTER_STRATEGIES) + ")")
         return values
 
     def section(self, name: str) -> dict[str, Any]:
-        return self.kd_lora if name == "kd-lora" else getattr(self, name)
+        return getattr(self, section_field(name))
+
+
+def section_field(name: str) -> str:
+    """The GridConfig field of a section: the strategy's name with '-' as '_' ("kd-lora" -> kd_lora)."""
+    return name.replace("-", "_")
+
+
+GridConfig = create_model(
+    "GridConfig", __base__=_GridBase, __module__=__name__,
+    **{section_field(s.name): (dict[str, Any], Field(default={}, alias=s.name)) for s in ordered_strategies()})
+SECTION_FIELDS = frozenset(section_field(name) for name in SECTION_SCOPE)
 
 
 def _known(kind: str, value: str, known: tuple[str, ...]) -> str:
@@ -161,7 +176,7 @@ def describe_grid_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        top = [f for f in GridConfig.model_fields if f != "source"] + ["kd-lora"]
+        top = [f.alias or n for n, f in GridConfig.model_fields.items() if n != "source"]
         return f"unknown key {loc!r}{_suggest(loc, top)}; see docs/sweeps.md"
     if err["type"] == "missing":
         return f"missing required key {loc!r}"
@@ -178,7 +193,7 @@ def _resolve_paths(grid: GridConfig, base: Path, path: Path) -> GridConfig:
         for key in PATH_KEYS:
             if key in values:
                 values[key] = _map_values(values[key], key, lambda v: _resolve_path(v, base))
-        sections["kd_lora" if name == "kd-lora" else name] = values
+        sections[section_field(name)] = values
     per_variant = {k: {n: _resolve_path(v, base) if n in PATH_KEYS else v for n, v in values.items()}
                    for k, values in grid.per_variant.items()}
     return grid.model_copy(update={"tasks": tasks, "per_variant": per_variant, **sections})
@@ -253,35 +268,45 @@ def _short_task(task: str) -> str:
 
 def _cell(grid: GridConfig, family: str, task: str, seed: int,
           point: dict[tuple[str, str], Any]) -> list[RunConfig]:
-    """Every run of one (family, task, seed, axis point): the FFT run first, then its students."""
+    """Every run of one (family, task, seed, axis point): teacher runs (FFT) first, then the rest."""
     ident = {"family": family, "task": task, "seed": seed}
-    fft = _build(grid, {**ident, **_settings(grid, "fft", point), "strategy": "fft"})
-    runs = [fft] if "fft" in grid.strategies else []
-    for strategy in (s for s in ("lora", "kd-lora") if s in grid.strategies):
-        extra = ({"teacher_lr": fft.lr, "teacher_epochs": fft.epochs, "teacher_batch_size": fft.batch_size}
-                 if strategy == "kd-lora" else {})
+    single: dict[str, RunConfig] = {}  # the one run of a strategy without variants (FFT), built once
+
+    def run_of(name: str) -> RunConfig:
+        if name not in single:
+            single[name] = _build(grid, {**ident, **_settings(grid, name, point), "strategy": name})
+        return single[name]
+
+    runs = []
+    for strategy in (s for s in ordered_strategies() if s.name in grid.strategies):
+        if not strategy.uses_adapters:
+            runs.append(run_of(strategy.name))
+            continue
+        teacher = run_of(strategy.teacher_strategy) if strategy.teacher_strategy else None
+        extra = {mine: getattr(teacher, theirs) for mine, theirs in strategy.teacher_fields.items()} if teacher else {}
         for variant in grid.variants:
-            cfg = _build(grid, {**ident, **_settings(grid, strategy, point, variant), **extra,
-                                "strategy": strategy, "variant": variant})
-            if strategy == "kd-lora":
-                _check_teacher(grid, cfg, fft)
+            cfg = _build(grid, {**ident, **_settings(grid, strategy.name, point, variant), **extra,
+                                "strategy": strategy.name, "variant": variant})
+            if teacher is not None:
+                _check_teacher(grid, cfg, teacher)
             runs.append(cfg)
-    if "kd-lora" in grid.strategies and "fft" not in grid.strategies:
-        runs.insert(0, fft)  # the teachers are needed even when the grid does not list fft
-    return runs
+    # the teachers are needed even when the grid does not list their strategy
+    return [run for name, run in single.items() if name not in grid.strategies] + runs
 
 
-def _check_teacher(grid: GridConfig, kd: RunConfig, fft: RunConfig) -> None:
+def _check_teacher(grid: GridConfig, student: RunConfig, expected: RunConfig) -> None:
     families = known_families()
-    if kd.student_model is None and not families.get(kd.family, False):
-        raise UserError(f"{grid.source}: family {kd.family!r} has no student model, so it cannot run "
-                        "kd-lora; set student_model under kd-lora: or drop kd-lora from strategies")
-    teacher = teacher_of(kd)
-    if teacher.run_id != fft.run_id:
-        a, b = teacher.canonical(), fft.canonical()
+    name = student.strategy
+    if STRATEGIES.get(name).trains_student and student.student_model is None and not families.get(student.family, False):
+        raise UserError(f"{grid.source}: family {student.family!r} has no student model, so it cannot run "
+                        f"{name}; set student_model under {name}: or drop {name} from strategies")
+    teacher = teacher_of(student)
+    if teacher.run_id != expected.run_id:
+        a, b = teacher.canonical(), expected.canonical()
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        raise UserError(f"{grid.source}: the KD-LoRA runs' teacher would differ from the grid's FFT run in "
-                        f"{', '.join(keys)}; set these under hyperparameters: so both strategies share them")
+        raise UserError(f"{grid.source}: the {name} runs' teacher would differ from the grid's "
+                        f"{expected.strategy} run in {', '.join(keys)}; set these under hyperparameters: "
+                        "so both strategies share them")
 
 
 def expand_grid(grid: GridConfig) -> list[RunConfig]:
