@@ -13,7 +13,7 @@ import difflib
 import itertools
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, create_model,
                       field_validator)
@@ -35,7 +35,8 @@ SECTION_SCOPE = {
 # Keys a grid sets through its axes, and keys derived from the fft section (so that a KD run's
 # teacher is exactly the grid's FFT run): neither may be set as a hyperparameter.
 AXIS_KEYS = ("family", "task", "seed", "strategy", "variant")
-DERIVED_KEYS = {mine: (s.teacher_strategy, theirs) for s in ordered_strategies() for mine, theirs in s.teacher_fields.items()}
+DERIVED_KEYS = {mine: theirs for s in ordered_strategies() for mine, theirs in s.teacher_fields.items()}
+DERIVED_FROM = {mine: s.teacher_strategy for s in ordered_strategies() for mine in s.teacher_fields}
 HYPERPARAMETERS = tuple(k for k in RunConfig.model_fields if k not in AXIS_KEYS and k not in DERIVED_KEYS)
 # Grid keys whose values may be paths, resolved relative to the grid file.
 PATH_KEYS = ("teacher_model", "student_model", "data_dir")
@@ -49,6 +50,7 @@ class _GridBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
     _runs: list[RunConfig] | None = PrivateAttr(default=None)  # expand_grid's result, once computed
+    _pending: list[RunConfig] = PrivateAttr(default_factory=list)  # students awaiting the teacher selection
 
     name: str | None = None
     description: str | None = None
@@ -62,6 +64,15 @@ class _GridBase(BaseModel):
     # Most specific of all: per variant ("adalora") or per strategy and variant ("kd-lora/adalora"),
     # e.g. a learning rate for a variant whose scaling differs (rsLoRA, AdaLoRA, MrLoRA).
     per_variant: dict[str, dict[str, Any]] = {}
+    # The protocol (docs/protocol.md). search: candidate values per method, each candidate a run
+    # ({lora: {lr: [...]}, kd-lora: {...}, fft: {...}, per_variant: {dora: {lr: [...]}}}).
+    search: dict[str, dict[str, Any]] = {}
+    # Settings that vary together, one axis point per entry ([{r: 8, lora_alpha: 16}, ...]).
+    zip_: list[dict[str, Any]] = Field(default=[], alias="zip")
+    allow_unequal_budget: bool = False
+    # With an FFT search, KD-LoRA students distil from the FFT candidate the protocol selects (best
+    # mean selection metric over seeds, per family and task), or from every candidate.
+    teachers: Literal["selected", "every"] = "selected"
     source: str | None = None  # the file it came from (set by load_grid)
 
     @field_validator("families", "tasks", "seeds", "strategies", "variants")
@@ -96,7 +107,7 @@ class _GridBase(BaseModel):
     def _known_keys(cls, values: dict[str, Any]) -> dict[str, Any]:
         for key in values:
             if key in DERIVED_KEYS:
-                teacher, theirs = DERIVED_KEYS[key]
+                teacher, theirs = DERIVED_FROM[key], DERIVED_KEYS[key]
                 raise ValueError(f"{key!r} is derived from the {teacher} section's {theirs!r} "
                                  f"(a run's teacher is the grid's {teacher} run); set it under {teacher}:")
             if key in AXIS_KEYS:
@@ -121,12 +132,39 @@ class _GridBase(BaseModel):
                                      + ", ".join(f"{s}:" for s in ADAPTER_STRATEGIES) + ")")
         return values
 
+    @field_validator("search")
+    @classmethod
+    def _known_search(cls, values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for key, space in values.items():
+            if key == "per_variant":
+                for vkey, vspace in space.items():
+                    strategy, _, variant = vkey.rpartition("/")
+                    if strategy:
+                        _known("strategy", strategy, ADAPTER_STRATEGIES)
+                    _known("variant", variant, VARIANTS)
+                    _check_space(vspace, f"search.per_variant.{vkey}")
+            else:
+                _known("search method", key, (*STRATEGIES, "per_variant"))
+                _check_space(space, f"search.{key}")
+        return values
+
+    @field_validator("zip_")
+    @classmethod
+    def _known_zip(cls, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        keys = [tuple(sorted(v)) for v in values]
+        if values and (not keys[0] or any(k != keys[0] for k in keys)):
+            raise ValueError("every zip entry must set the same, non-empty keys, e.g. [{r: 8, lora_alpha: 16}, "
+                             "{r: 16, lora_alpha: 32}]")
+        for entry in values:
+            cls._known_keys(entry)
+        return values
+
     def section(self, name: str) -> dict[str, Any]:
         return getattr(self, section_field(name))
 
 
 def section_field(name: str) -> str:
-    """The GridConfig field of a section: the strategy's name with '-' as '_' ("kd-lora" -> kd_lora)."""
+    """The GridConfig field of a section: the strategy's name with '-' as '_' (kd-lora -> kd_lora)."""
     return name.replace("-", "_")
 
 
@@ -140,6 +178,17 @@ def _known(kind: str, value: str, known: tuple[str, ...]) -> str:
     if value not in known:
         raise ValueError(f"unknown {kind} {value!r}; choose from: {', '.join(known)}")
     return value
+
+
+def _check_space(space: Any, where: str) -> None:
+    if not isinstance(space, dict):
+        raise ValueError(f"{where} must map settings to lists of candidate values, e.g. {{lr: [1e-4, 3e-4]}}")
+    GridConfig._known_keys(space)
+    for key, values in space.items():
+        if not isinstance(values, list):
+            raise ValueError(f"{where}.{key} must be a list of candidate values")
+        if not values:
+            raise ValueError(f"{where}.{key} is an empty list; give at least one candidate value")
 
 
 def _suggest(key: str, known: Iterable[str]) -> str:
@@ -176,7 +225,7 @@ def describe_grid_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        top = [f.alias or n for n, f in GridConfig.model_fields.items() if n != "source"]
+        top = [f.alias or n for n, f in GridConfig.model_fields.items() if n not in ("source", "zip_")] + ["zip"]
         return f"unknown key {loc!r}{_suggest(loc, top)}; see docs/sweeps.md"
     if err["type"] == "missing":
         return f"missing required key {loc!r}"
@@ -237,6 +286,8 @@ def _axes(grid: GridConfig) -> list[tuple[str, str, list[Any]]]:
                 if not value:
                     raise UserError(f"{grid.source}: {name}.{key} is an empty list; give at least one value")
                 out.append((name, key, list(value)))
+    if grid.zip_:
+        out.append(("zip", "", list(grid.zip_)))
     return out
 
 
@@ -248,10 +299,33 @@ def _settings(grid: GridConfig, strategy: str, point: dict[tuple[str, str], Any]
         if strategy in scope:
             for key, value in grid.section(name).items():
                 out[key] = point.get((name, key), value)
+    out.update(point.get(("zip", ""), {}))
     if variant is not None:
         out.update(grid.per_variant.get(variant, {}))
         out.update(grid.per_variant.get(f"{strategy}/{variant}", {}))
     return out
+
+
+def search_space(grid: GridConfig, strategy: str, variant: str | None) -> dict[str, list[Any]]:
+    """The searched settings of one method: the strategy's, then the variant's, then strategy/variant's."""
+    space = dict(grid.search.get(strategy, {}))
+    if variant is not None:
+        per_variant = grid.search.get("per_variant", {})
+        space.update(per_variant.get(variant, {}))
+        space.update(per_variant.get(f"{strategy}/{variant}", {}))
+    return space
+
+
+def candidates(grid: GridConfig, strategy: str, variant: str | None) -> list[dict[str, Any]]:
+    """Every candidate setting of one method ([{}] when it is not searched)."""
+    space = search_space(grid, strategy, variant)
+    keys = list(space)
+    return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
+
+
+# What a KD-LoRA run's teacher can be told apart by (teacher_lr, teacher_epochs, teacher_batch_size).
+TEACHER_SEARCH_KEYS = tuple(DERIVED_KEYS.values())
+TeacherChoice = dict[tuple[str, str], dict[str, Any]]  # (family, task) -> the chosen FFT candidate
 
 
 def _build(grid: GridConfig, data: dict[str, Any]) -> RunConfig:
@@ -266,32 +340,53 @@ def _short_task(task: str) -> str:
     return Path(task).stem if task not in GLUE_TASKS else task
 
 
-def _cell(grid: GridConfig, family: str, task: str, seed: int,
-          point: dict[tuple[str, str], Any]) -> list[RunConfig]:
-    """Every run of one (family, task, seed, axis point): teacher runs (FFT) first, then the rest."""
+def _cell(grid: GridConfig, family: str, task: str, seed: int, point: dict[tuple[str, str], Any],
+          choice: TeacherChoice | None) -> tuple[list[RunConfig], list[RunConfig]]:
+    """(runs, pending) of one (family, task, seed, axis point): the teacher (FFT) runs first, then
+    the rest. `pending` holds one stand-in per student (KD-LoRA) whose teacher the protocol has not
+    selected yet (counted by `kdlora plan`, run once the FFT search is done)."""
     ident = {"family": family, "task": task, "seed": seed}
-    single: dict[str, RunConfig] = {}  # the one run of a strategy without variants (FFT), built once
+    single: dict[str, list[RunConfig]] = {}  # the runs of a strategy without variants (FFT), one per candidate
 
-    def run_of(name: str) -> RunConfig:
+    def runs_of(name: str) -> list[RunConfig]:
         if name not in single:
-            single[name] = _build(grid, {**ident, **_settings(grid, name, point), "strategy": name})
+            single[name] = [_build(grid, {**ident, **_settings(grid, name, point), **cand, "strategy": name})
+                            for cand in candidates(grid, name, None)]
         return single[name]
 
-    runs = []
+    runs, pending = [], []
     for strategy in (s for s in ordered_strategies() if s.name in grid.strategies):
         if not strategy.uses_adapters:
-            runs.append(run_of(strategy.name))
+            runs.extend(runs_of(strategy.name))
             continue
-        teacher = run_of(strategy.teacher_strategy) if strategy.teacher_strategy else None
-        extra = {mine: getattr(teacher, theirs) for mine, theirs in strategy.teacher_fields.items()} if teacher else {}
+        teachers = runs_of(strategy.teacher_strategy) if strategy.teacher_strategy else None
         for variant in grid.variants:
-            cfg = _build(grid, {**ident, **_settings(grid, strategy.name, point, variant), **extra,
-                                "strategy": strategy.name, "variant": variant})
-            if teacher is not None:
-                _check_teacher(grid, cfg, teacher)
-            runs.append(cfg)
+            for cand in candidates(grid, strategy.name, variant):
+                data = {**ident, **_settings(grid, strategy.name, point, variant), **cand,
+                        "strategy": strategy.name, "variant": variant}
+                if teachers is None:
+                    runs.append(_build(grid, data))
+                    continue
+                chosen = _chosen_teachers(grid, teachers, family, task, choice)
+                for teacher in chosen if chosen is not None else teachers[:1]:
+                    cfg = _build(grid, {**data, **{mine: getattr(teacher, theirs)
+                                                   for mine, theirs in strategy.teacher_fields.items()}})
+                    _check_teacher(grid, cfg, teacher)
+                    (runs if chosen is not None else pending).append(cfg)
     # the teachers are needed even when the grid does not list their strategy
-    return [run for name, run in single.items() if name not in grid.strategies] + runs
+    missing = [run for name, cell in single.items() if name not in grid.strategies for run in cell]
+    return missing + runs, pending
+
+
+def _chosen_teachers(grid: GridConfig, teachers: list[RunConfig], family: str, task: str,
+                     choice: TeacherChoice | None) -> list[RunConfig] | None:
+    """The FFT runs a KD-LoRA student distils from; None while the protocol has yet to choose."""
+    if len(teachers) == 1 or grid.teachers == "every":
+        return teachers
+    picked = (choice or {}).get((family, task))
+    if picked is None:
+        return None
+    return [t for t in teachers if all(getattr(t, k) == v for k, v in picked.items())][:1]
 
 
 def _check_teacher(grid: GridConfig, student: RunConfig, expected: RunConfig) -> None:
@@ -304,29 +399,104 @@ def _check_teacher(grid: GridConfig, student: RunConfig, expected: RunConfig) ->
     if teacher.run_id != expected.run_id:
         a, b = teacher.canonical(), expected.canonical()
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        raise UserError(f"{grid.source}: the {name} runs' teacher would differ from the grid's "
-                        f"{expected.strategy} run in {', '.join(keys)}; set these under hyperparameters: "
-                        "so both strategies share them")
+        raise UserError(f"{grid.source}: the {STRATEGIES.get(name).label} runs' teacher would differ from the grid's "
+                        f"{STRATEGIES.get(expected.strategy).label} run in {', '.join(keys)}; set these under "
+                        "hyperparameters: so both strategies share them")
 
 
-def expand_grid(grid: GridConfig) -> list[RunConfig]:
+def expand_grid(grid: GridConfig, teacher_choice: TeacherChoice | None = None) -> list[RunConfig]:
     """Every run the grid expects, one per run_id, FFT teachers before the runs that need them.
-    Computed once per (frozen) grid: load_grid expands to validate, callers expand to use."""
+    Computed once per (frozen) grid: load_grid expands to validate, callers expand to use. With an
+    FFT search and `teachers: selected`, KD-LoRA students are included for the (family, task)
+    cells `teacher_choice` has a teacher for (kdlora.sweep picks it from the FFT runs' records)."""
+    if teacher_choice:
+        return _expand(grid, teacher_choice)[0]
     if grid._runs is None:
-        grid._runs = _expand(grid)
+        grid._runs, grid._pending = _expand(grid, None)
     return list(grid._runs)
 
 
-def _expand(grid: GridConfig) -> list[RunConfig]:
+def pending_students(grid: GridConfig) -> list[RunConfig]:
+    """Stand-ins for the KD-LoRA runs that wait for the protocol's teacher selection (one per
+    student, with the first FFT candidate as teacher): what `kdlora plan` counts for them."""
+    expand_grid(grid)
+    return list(grid._pending)
+
+
+def teacher_strategies(grid: GridConfig) -> dict[str, list[str]]:
+    """Teacher strategy -> the grid's strategies taught by its runs (fft -> [kd-lora])."""
+    out: dict[str, list[str]] = {}
+    for s in ordered_strategies():
+        if s.name in grid.strategies and s.teacher_strategy:
+            out.setdefault(s.teacher_strategy, []).append(s.name)
+    return out
+
+
+def needs_teacher_selection(grid: GridConfig) -> bool:
+    return grid.teachers == "selected" and any(len(candidates(grid, t, None)) > 1 for t in teacher_strategies(grid))
+
+
+def _expand(grid: GridConfig, choice: TeacherChoice | None) -> tuple[list[RunConfig], list[RunConfig]]:
+    _check_search(grid)
     axes = _axes(grid)
     seen: dict[str, RunConfig] = {}
+    waiting: dict[str, RunConfig] = {}
     for family, task, seed in itertools.product(grid.families, grid.tasks, grid.seeds):
         for values in itertools.product(*(vals for _, _, vals in axes)):
             point = {(name, key): v for (name, key, _), v in zip(axes, values)}
-            for cfg in _cell(grid, family, task, seed, point):
+            runs, pending = _cell(grid, family, task, seed, point, choice)
+            for cfg in runs:
                 seen.setdefault(cfg.run_id, cfg)
+            for cfg in pending:
+                waiting.setdefault(cfg.run_id, cfg)
+    if needs_teacher_selection(grid):
+        from kdlora.config import task_has_selection_file
+
+        blind = [c for c in seen.values() if c.strategy in teacher_strategies(grid) and c.selection_fraction == 0
+                 and not task_has_selection_file(c.task)]
+        if blind:
+            raise UserError(f"{grid.source}: choosing the KD-LoRA teacher among the searched FFT runs needs a selection "
+                            "split: set selection_fraction > 0 under hyperparameters (or teachers: every)")
     # Stable sort: every FFT run first, so teachers start as early as possible.
-    return sorted(seen.values(), key=lambda c: STRATEGY_ORDER[c.strategy])
+    return sorted(seen.values(), key=lambda c: STRATEGY_ORDER[c.strategy]), list(waiting.values())
+
+
+def _check_search(grid: GridConfig) -> None:
+    """What a search can ask for: a KD-LoRA teacher is told apart only by lr, epochs and batch size,
+    and choosing a teacher needs a selection split."""
+    for teacher, students in teacher_strategies(grid).items():
+        bad = sorted(set(grid.search.get(teacher, {})) - set(TEACHER_SEARCH_KEYS))
+        if bad:
+            raise UserError(f"{grid.source}: search.{teacher} may only search {', '.join(TEACHER_SEARCH_KEYS)} when the "
+                            f"grid runs {', '.join(students)} (a student's teacher is named by "
+                            f"{'/'.join(DERIVED_KEYS)}); not {bad}")
+
+
+def searched_keys(grid: GridConfig) -> Callable[[RunConfig], set[str]]:
+    """For budgets: the settings searched for a run's method (a KD-LoRA run's teacher settings too)."""
+    def keys(cfg: RunConfig) -> set[str]:
+        out = set(search_space(grid, cfg.strategy, cfg.variant))
+        if STRATEGIES.get(cfg.strategy).teacher_fields:
+            out |= set(STRATEGIES.get(cfg.strategy).teacher_fields)
+        return out
+    return keys
+
+
+def grid_budgets(grid: GridConfig, runs: list[RunConfig] | None = None):
+    """The budget of every method the grid compares (pending KD-LoRA students included)."""
+    from kdlora.budget import budgets
+
+    runs = expand_grid(grid) + pending_students(grid) if runs is None else runs
+    return budgets(runs, searched_keys(grid), methods=grid.strategies)
+
+
+def check_budgets(grid: GridConfig, budget_list) -> None:
+    from kdlora.budget import unequal
+
+    why = unequal(budget_list)
+    if why and not grid.allow_unequal_budget:
+        raise UserError(f"{grid.source}: unequal tuning budgets: {why}; equalise the search (search:) or set "
+                        "allow_unequal_budget: true")
 
 
 def breakdown(runs: Iterable[RunConfig]) -> dict[str, Counter]:

@@ -78,7 +78,7 @@ def test_shared_axis_pairs_each_student_with_its_own_teacher(tmp_path):
     assert Counter(r.strategy for r in runs) == {"fft": 2, "lora": 2, "kd-lora": 2}
     fft = {r.run_id: r for r in runs if r.strategy == "fft"}
     for kd in (r for r in runs if r.strategy == "kd-lora"):
-        assert teacher_of(fft[kd).run_id].epochs == kd.epochs
+        assert fft[teacher_of(kd).run_id].epochs == kd.epochs
 
 
 def test_teacher_axis_multiplies_kd_runs_but_not_lora(tmp_path):
@@ -177,7 +177,7 @@ NON_DEFAULT = {"teacher_model": "some/teacher", "student_model": "some/student",
                "mrlora_ranks": [4, 2], "mrlora_scaling": "standard", "adalora_init_r": 16,
                "adalora_tinit": 0.2, "adalora_tfinal": 0.3, "adalora_delta_t": 5, "kd_temperature": 3.0,
                "kd_alpha": 0.3, "grad_accum": 2, "threads": 1, "device": "cpu", "selection_fraction": 0.1,
-               "select_best_epoch": True}
+               "select_best_epoch": True, "compile": True}
 NEEDS = {"select_best_epoch": {"selection_fraction": 0.1}}  # what a value is valid only with
 
 

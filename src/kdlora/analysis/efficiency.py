@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis import stats
-from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
+from kdlora.analysis.methods import ADAPTER_STRATEGIES, REFERENCE
 from kdlora.analysis.model import Settings
+from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import BLOCK, method_order
 
 # (column in the tidy table, label, unit) of every efficiency measure the report may show.
@@ -94,8 +95,8 @@ def correlations(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 def gains(df: pd.DataFrame) -> pd.DataFrame:
     """Efficiency of PEFT against FFT, and of KD-LoRA against LoRA-only: ratios baseline / group
     for costs and group / baseline for rates, of means and of medians (> 1 = the group is better)."""
-    groups = {"FFT": df[df["strategy"] == "fft"], "PEFT (all)": df[df["strategy"] != "fft"],
-              **{STRATEGY_LABEL[s]: df[df["strategy"] == s] for s in ("lora", "kd-lora")}}
+    groups = {"FFT": df[df["strategy"] == REFERENCE], "PEFT (all)": df[df["strategy"] != REFERENCE],
+              **{STRATEGY_LABEL[s]: df[df["strategy"] == s] for s in ADAPTER_STRATEGIES}}
     pairs = [("FFT", "PEFT (all)"), ("FFT", "LoRA-only"), ("FFT", "KD-LoRA"), ("LoRA-only", "KD-LoRA")]
     columns = present(df)
     blocks = {name: g.groupby(BLOCK)[columns].mean() for name, g in groups.items()}  # one groupby per group

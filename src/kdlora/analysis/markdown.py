@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from kdlora.analysis.fmt import ci, compact, integer, mean_sd, missing, num, pct, pval, ratio, signed
+from kdlora.analysis.methods import TAUGHT_STRATEGIES
 from kdlora.analysis.model import Analysis
 from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import method_order, task_order
@@ -116,7 +117,7 @@ def executive_summary(a: Analysis) -> str:
         items.append(f"Mean FFT-normalised score with task-stratified bootstrap CI: {norm}.")
     items += _test_headlines(a) + _gain_headlines(a)
     kd_tasks = a["strategy_task_counts"]
-    kd = kd_tasks[kd_tasks["strategy"] == "kd-lora"]
+    kd = kd_tasks[kd_tasks["strategy"].isin(TAUGHT_STRATEGIES)]
     if not kd.empty:
         per = ", ".join(f"{t} {int(kd[t].iloc[0])}" for t in kd.columns[1:])
         items.append(f"KD-LoRA runs per task: {per}.")

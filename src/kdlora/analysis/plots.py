@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 import pandas as pd
 from kdlora.analysis.efficiency import memory_kind_of
+from kdlora.analysis.methods import REFERENCE, STRATEGY_COLOR, STRATEGY_COLORMAP
 from kdlora.analysis.model import Analysis
 from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import method_order, task_order
@@ -20,7 +21,7 @@ from kdlora.analysis.tables import method_order, task_order
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-COLORS = {"fft": "#444444", "lora": "#1f77b4", "kd-lora": "#d62728"}
+COLORS = STRATEGY_COLOR  # from the strategy registry
 RASTER_ABOVE = 2000  # runs; beyond this the scatter's points are embedded in the PDF as an image
 
 
@@ -92,7 +93,7 @@ def efficiency_scatter(a: Analysis) -> Figure | None:
 
 def parameter_efficiency(a: Analysis) -> Figure | None:
     pe = a["parameter_efficiency"]
-    pe = pe[pe["strategy"] != "fft"].dropna(subset=["performance_per_million"])
+    pe = pe[pe["strategy"] != REFERENCE].dropna(subset=["performance_per_million"])
     if pe.empty:
         return None
     pe = pe.sort_values("performance_per_million")
@@ -179,7 +180,7 @@ def _palette(methods: list[str]) -> list:
     """Shades of the strategy's colour per variant, so strategy stays readable at a glance."""
     from matplotlib import colormaps
 
-    maps = {"fft": "Greys", "lora": "Blues", "kd-lora": "Reds"}
+    maps = STRATEGY_COLORMAP
     out = []
     for m in methods:
         strategy = m.partition(":")[0]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis import stats
+from kdlora.analysis.methods import REFERENCE, TAUGHT_STRATEGIES
 from kdlora.analysis.model import Settings
 from kdlora.analysis.glue import chance_of_primary, constant_predictor
 from kdlora.analysis.tidy import KEY, METRICS, STRATEGY_ORDER, method_of
@@ -59,7 +60,7 @@ def add_normalised(df: pd.DataFrame) -> pd.DataFrame:
     cache: dict[tuple[str, str], float] = {}
     out["chance"] = [cache.setdefault((t, n), chance_of_primary(t, n))
                      for t, n in zip(out["task"], out["primary_name"])]
-    fft = out[out["strategy"] == "fft"]
+    fft = out[out["strategy"] == REFERENCE]
     by_seed = fft.groupby(BLOCK)["primary"].mean().rename("_fft_seed")
     by_cell = fft.groupby(["family", "task"])["primary"].mean().rename("_fft_cell")
     out = out.join(by_seed, on=BLOCK).join(by_cell, on=["family", "task"])
@@ -174,8 +175,8 @@ def _sort_cells(out: pd.DataFrame) -> pd.DataFrame:
 # ----- teacher -> student -------------------------------------------------------------------------
 def teacher_student(df: pd.DataFrame) -> pd.DataFrame:
     """Each KD-LoRA run beside the FFT run that taught it (linked by teacher_run_id)."""
-    kd = df[(df["strategy"] == "kd-lora") & df["teacher_run_id"].notna()]
-    teachers = df[df["strategy"] == "fft"].set_index("run_id")
+    kd = df[df["strategy"].isin(TAUGHT_STRATEGIES) & df["teacher_run_id"].notna()]
+    teachers = df[~df["strategy"].isin(TAUGHT_STRATEGIES)].set_index("run_id")
     kd = kd[kd["teacher_run_id"].isin(teachers.index)]
     cols = ["primary", "trainable_params", "eval_samples_per_s", "eval_latency_ms_b32", "train_time_s"]
     t = teachers.loc[kd["teacher_run_id"], cols].set_axis(kd.index)

@@ -27,6 +27,32 @@ def _load(grid: Path):
     return spec, expand_grid(spec)
 
 
+def _print_budget(console, spec) -> None:
+    """The protocol's budget per method (runs, candidates per cell, estimated optimizer steps);
+    refuses unequal budgets unless the grid allows them."""
+    from kdlora.grid import (check_budgets, grid_budgets, needs_teacher_selection, pending_students, search_space,
+                             teacher_strategies)
+
+    budget = grid_budgets(spec)
+    console.print("tuning budget per method (a cell: family x task x seed x study axes):", highlight=False)
+    for b in budget:  # one plain line each, whole, so that they can be grepped
+        strategy, _, variant = b.method.partition("/")
+        space = search_space(spec, strategy, None if variant == "full" else variant)
+        searched = "; ".join(f"{k} {v}" for k, v in space.items()) or "not searched"
+        steps = "?" if b.steps is None else f"{b.steps:,}"
+        console.print(f"  {b.method}: {b.candidates:g} candidate(s) per cell ({searched}), {b.runs} runs, "
+                      f"~{steps} optimizer steps", highlight=False, markup=False)
+    pending = pending_students(spec)
+    if needs_teacher_selection(spec):
+        console.print(f"KD-LoRA teacher: per family and task, the FFT candidate with the best mean selection metric "
+                      f"over seeds; its {len(pending)} KD-LoRA runs start once every FFT candidate of their "
+                      "cell has finished", highlight=False)
+    elif any(spec.search.get(t) for t in teacher_strategies(spec)):
+        console.print("KD-LoRA teacher: every FFT candidate (teachers: every): each student is run once per "
+                      "teacher candidate", highlight=False)
+    check_budgets(spec, budget)
+
+
 @user_errors
 def plan(grid: Path = GridArg,
          csv: Optional[Path] = typer.Option(None, "--csv", help="write every expected run to this CSV")) -> None:
@@ -51,6 +77,7 @@ def plan(grid: Path = GridArg,
     table.add_row("[bold]all", *(str(counts["family"][f]) for f in spec.families), f"[bold]{len(runs)}")
     console.print(table)
     console.print("tasks: " + ", ".join(f"{t} {n}" for t, n in counts["task"].items()), highlight=False)
+    _print_budget(console, spec)
     if csv is not None:
         import pandas as pd
 
@@ -70,6 +97,12 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
           gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", min=0,
                                                        help="GPUs per run, fractions allowed on Ray "
                                                             "[default: 1 if there are GPUs, else 0]"),
+          runs_per_gpu: Optional[str] = typer.Option(
+              None, "--runs-per-gpu", metavar="K|auto",
+              help="local: up to K runs side by side on each GPU, or auto: admit a run while the GPU's free "
+                   "memory exceeds its measured or estimated peak plus a margin [default: 1]"),
+          mps: bool = typer.Option(False, "--mps", help="local: run the sweep's runs under a CUDA MPS daemon "
+                                                       "(kernels of runs sharing a GPU overlap)"),
           run_fn: str = typer.Option("kdlora.runner:run_one", "--run-fn",
                                      help="function (package.module:function) that trains one run")) -> None:
     """Run every expected run of a grid not yet completed (rerun the same command to resume)."""
@@ -78,22 +111,41 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
     from kdlora.sweep.progress import SweepProgress
     from kdlora.sweep.scheduler import run_sweep
 
-    _, runs = _load(grid)
+    from kdlora.grid import check_budgets, expand_grid, grid_budgets, needs_teacher_selection
+    from kdlora.sweep.teachers import choose_teachers
+
+    spec, runs = _load(grid)
+    check_budgets(spec, grid_budgets(spec))
     resolve_run_fn(run_fn)  # a typo is refused here, not once per run
-    options = ExecutorOptions(workers=workers, ray_address=ray_address, gpus_per_run=gpus_per_run)
+    from kdlora.executors.packing import parse_runs_per_gpu
+
+    options = ExecutorOptions(workers=workers, ray_address=ray_address, gpus_per_run=gpus_per_run,
+                              runs_per_gpu=parse_runs_per_gpu(runs_per_gpu), mps=mps)
+    staged = needs_teacher_selection(spec)  # KD-LoRA students wait for the protocol's teacher choice
+    if staged and results.is_dir():
+        runs = expand_grid(spec, choose_teachers(spec, results))
     results.mkdir(parents=True, exist_ok=True)
-    pool = make_executor(executor, results.resolve(), run_fn, options)
     console = _console()
-    try:
-        with SweepProgress(len(runs)) as progress:
-            outcome = run_sweep(runs, results, pool, retries=retries, on_event=progress)
-    except KeyboardInterrupt:
-        console.print("interrupted: runs in progress were stopped; rerun the same command to resume")
-        raise typer.Exit(code=130) from None
-    console.print(f"{len(outcome.skipped)} already done, {len(outcome.completed)} completed now, "
-                  f"{len(outcome.failed)} failed, of {outcome.expected} expected; records in {results / 'runs'}",
-                  highlight=False)
-    if outcome.failed:
+    failed = False
+    while True:  # one stage, or two when students wait for the teacher choice
+        pool = make_executor(executor, results.resolve(), run_fn, options)  # run_sweep closes it
+        try:
+            with SweepProgress(len(runs)) as progress:
+                outcome = run_sweep(runs, results, pool, retries=retries, on_event=progress)
+        except KeyboardInterrupt:
+            console.print("interrupted: runs in progress were stopped; rerun the same command to resume")
+            raise typer.Exit(code=130) from None
+        console.print(f"{len(outcome.skipped)} already done, {len(outcome.completed)} completed now, "
+                      f"{len(outcome.failed)} failed, of {outcome.expected} expected; records in {results / 'runs'}",
+                      highlight=False)
+        failed = failed or bool(outcome.failed)
+        more = expand_grid(spec, choose_teachers(spec, results)) if staged else runs
+        if {r.run_id for r in more} <= {r.run_id for r in runs}:
+            break
+        console.print(f"teachers chosen on the selection split: {len(more) - len(runs)} KD-LoRA runs follow",
+                      highlight=False)
+        runs = more
+    if failed:
         console.print(f"failed runs keep their reason in their record; `kdlora status {grid} --results {results}` "
                       "lists them, rerunning this command retries them", highlight=False)
         raise typer.Exit(code=1)

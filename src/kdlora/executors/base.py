@@ -34,6 +34,10 @@ class ExecutorOptions:
     ray_address: str | None = None
     gpus_per_run: float | None = None  # None: 1 when GPUs exist, else 0 (fractions allowed on Ray)
     cpus_per_run: float = 1.0
+    # Local executor: runs side by side on one GPU, K or "auto" (by free memory; executors/packing.py),
+    # and whether to start a CUDA MPS daemon for them.
+    runs_per_gpu: int | str | None = None
+    mps: bool = False
     # Modules the local executor's fork server imports once for every run (the real runner's
     # heavy imports are added automatically when it is the run function).
     preload: tuple[str, ...] = ()
@@ -51,6 +55,11 @@ class Executor(ABC):
 
     @abstractmethod
     def submit(self, job: Job) -> None: ...
+
+    def admits(self, cfg: RunConfig) -> bool:
+        """Whether this run may start now, beyond `capacity` (the local executor asks its GPUs'
+        free memory with --runs-per-gpu auto)."""
+        return True
 
     @abstractmethod
     def wait(self, timeout: float) -> list[Finished]:

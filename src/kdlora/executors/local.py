@@ -3,8 +3,10 @@
 Each run gets a fresh process so that a run that dies (os._exit, SIGKILL, a segfault in a CUDA
 kernel) takes nothing else with it and leaves no GPU memory behind. Processes come from a
 multiprocessing fork server that has already imported torch and the run function, so starting
-a run costs a fork, not the several seconds of importing torch. With GPUs, worker slot i sees
-only GPU i (CUDA_VISIBLE_DEVICES); on CPU the cores are shared out between the slots.
+a run costs a fork, not the several seconds of importing torch. With GPUs, each run sees only
+the GPU it was placed on (CUDA_VISIBLE_DEVICES): one run per GPU, or several side by side with
+--runs-per-gpu K / auto (executors/packing.py), optionally under CUDA MPS (--mps). On CPU the
+cores are shared out between the runs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from kdlora.executors.base import Executor, ExecutorOptions, Finished, Job
 from kdlora.executors.child import DEFAULT_RUN_FN, execute_run
+from kdlora.executors.packing import GpuPacker, Probe, measured_peak, nvml_free_bytes, start_mps, stop_mps
 
 # Imported once in the fork server for the real runner: what every run would import anyway.
 RUNNER_PRELOAD = ("torch", "transformers", "peft", "kdlora.runner", "kdlora.train.engine")
@@ -99,25 +102,53 @@ def cpu_threads_per_run(runs_at_once: int) -> int:
 
 
 class LocalExecutor(Executor):
-    def __init__(self, results_dir: Path, run_fn: str, options: ExecutorOptions) -> None:
+    def __init__(self, results_dir: Path, run_fn: str, options: ExecutorOptions,
+                 probe: Probe = nvml_free_bytes) -> None:
         super().__init__(results_dir, run_fn, options)
-        if options.ray_address:
-            from kdlora.errors import UserError
+        from kdlora.errors import UserError
 
+        if options.ray_address:
             raise UserError("--ray-address needs --executor ray")
         self.gpus = visible_gpus() if options.gpus_per_run != 0 else []
-        self.capacity = max(1, options.workers or len(self.gpus) or 1)
+        if (options.runs_per_gpu is not None or options.mps) and not self.gpus:
+            raise UserError("--runs-per-gpu and --mps need GPUs (none visible)")
+        self.packer = None
+        if self.gpus:
+            # each run's Python thread launches its own kernels: no more runs per GPU than cores
+            per_gpu_cap = min(16, max(1, (os.cpu_count() or 1) // len(self.gpus)))
+            # --workers N alone on fewer GPUs shares them out, as before: ceil(N / GPUs) per GPU
+            k = options.runs_per_gpu or -(-(options.workers or len(self.gpus)) // len(self.gpus))
+            self.packer = GpuPacker(self.gpus, k, probe=probe, max_per_gpu=per_gpu_cap)
+            if options.runs_per_gpu == "auto":
+                self._learn_peaks()
+        self.capacity = max(1, options.workers or (self.packer.capacity if self.packer else 1))
         self.threads = None if self.gpus else cpu_threads_per_run(self.capacity)
+        self.mps_env = start_mps() if options.mps else {}
         self.ctx = mp.get_context("forkserver")
         module = run_fn.partition(":")[0] if ":" in run_fn else run_fn.rpartition(".")[0]
         _start_fork_server(["kdlora.executors.child", module, *options.preload,
                             *(RUNNER_PRELOAD if run_fn == DEFAULT_RUN_FN else ())])
-        self.free_slots = list(range(self.capacity))
-        self.running: dict[int, tuple[mp.Process, Job, int, float]] = {}
+        self.running: dict[int, tuple[mp.Process, Job, str | None, float]] = {}
+
+    def _learn_peaks(self) -> None:
+        """Peaks measured by earlier runs in this results directory (a resumed sweep)."""
+        from kdlora.config import build_config
+        from kdlora.records import iter_records
+
+        for rec in iter_records(self.results_dir):
+            peak = measured_peak(rec)
+            if peak:
+                try:
+                    self.packer.learn(build_config(rec.config), peak)  # type: ignore[union-attr]
+                except Exception:  # a record of an older schema or another grid: no peak from it
+                    continue
+
+    def admits(self, cfg) -> bool:
+        return self.packer is None or self.packer.choose(cfg) is not None
 
     def submit(self, job: Job) -> None:
-        slot = self.free_slots.pop(0)
-        env = {"CUDA_VISIBLE_DEVICES": self.gpus[slot % len(self.gpus)]} if self.gpus else {}
+        gpu = self.packer.place(job.cfg) if self.packer else None
+        env = {"CUDA_VISIBLE_DEVICES": gpu, **self.mps_env} if gpu is not None else {}
         if self.options.gpus_per_run == 0:
             env = {"CUDA_VISIBLE_DEVICES": ""}  # asked for CPU runs: hide the GPUs
         proc = self.ctx.Process(
@@ -125,7 +156,19 @@ class LocalExecutor(Executor):
             args=(env, self.threads, self.run_fn, job.cfg.model_dump_json(), str(self.results_dir),
                   str(job.log_path), job.attempt))
         proc.start()
-        self.running[proc.sentinel] = (proc, job, slot, time.monotonic())
+        self.running[proc.sentinel] = (proc, job, gpu, time.monotonic())
+
+    def _release(self, job: Job, gpu: str | None) -> None:
+        if self.packer is None or gpu is None:
+            return
+        peak = None
+        try:
+            from kdlora.records import read_record, record_path
+
+            peak = measured_peak(read_record(record_path(self.results_dir, job.cfg.run_id)))
+        except Exception:  # no record (the process died) or an unreadable one: no measurement
+            pass
+        self.packer.release(gpu, job.cfg, peak)
 
     def wait(self, timeout: float) -> list[Finished]:
         if not self.running:
@@ -134,9 +177,9 @@ class LocalExecutor(Executor):
         ready = mp.connection.wait(list(self.running), timeout=timeout)
         out = []
         for sentinel in ready:
-            proc, job, slot, started = self.running.pop(sentinel)  # type: ignore[index]
+            proc, job, gpu, started = self.running.pop(sentinel)  # type: ignore[index]
             proc.join()
-            self.free_slots.append(slot)
+            self._release(job, gpu)
             out.append(Finished(job, exit_reason(proc.exitcode), time.monotonic() - started))
         return out
 
@@ -150,3 +193,6 @@ class LocalExecutor(Executor):
                 proc.kill()
                 proc.join()
         self.running.clear()
+        if self.mps_env:
+            stop_mps(self.mps_env)
+            self.mps_env = {}

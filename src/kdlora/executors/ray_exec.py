@@ -44,6 +44,9 @@ def _import_ray():
 class RayExecutor(Executor):
     def __init__(self, results_dir: Path, run_fn: str, options: ExecutorOptions) -> None:
         super().__init__(results_dir, run_fn, options)
+        if options.runs_per_gpu is not None or options.mps:
+            raise UserError("--runs-per-gpu and --mps are for the local executor; on Ray, share GPUs with "
+                            "--gpus-per-run 1/K (e.g. 0.25 for 4 runs per GPU; docs/sweeps.md)")
         ray = self.ray = _import_ray()
         self.started_ray = not ray.is_initialized()
         if self.started_ray:

@@ -29,9 +29,9 @@ from kdlora.data.metrics import primary_metric
 from kdlora.errors import UserError
 from kdlora.records.schema import Efficiency, RunRecord
 from kdlora.records.store import write_record
-from kdlora.strategies import teacher_run_id
+from kdlora.strategies import STRATEGIES, teacher_run_id
 
-STRATEGY_DIRS = {"fft": "fft", "lora": "lora", "kd-lora": "kd-lora"}
+STRATEGY_DIRS = {"fft": "fft", "lora": "lora", "kd-lora": "kd-lora"}  # legacy folder -> strategy
 METRIC_NAMES = {
     "eval_matthews_correlation": "mcc",
     "eval_accuracy": "accuracy",
@@ -144,7 +144,7 @@ def _path_fields(file: Path) -> dict[str, Any]:
         raise ValueError(f"unexpected folder names {run_dir!r} / {peft_dir!r}")
     strategy = STRATEGY_DIRS[strategy_dir]
     return {"strategy": strategy, "task": run["task"], "family": run["family"],
-            "seed": int(run["seed"]), "variant": None if strategy == "fft" else peft["variant"]}
+            "seed": int(run["seed"]), "variant": peft["variant"] if STRATEGIES.get(strategy).uses_adapters else None}
 
 
 def _check_agrees(where: dict[str, Any], args: dict[str, Any]) -> None:
@@ -158,11 +158,12 @@ def _check_agrees(where: dict[str, Any], args: dict[str, Any]) -> None:
 
 
 def _config(where: dict[str, Any], args: dict[str, Any]) -> RunConfig:
-    student = where["strategy"] != "fft"
+    strategy = STRATEGIES.get(where["strategy"])
+    student = strategy.uses_adapters  # adapter runs log the student learning rate
     data: dict[str, Any] = {
         **where,
         "teacher_model": args.get("teacher_model_name"),
-        "student_model": args.get("student_model_name") if where["strategy"] == "kd-lora" else None,
+        "student_model": args.get("student_model_name") if strategy.trains_student else None,
         "metric_policy": "legacy",
         "lr": float(args["student_learning_rate"] if student else args["teacher_learning_rate"]),
         "epochs": float(args["num_train_epochs"]),
@@ -172,7 +173,7 @@ def _config(where: dict[str, Any], args: dict[str, Any]) -> RunConfig:
         "lora_alpha": float(args["lora_alpha"]),
         "lora_dropout": float(args["lora_dropout"]),
     }
-    if where["strategy"] == "kd-lora":
+    if "teacher_lr" in strategy.teacher_fields:
         data["teacher_lr"] = float(args["teacher_learning_rate"])
     if where["variant"] == "mrlora" and args.get("lora_ranks"):
         data["mrlora_ranks"] = tuple(int(r) for r in args["lora_ranks"])

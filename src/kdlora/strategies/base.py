@@ -70,6 +70,8 @@ class Strategy:
     label = "base"  # how reports, tables and figures name it
     short_label = ""  # a shorter one for narrow tables (default: label)
     order = 99  # its place in reports (lower first)
+    color = "#7f7f7f"  # in figures: its points and bars, and the colour map of its variants' shades
+    colormap = "Greens"
     default_lr = 5e-4
     uses_adapters = True  # takes a variant (adapters); False: every weight trains (FFT)
     trains_student = False  # True: the small student model is trained, else the teacher-size one

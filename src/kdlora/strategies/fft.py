@@ -11,6 +11,7 @@ class FullFineTuning(Strategy):
     name = "fft"
     label = "FFT"
     order = 0
+    color, colormap = "#444444", "Greys"
     default_lr = 5e-5
     uses_adapters = False
     reference = True  # every other strategy is compared with it ("<method> vs FFT")

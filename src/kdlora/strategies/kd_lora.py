@@ -97,6 +97,7 @@ class KdLora(Strategy):
     name = "kd-lora"
     label = "KD-LoRA"
     order = 2
+    color, colormap = "#d62728", "Reds"
     default_lr = 5e-4
     trains_student = True
     compare_with = "lora"  # per variant: distilled student vs LoRA-only on the teacher-size model

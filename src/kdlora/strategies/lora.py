@@ -20,6 +20,7 @@ class LoraOnly(Strategy):
     label = "LoRA-only"
     short_label = "LoRA"
     order = 1
+    color, colormap = "#1f77b4", "Blues"
     default_lr = 5e-4
 
     def check(self, cfg) -> None:

@@ -124,17 +124,20 @@ class Scheduler:
     def _fill(self) -> bool:
         """Start whatever may start now; True if anything changed."""
         changed = False
-        while self.retry_queue and len(self.running) < self.executor.capacity:
+        while self.retry_queue and self._room(self.retry_queue[0]):
             self._submit(self.retry_queue.pop(0))
             changed = True
         remaining = []
         for run_id in self.todo:
-            if len(self.running) >= self.executor.capacity or not self._try_start(run_id):
+            if not self._room(self.runs[run_id]) or not self._try_start(run_id):
                 remaining.append(run_id)
             else:
                 changed = True
         self.todo = remaining
         return changed
+
+    def _room(self, cfg: RunConfig) -> bool:
+        return len(self.running) < self.executor.capacity and self.executor.admits(cfg)
 
     def _try_start(self, run_id: str) -> bool:
         """Start (or settle) one waiting run; False if it must keep waiting."""

@@ -19,6 +19,7 @@ from kdlora.config import RunConfig, task_slug
 from kdlora.grid import run_row
 from kdlora.records import iter_records
 from kdlora.records.store import atomic_write_text
+from kdlora.strategies import STRATEGIES
 from kdlora.sweep.claims import ClaimStore
 
 MISSING_COLUMNS = ["family", "task", "strategy", "variant", "seed", "run_id"]
@@ -27,7 +28,11 @@ STATUS_RANK = {"completed": 0, "nan_loss": 1, "oom": 2, "failed": 3}  # best out
 
 def run_key(config: dict[str, Any]) -> tuple:
     return (config.get("family"), task_slug(str(config.get("task"))), config.get("strategy"),
-            config.get("variant") if config.get("strategy") != "fft" else None, config.get("seed"))
+            config.get("variant") if _takes_variant(config.get("strategy")) else None, config.get("seed"))
+
+
+def _takes_variant(strategy) -> bool:
+    return strategy not in STRATEGIES or STRATEGIES.get(strategy).uses_adapters
 
 
 def run_table(runs: list[RunConfig], results_dir: str | Path) -> pd.DataFrame:

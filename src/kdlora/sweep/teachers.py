@@ -1,0 +1,34 @@
+"""The protocol's KD-LoRA teacher: with an FFT search and `teachers: selected`, every student of a
+(family, task) distils from the FFT candidate setting with the best mean selection-set metric
+over seeds (its own seed's run of that setting). Chosen once every candidate of the cell has a
+record; until then the cell's students wait."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdlora.grid import GridConfig, TeacherChoice, expand_grid, search_space, teacher_strategies
+
+
+def choose_teachers(grid: GridConfig, results_dir: str | Path) -> TeacherChoice:
+    import pandas as pd
+
+    from kdlora.analysis.selection import SELECTION_SCORE, choose
+    from kdlora.records.store import read_record, record_path
+
+    teacher = next(iter(teacher_strategies(grid)), None)  # the FFT runs that teach the grid's students
+    keys = list(search_space(grid, teacher, None)) if teacher else []
+    rows, unfinished = [], set()
+    for cfg in (c for c in expand_grid(grid) if c.strategy == teacher):
+        path = record_path(results_dir, cfg.run_id)
+        if not path.is_file():
+            unfinished.add((cfg.family, cfg.task))
+            continue
+        rec = read_record(path)
+        score = rec.metrics_selection.get("primary") if rec.status == "completed" else None
+        rows.append({"family": cfg.family, "task": cfg.task, **{k: getattr(cfg, k) for k in keys},
+                     SELECTION_SCORE: score})
+    table = pd.DataFrame(rows, columns=["family", "task", *keys, SELECTION_SCORE])
+    table = table[[(f, t) not in unfinished for f, t in zip(table["family"], table["task"])]]
+    chosen = choose(table, keys, by=("family", "task"))
+    return {(row["family"], row["task"]): {k: row[k] for k in keys} for _, row in chosen.iterrows()}
