@@ -57,8 +57,8 @@ class _GridBase(BaseModel):
     families: list[str] = Field(min_length=1)
     tasks: list[str] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
-    strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES), min_length=1)
-    variants: list[str] = Field(default_factory=lambda: list(VARIANTS), min_length=1)
+    strategies: list[str] = Field(default_factory=lambda: default_names(STRATEGIES), min_length=1)
+    variants: list[str] = Field(default_factory=lambda: default_names(VARIANTS), min_length=1)
     hyperparameters: dict[str, Any] = {}
     adapters: dict[str, Any] = {}
     # Most specific of all: per variant ("adalora") or per strategy and variant ("kd-lora/adalora"),
@@ -172,6 +172,11 @@ GridConfig = create_model(
     "GridConfig", __base__=_GridBase, __module__=__name__,
     **{section_field(s.name): (dict[str, Any], Field(default={}, alias=s.name)) for s in ordered_strategies()})
 SECTION_FIELDS = frozenset(section_field(name) for name in SECTION_SCOPE)
+
+
+def default_names(registry) -> list[str]:
+    """A grid's default strategies or variants: the registered ones marked in_default_grid."""
+    return [n for n in registry if registry.get(n).in_default_grid]
 
 
 def _known(kind: str, value: str, known: tuple[str, ...]) -> str:

@@ -181,6 +181,23 @@ NON_DEFAULT = {"teacher_model": "some/teacher", "student_model": "some/student",
 NEEDS = {"select_best_epoch": {"selection_fraction": 0.1}}  # what a value is valid only with
 
 
+def _plugin_non_defaults() -> dict:
+    """Fields a plug-in declared after this table was written: a valid non-default number from its
+    declared default (a new variant or strategy needs no line here)."""
+    from kdlora.config import PLUGIN_FIELDS, RunConfig
+
+    out = {}
+    for name in sorted(PLUGIN_FIELDS - set(NON_DEFAULT)):
+        default = RunConfig.model_fields[name].default
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue  # left for the table above
+        out[name] = default + 1 if isinstance(default, int) else default * 1.5
+    return out
+
+
+NON_DEFAULT.update(_plugin_non_defaults())
+
+
 def test_every_shared_hyperparameter_keeps_students_paired_with_the_grid_teacher(tmp_path):
     from kdlora.grid import HYPERPARAMETERS
 

@@ -80,6 +80,7 @@ class Strategy:
     teacher_strategy: str | None = None  # the strategy of its teacher run (see teacher())
     teacher_fields: dict[str, str] = {}  # own field -> the teacher run's field it sets
     fields: dict[str, FieldSpec] = {}
+    in_default_grid = True  # run by a grid that lists no strategies (new plug-ins opt in by being listed)
 
     def resolve(self, data: dict[str, Any]) -> dict[str, Any]:
         """Fill defaults that depend on other settings, before validation (returns a new dict)."""

@@ -68,7 +68,13 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
                      total_steps=total_steps, device=device)
     setup = strategy.setup(ctx)
     model = setup.model.to(device)
+    extra = {name: module.to(device) for name, module in setup.extra_modules.items()}  # e.g. a projection
+    extra_params = [(f"{name}.{n}", p) for name, module in extra.items() for n, p in module.named_parameters()]
+    if setup.teacher is not None:  # runs online inside the loss: eval mode, no gradients
+        setup.teacher.to(device).eval().requires_grad_(False)
     trainable, total = count_params(model)
+    trainable += sum(p.numel() for _, p in extra_params if p.requires_grad)
+    total += sum(p.numel() for _, p in extra_params)
 
     # --- evaluation: the reported split(s), and the selection set that alone may choose ---
     evals = eval_loaders(tokenized, spec, tokenizer)
@@ -90,9 +96,12 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
         return epochs.epoch_end(epoch) if per_epoch else {}
 
     after_step = variant.after_optimizer_step if variant else (lambda m, s: None)
+    own = {id(p) for p in model.parameters()}  # the variant's groups are of the model's parameters only
+    lr_scale = (lambda name, param: variant.lr_scale(name, param, cfg) if id(param) in own else 1.0) if variant else None
     with measure.peak_memory(device) as mem, measure.gpu_energy(device) as energy:
         result = train_loop(model, loader, cfg=cfg, device=device, loss_fn=setup.loss, after_step=after_step,
-                            total_steps=total_steps, on_epoch_end=on_epoch_end)
+                            total_steps=total_steps, on_epoch_end=on_epoch_end, extra_params=extra_params,
+                            lr_scale=lr_scale)
 
     # --- evaluation and inference cost of the trained model (at the best epoch if asked) ---
     ev = evaluate(model, evals, spec, device, EVAL_BATCH)
@@ -117,6 +126,7 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
         "flops_method": "FlopCounterMode on the first training micro-batch (forward+backward), per padded "
                         "token, times padded tokens trained; analytic: 6ND full, 4ND+6N_trainable*D adapters",
         "eval_samples_per_s": ev.samples_per_s, "eval_latency_ms_b32": ev.latency_ms, **setup.efficiency,
+        **(setup.measured() if setup.measured else {}),
     }
     history = [{**h} for h in result.history]
     return {"metrics": metrics, "efficiency": efficiency, "teacher_run_id": setup.teacher_run_id,

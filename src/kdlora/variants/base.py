@@ -34,6 +34,7 @@ class Variant:
     # True when applying it changes the base weights (OLoRA, PiSSA): the saved adapter alone does
     # not rebuild the model from the original base checkpoint (see save()).
     changes_base_weights = False
+    in_default_grid = True  # run by a grid that lists no variants (new plug-ins opt in by being listed)
 
     def resolve(self, data: dict[str, Any]) -> dict[str, Any]:
         """Fill defaults that depend on other settings, before validation (returns a new dict)."""
@@ -45,7 +46,7 @@ class Variant:
     def check(self, cfg: RunConfig) -> None:
         """Refuse option combinations that cannot work, before anything is loaded."""
 
-    def lr_scale(self, name: str, cfg: RunConfig) -> float:
+    def lr_scale(self, name: str, param, cfg: RunConfig) -> float:
         """Learning-rate multiplier of the trainable parameter `name` (LoRA+ speeds up B)."""
         return 1.0
 
@@ -58,10 +59,29 @@ class Variant:
     def save(self, model: nn.Module, path) -> None:
         """Write the adapter weights (safetensors) to the directory `path`."""
         model.save_pretrained(str(path), safe_serialization=True)
+        if self.changes_base_weights:
+            write_base_weights_note(path, self.label)
 
     def merge(self, model: nn.Module) -> nn.Module:
         """The model with adapters folded into the base weights, for inference."""
         return model.merge_and_unload()
+
+
+BASE_WEIGHTS_NOTE = "BASE_WEIGHTS.md"
+
+
+def write_base_weights_note(path, label: str) -> None:
+    from pathlib import Path
+
+    from kdlora.records.store import atomic_write_text
+
+    atomic_write_text(Path(path) / BASE_WEIGHTS_NOTE, (
+        f"# {label} changed the base weights\n\n"
+        f"Applying {label} replaced each target weight W by a residual (W minus its initial adapter\n"
+        "product), so these adapter weights are relative to the residual, not to the original base\n"
+        "checkpoint. The initialisation is a deterministic function of the original weights: to rebuild\n"
+        f"the trained model, load the original base, apply {label} with the run's settings (its config is\n"
+        "in the run record), then load these adapter weights over it.\n"))
 
 
 VARIANTS: Registry[Variant] = Registry("variant")
