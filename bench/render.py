@@ -77,13 +77,120 @@ def render(results: list[dict]) -> str:
     return "\n".join(out)
 
 
+# ----- the GPU device check (bench/gpu_check.py -> bench/results/gpu.json) -------------------------
+GPU_JSON = BENCH / "results" / "gpu.json"
+GPU_RERUN = "python bench/gpu_check.py"
+
+
+def load_gpu(path: Path = GPU_JSON) -> dict | None:
+    """gpu.json when it holds a real GPU run; None when absent or only a --smoke (CPU) run."""
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    return None if d.get("meta", {}).get("smoke") or not d.get("meta", {}).get("gpu") else d
+
+
+def _gib(x) -> str:
+    return "—" if x is None else f"{x / 1024**3:.2f} GiB"
+
+
+def gpu_pending() -> str:
+    return ("The GPU device check is **pending**: `bench/gpu_check.py` (about 8 minutes on one GPU) has not yet "
+            "run on a GPU, so kdlora's CUDA paths (bf16 autocast, CUDA peak memory, NVML energy, several runs "
+            "per GPU) are written and tested on CPU only. Run `" + GPU_RERUN + "` on a GPU machine, then "
+            "`python bench/render.py` and `python scripts/gen_docs.py`.\n")
+
+
+def gpu_headline(d: dict) -> list[str]:
+    """The few lines both BENCHMARKS.md and the README give: which GPU, when, and the outcome."""
+    m, proj, cor = d["meta"], d.get("projection", {}), d.get("correctness", {})
+    lines = [f"Measured by `{GPU_RERUN}` on **{m['gpu']}** ({_gib(m.get('gpu_memory_bytes'))}, CUDA {m.get('cuda')}, "
+             f"torch {m.get('machine', {}).get('packages', {}).get('torch')}), {m.get('finished_at', '')[:16]} UTC, "
+             f"{m.get('duration_s', 0) / 60:.1f} min."]
+    if "gpu_hours" in proj:
+        ref = proj["reference"]
+        verdict = "meets" if proj.get("meets_target") else "misses"
+        lines.append(f"Projected paper grid ({proj['runs']} runs): **{proj['gpu_hours']:.1f} GPU-hours** at "
+                     f"{proj.get('packing_k')} runs per GPU ({proj['gpu_hours_one_run_per_gpu']:.1f} h one run at a "
+                     f"time), which {verdict} the {proj['target_gpu_hours']:.0f} h target; the reference study "
+                     f"trained {ref['runs']} runs in {ref['train_hours']:.1f} h ({ref['hours_for_this_grid']:.0f} h "
+                     f"at its rate for {proj['runs']} runs).")
+        if proj.get("limits"):
+            lines.append(f"What limits it: {proj['limits']}.")
+    if "runs" in cor:
+        lines.append("Correctness on CUDA: " + ("passed" if cor.get("passed") else "**not passed**") + " ("
+                     + ", ".join(f"{r['strategy']}/{r['variant']} {r['accuracy']:.3f} vs CPU {r['cpu_accuracy']:.3f}"
+                                 for r in cor["runs"])
+                     + f"; repeat within {cor['repeat']['diff_points']:.2f} points).")
+    for part, value in d.items():
+        if isinstance(value, dict) and "error" in value:
+            lines.append(f"Part `{part}` could not be measured: {value['error']}")
+    return lines
+
+
+def gpu_section(d: dict | None) -> str:
+    out = ["## GPU", ""]
+    if d is None:
+        return "\n".join(out) + "\n" + gpu_pending()
+    out += [" ".join(gpu_headline(d)), ""]
+    cor = d.get("correctness", {})
+    if "runs" in cor:
+        out += ["| run (demo task, CUDA) | accuracy | CPU | diff (points) | memory kind | peak | energy (J) |",
+                "|---|---|---|---|---|---|---|"]
+        for r in cor["runs"]:
+            out.append(f"| {r['strategy']}/{r['variant']} | {r['accuracy']:.4f} | {r['cpu_accuracy']:.4f} | "
+                       f"{r['diff_points']:+.2f} | {r['memory_kind']} | {_gib(r['peak_memory_bytes'])} | "
+                       f"{fmt(r['energy_j'])} |")
+        out.append("")
+    sp = d.get("speed", {})
+    if sp.get("families"):
+        out += ["Training samples/s, batch 32, GLUE-shaped synthetic data (kdlora; HF Trainer + PEFT with "
+                "DataCollatorWithPadding at the medium profile):", "",
+                "| family | strategy | short | medium | long | HF Trainer (medium) | kdlora ÷ HF |",
+                "|---|---|---|---|---|---|---|"]
+        for fam, f in sp["families"].items():
+            for strat in ("fft", "lora", "kd-lora"):
+                cells = [fmt(f["profiles"].get(p, {}).get(strat, {}).get("kdlora", {}).get("samples_per_s"))
+                         for p in ("short", "medium", "long")]
+                med = f["profiles"].get("medium", {}).get(strat, {})
+                out.append(f"| {fam} | {strat} | {' | '.join(cells)} | "
+                           f"{fmt(med.get('hf_trainer', {}).get('samples_per_s'))} | {fmt(med.get('speedup_vs_hf'))} |")
+        prof = sp["families"].get("bert", {}).get("profile_fft_step")
+        if prof:
+            busy = prof.get("device_busy_fraction")
+            top = ", ".join(f"{o['name']} {o['ms_per_step']:.2f} ms" for o in prof["top_ops"][:5])
+            out += ["", f"One BERT-base FFT step (medium profile, torch.profiler): {prof['wall_ms_per_step']:.1f} ms, "
+                        f"GPU busy {fmt(None if busy is None else 100 * busy)} % of it; top operators: {top}."]
+        out.append("")
+    pk = d.get("packing", {})
+    if pk.get("by_k"):
+        out += [f"Packing: {pk['runs']}-run LoRA grid ({pk['model']}, {pk['task']}):", "",
+                "| runs per GPU | wall (s) | runs/hour | × K=1 |", "|---|---|---|---|"]
+        for k, row in pk["by_k"].items():
+            out.append(f"| {k} | {row['wall_s']:.1f} | {row['runs_per_hour']:.0f} | {fmt(row.get('speedup_vs_k1'))} |")
+        out.append("")
+    proj = d.get("projection", {})
+    if proj.get("assumptions"):
+        out += ["Projection assumptions: " + "; ".join(proj["assumptions"]) + ".", ""]
+    return "\n".join(out)
+
+
+def gpu_readme(path: Path = GPU_JSON) -> str:
+    """The README's account of the device check (scripts/gen_docs.py puts it between its markers)."""
+    d = load_gpu(path)
+    if d is None:
+        return gpu_pending()
+    return " ".join(gpu_headline(d)) + " Details: [BENCHMARKS.md](BENCHMARKS.md#gpu).\n"
+
+
 def main() -> int:
-    files = sorted((BENCH / "results").glob("*.json"),
+    files = sorted((p for p in (BENCH / "results").glob("*.json") if p != GPU_JSON),
                    key=lambda p: ORDER.index(p.stem) if p.stem in ORDER else len(ORDER))
     if not files:
         print("no results in bench/results/: run the benchmarks first", file=sys.stderr)
         return 1
-    (BENCH.parent / "BENCHMARKS.md").write_text(render([load(f) for f in files]))
+    text = render([load(f) for f in files]) + "\n" + gpu_section(load_gpu())
+    (BENCH.parent / "BENCHMARKS.md").write_text(text)
     return 0
 
 

@@ -91,6 +91,64 @@ def demo_section() -> str:
     return "\n".join(lines) + "\n"
 
 
+def torch_pin() -> str:
+    """The torch version pyproject.toml pins (`torch==X`)."""
+    import re
+
+    match = re.search(r'"torch==([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    if match is None:
+        raise SystemExit("pyproject.toml pins no torch==VERSION: the README's GPU install needs it")
+    return match.group(1)
+
+
+def gpu_section() -> str:
+    """The README's GPU section: the install for the pinned torch, several runs per GPU, and what
+    the device check measured (bench/results/gpu.json through bench/render.py; pending without it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_render", ROOT / "bench" / "render.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    pin = torch_pin()
+    return "\n".join([
+        "## GPU machines",
+        "",
+        f"`pyproject.toml` pins `torch=={pin}`, and this project's CI installs its CPU wheel. On a GPU machine,",
+        "install the CUDA build of the same release first (pick the CUDA your driver supports on",
+        "pytorch.org's install selector; cu128 below), then kdlora; pip keeps the CUDA torch:",
+        "",
+        "```bash",
+        "python -m venv .venv && . .venv/bin/activate",
+        f"pip install torch=={pin} --index-url https://download.pytorch.org/whl/cu128",
+        'pip install -e ".[ray,gpu]"    # gpu: nvidia-ml-py, for energy, utilisation and power (NVML)',
+        'python -c "import torch; print(torch.__version__, torch.cuda.is_available())"   # ...+cu128 True',
+        "```",
+        "",
+        "On CUDA, kdlora trains in bf16 autocast (fp16 with loss scaling where bf16 is missing; `--set",
+        "precision=fp32` turns it off), with SDPA attention where the architecture has it, batches in",
+        "pinned memory copied without blocking, and no host sync per micro-batch (the loss is checked",
+        "every 50 steps and at each epoch's end). Peak memory comes from `torch.cuda.max_memory_allocated`,",
+        "energy from NVML. `--set compile=true` adds `torch.compile` (execution only, not in the run_id).",
+        "",
+        "A LoRA run on a base model uses a few GB and, on GLUE's short sequences, a fraction of the GPU's",
+        "time; run several side by side:",
+        "",
+        "```bash",
+        "kdlora sweep configs/paper.yaml --results runs/paper --runs-per-gpu auto   # by free memory",
+        "kdlora sweep configs/paper.yaml --results runs/paper --runs-per-gpu 4 --mps # 4 per GPU, CUDA MPS",
+        "kdlora sweep configs/paper.yaml --results /shared/paper --executor ray --gpus-per-run 0.25",
+        "```",
+        "",
+        "`auto` admits a run while the GPU's free memory exceeds the run's peak (measured by earlier runs of",
+        "the same shape, else estimated) plus a margin; details in [docs/sweeps.md](docs/sweeps.md).",
+        "",
+        "**Device check** (`python bench/gpu_check.py`: correctness on CUDA, speed against HF Trainer, runs",
+        "per GPU, and the paper grid's projected GPU-hours):",
+        "",
+        render.gpu_readme(),
+    ])
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     start, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     head, _, rest = text.partition(start)
@@ -102,7 +160,7 @@ def targets() -> dict[Path, str]:
     conf = ROOT / "docs" / "configuration.md"
     readme = ROOT / "README.md"
     return {
-        readme: replace_block(readme.read_text(), "DEMO", demo_section()),
+        readme: replace_block(replace_block(readme.read_text(), "DEMO", demo_section()), "GPU", gpu_section()),
         ROOT / "docs" / "cli.md": cli_reference(),
         conf: replace_block(conf.read_text(), "SETTINGS", settings_table()),
     }

@@ -12,14 +12,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from kdlora.data.identity import TaskIdentity, task_identity
 from kdlora.errors import UserError
+from kdlora.slugs import slug, task_slug  # noqa: F401  (kdlora.config.task_slug, as before)
 from kdlora.strategies import STRATEGIES
 from kdlora.variants import VARIANTS
 
@@ -28,12 +29,22 @@ from kdlora.variants import VARIANTS
 ADAPTER_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules")
 # The evaluation protocol (docs/protocol.md): hashed only when set, so runs made before these
 # fields existed keep their run_id.
-PROTOCOL_DEFAULTS: dict[str, Any] = {"selection_fraction": 0.0, "select_best_epoch": False}
+PROTOCOL_DEFAULTS: dict[str, Any] = {"selection_fraction": 0.0, "select_best_epoch": False, "param_budget": None}
+
+
+class ParamBudget(BaseModel):
+    """Match every adapter's trainable parameters to `reference` (a variant) at rank `r`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reference: str = "lora"
+    r: int = 8
+    tolerance: float = 0.15  # refuse when no size comes within this fraction of the reference
 # How a run executes, not what it computes: excluded from the run_id.
 EXECUTION_FIELDS = ("grad_accum", "threads", "device", "compile")
 # What a teacher run does not share with its student: the identity of the student's method and
 # the optimisation settings the strategy gives the teacher (teacher_lr -> lr, ...).
-NOT_SHARED_WITH_TEACHER = ("strategy", "variant", "lr", "epochs", "batch_size", "grad_accum")
+NOT_SHARED_WITH_TEACHER = ("strategy", "variant", "lr", "epochs", "batch_size", "grad_accum", "param_budget")
 
 
 class _RunConfigBase(BaseModel):
@@ -68,6 +79,7 @@ class _RunConfigBase(BaseModel):
     # evaluation protocol: a selection set carved out of train (never trained on), best epoch on it
     selection_fraction: float = 0.0
     select_best_epoch: bool = False
+    param_budget: ParamBudget | None = None  # adapter size matched in trainable params (docs/protocol.md)
 
     # adapters
     r: int = 8
@@ -130,6 +142,12 @@ class _RunConfigBase(BaseModel):
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        if self.param_budget is not None:
+            if self.param_budget.reference not in VARIANTS:
+                raise ValueError(f"param_budget.reference {self.param_budget.reference!r} is not a variant; "
+                                 f"choose one of: {', '.join(VARIANTS)}")
+            if self.param_budget.r <= 0 or not 0 < self.param_budget.tolerance < 1:
+                raise ValueError("param_budget needs r > 0 and a tolerance in (0, 1)")
         if not 0.0 <= self.selection_fraction <= 0.5:
             raise ValueError(f"selection_fraction must be in [0, 0.5] (got {self.selection_fraction})")
         if self.select_best_epoch and self.selection_fraction == 0 and not task_has_selection_file(self.task):
@@ -141,25 +159,43 @@ class _RunConfigBase(BaseModel):
         return self
 
     # ----- identity -------------------------------------------------------------------------
+    @functools.cached_property
+    def task_identity(self) -> TaskIdentity:
+        """The task's name and data fingerprint (data/identity.py); never its path."""
+        return task_identity(self.task, self.data_dir)
+
+    @property
+    def task_name(self) -> str:
+        """The task's short name in run_ids, tables and status (from its `name:`, not its file name)."""
+        return slug(self.task_identity.name)
+
     def canonical(self) -> dict[str, Any]:
-        """The fields that define the experiment, irrelevant groups dropped."""
+        """The fields that define the experiment, irrelevant groups dropped. The task is its
+        identity (name + data fingerprint) and data_dir is folded into it: no path is hashed."""
         data = self.model_dump(mode="json")
-        drop: set[str] = set(EXECUTION_FIELDS) | (PLUGIN_FIELDS - set(self.own_fields()))
+        data["task"] = self.task_identity.as_dict()
+        return {k: data[k] for k in self.hashed_fields()}
+
+    def hashed_fields(self) -> list[str]:
+        """The names of the fields canonical() keeps (reads no task file), sorted."""
+        data = self.model_dump(mode="json")
+        drop: set[str] = {*EXECUTION_FIELDS, "data_dir"} | (PLUGIN_FIELDS - set(self.own_fields()))
         if not STRATEGIES.get(self.strategy).uses_adapters:
-            drop |= {"variant", *ADAPTER_FIELDS}
+            drop |= {"variant", "param_budget", *ADAPTER_FIELDS}
         drop |= {k for k, default in PROTOCOL_DEFAULTS.items() if data.get(k) == default}
-        return {k: v for k, v in sorted(data.items()) if k not in drop}
+        return sorted(k for k in data if k not in drop)
 
     @functools.cached_property  # a frozen model: computed once (a 1,000-run grid asks ~5 times per run)
     def run_id(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
-        parts = [self.family, task_slug(self.task), self.strategy, self.variant or "full", f"s{self.seed}"]
+        parts = [self.family, self.task_name, self.strategy, self.variant or "full", f"s{self.seed}"]
         return "-".join(parts) + "-" + digest
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> RunConfig:
         copy = super().model_copy(update=update, deep=deep)
-        copy.__dict__.pop("run_id", None)  # the cached run_id belongs to the original's fields
+        for cached in ("run_id", "task_identity"):  # cached values belong to the original's fields
+            copy.__dict__.pop(cached, None)
         return copy
 
     @property
@@ -219,12 +255,6 @@ def task_has_selection_file(task: str) -> bool:
     except (OSError, yaml.YAMLError):
         return True
     return not isinstance(data, dict) or bool(data.get("test"))
-
-
-def task_slug(task: str) -> str:
-    """A short name for a task given as a GLUE name or a YAML path."""
-    name = Path(task).stem if ("/" in task or task.endswith((".yaml", ".yml"))) else task
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "task"
 
 
 def build_config(data: dict[str, Any]) -> RunConfig:

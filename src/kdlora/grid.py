@@ -19,6 +19,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       field_validator)
 
 from kdlora.config import SEQUENCE_FIELDS, RunConfig, describe_validation_error, read_yaml
+from kdlora.data.identity import check_unique_names
 from kdlora.data.metrics import GLUE_TASKS
 from kdlora.errors import UserError
 from kdlora.strategies import STRATEGIES, ordered_strategies, teacher_of
@@ -51,6 +52,7 @@ class _GridBase(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
     _runs: list[RunConfig] | None = PrivateAttr(default=None)  # expand_grid's result, once computed
     _pending: list[RunConfig] = PrivateAttr(default_factory=list)  # students awaiting the teacher selection
+    _matches: dict[tuple, Any] = PrivateAttr(default_factory=dict)  # param_budget sizes, for kdlora plan
 
     name: str | None = None
     description: str | None = None
@@ -73,6 +75,10 @@ class _GridBase(BaseModel):
     # With an FFT search, KD-LoRA students distil from the FFT candidate the protocol selects (best
     # mean selection metric over seeds, per family and task), or from every candidate.
     teachers: Literal["selected", "every"] = "selected"
+    # Adapter sizes matched in trainable parameters to a reference ({reference: lora, r: 8}).
+    param_budget: dict[str, Any] | None = None
+    # How the sweep runs (not what): SLURM partition, time limit, resources per run; CLI options win.
+    executor: dict[str, Any] = {}
     source: str | None = None  # the file it came from (set by load_grid)
 
     @field_validator("families", "tasks", "seeds", "strategies", "variants")
@@ -82,6 +88,16 @@ class _GridBase(BaseModel):
         if dup:
             raise ValueError(f"listed twice: {dup[0]!r}")
         return values
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor_keys(cls, section: dict[str, Any]) -> dict[str, Any]:
+        from kdlora.executors.base import GRID_EXECUTOR_KEYS
+
+        unknown = sorted(set(section) - set(GRID_EXECUTOR_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}{_suggest(unknown[0], list(GRID_EXECUTOR_KEYS))}")
+        return section
 
     @field_validator("strategies")
     @classmethod
@@ -305,6 +321,8 @@ def _settings(grid: GridConfig, strategy: str, point: dict[tuple[str, str], Any]
             for key, value in grid.section(name).items():
                 out[key] = point.get((name, key), value)
     out.update(point.get(("zip", ""), {}))
+    if grid.param_budget is not None and STRATEGIES.get(strategy).uses_adapters:
+        out.setdefault("param_budget", grid.param_budget)
     if variant is not None:
         out.update(grid.per_variant.get(variant, {}))
         out.update(grid.per_variant.get(f"{strategy}/{variant}", {}))
@@ -334,11 +352,21 @@ TeacherChoice = dict[tuple[str, str], dict[str, Any]]  # (family, task) -> the c
 
 
 def _build(grid: GridConfig, data: dict[str, Any]) -> RunConfig:
+    what = f"{data['family']}/{_short_task(data['task'])}/{data['strategy']}/{data.get('variant') or 'full'}"
     try:
-        return RunConfig(**data)
+        cfg = RunConfig(**data)
     except ValidationError as exc:
-        what = f"{data['family']}/{_short_task(data['task'])}/{data['strategy']}/{data.get('variant') or 'full'}"
         raise UserError(f"{grid.source}: run {what}: {describe_validation_error(exc)}") from None
+    if cfg.param_budget is None or not STRATEGIES.get(cfg.strategy).uses_adapters:
+        return cfg
+    from kdlora.param_budget import resolve  # imports torch: only for grids with matched budgets
+
+    try:
+        cfg, match = resolve(cfg)
+    except UserError as exc:
+        raise UserError(f"{grid.source}: run {what}: {exc}") from None
+    grid._matches.setdefault((cfg.family, cfg.task, cfg.strategy, cfg.variant), match)
+    return cfg
 
 
 def _short_task(task: str) -> str:
@@ -462,6 +490,7 @@ def _expand(grid: GridConfig, choice: TeacherChoice | None) -> tuple[list[RunCon
         if blind:
             raise UserError(f"{grid.source}: choosing the KD-LoRA teacher among the searched FFT runs needs a selection "
                             "split: set selection_fraction > 0 under hyperparameters (or teachers: every)")
+    check_unique_names({_task_source(c): c.task_identity for c in seen.values()}, str(grid.source))
     # Stable sort: every FFT run first, so teachers start as early as possible.
     return sorted(seen.values(), key=lambda c: STRATEGY_ORDER[c.strategy]), list(waiting.values())
 
@@ -475,6 +504,12 @@ def _check_search(grid: GridConfig) -> None:
             raise UserError(f"{grid.source}: search.{teacher} may only search {', '.join(TEACHER_SEARCH_KEYS)} when the "
                             f"grid runs {', '.join(students)} (a student's teacher is named by "
                             f"{'/'.join(DERIVED_KEYS)}); not {bad}")
+
+
+def budget_matches(grid: GridConfig) -> dict[tuple, Any]:
+    """(family, task, strategy, variant) -> kdlora.param_budget.Match of every matched adapter."""
+    expand_grid(grid)
+    return dict(grid._matches)
 
 
 def searched_keys(grid: GridConfig) -> Callable[[RunConfig], set[str]]:
@@ -504,6 +539,10 @@ def check_budgets(grid: GridConfig, budget_list) -> None:
                         "allow_unequal_budget: true")
 
 
+def _task_source(cfg: RunConfig) -> str:
+    return cfg.task if cfg.data_dir is None else f"{cfg.task} (data_dir {cfg.data_dir})"
+
+
 def breakdown(runs: Iterable[RunConfig]) -> dict[str, Counter]:
     """Counts of runs by strategy, by strategy/variant, by family and by task."""
     runs = list(runs)
@@ -511,11 +550,11 @@ def breakdown(runs: Iterable[RunConfig]) -> dict[str, Counter]:
         "strategy": Counter(r.strategy for r in runs),
         "variant": Counter(f"{r.strategy}/{r.variant or 'full'}" for r in runs),
         "family": Counter(r.family for r in runs),
-        "task": Counter(_short_task(r.task) for r in runs),
+        "task": Counter(r.task_name for r in runs),
     }
 
 
 def run_row(cfg: RunConfig) -> dict[str, Any]:
     """The identifying columns of one run (for tables and the --missing CSV)."""
-    return {"family": cfg.family, "task": _short_task(cfg.task), "strategy": cfg.strategy,
+    return {"family": cfg.family, "task": cfg.task_name, "strategy": cfg.strategy,
             "variant": cfg.variant or "full", "seed": cfg.seed, "run_id": cfg.run_id}

@@ -33,7 +33,19 @@ def validate(cfg: RunConfig):
     if spec.selection_file and cfg.selection_fraction > 0:
         raise UserError(f"task {spec.name} names a test file, so its {spec.selection_file} file is the selection "
                         "split; leave selection_fraction at 0")
+    sized_to_budget(cfg, spec)  # an unmeetable param_budget is refused here
     return spec
+
+
+def sized_to_budget(cfg: RunConfig, spec) -> RunConfig:
+    """cfg with its adapter sized to its param_budget (itself without one, or once sized)."""
+    from kdlora.strategies import STRATEGIES
+
+    if cfg.param_budget is None or not STRATEGIES.get(cfg.strategy).uses_adapters:
+        return cfg
+    from kdlora.param_budget import resolve
+
+    return resolve(cfg, spec.num_labels)[0]
 
 
 def pick_device(cfg: RunConfig):
@@ -66,14 +78,15 @@ def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
     quiet_libraries()
     results_dir = Path(results_dir)
     spec = validate(cfg)
+    cfg = sized_to_budget(cfg, spec)  # a grid's runs are sized already: then unchanged
     started = now()
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg)
-    base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), environment=environment(device),
-                started_at=started)
+    base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), task=cfg.task_identity.as_dict(),
+                environment=environment(device), started_at=started)
     try:
         outcome = execute(cfg, spec, results_dir, device)
     except UserError:

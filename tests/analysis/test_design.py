@@ -105,3 +105,34 @@ def test_bad_input_is_one_line_and_writes_nothing(rank_results, tmp_path, args, 
     assert res.exit_code == 2, res.output
     assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
     assert not out.exists()
+
+
+def test_ablation_recovers_the_effect_of_r(rank_report):
+    analysis, out = rank_report
+    abl = pd.read_csv(out / "ablations.csv")
+    for col in ("axis", "strategy", "variant", "level", "blocks", "score_mean", "score_ci_low", "score_ci_high",
+                "test", "p_holm"):
+        assert col in abl.columns, col
+    assert set(abl["axis"]) == {"r"} and set(abl["method"]) == {"lora:lora", "kd-lora:lora"}
+    for method, part in abl.groupby("method"):
+        level = part.set_index("level")
+        assert level.loc[16, "score_mean"] > level.loc[8, "score_mean"], method  # r = 16 scores +0.02
+        assert (part["blocks"] == BLOCKS).all() and (part["test"] == "wilcoxon").all()
+        assert (part["p_holm"] < 0.05).all()
+        assert level.loc[16, "trainable_params_mean"] > 1.5 * level.loc[8, "trainable_params_mean"]
+    assert "## Ablations" in (out / "report.md").read_text()
+
+
+def test_ablation_figure_drawn(rank_report, tmp_path):
+    from kdlora.analysis import plots
+
+    analysis, _ = rank_report
+    fig = plots.FIGURES["ablations"](analysis)
+    assert fig is not None and len(fig.axes) == 4
+    plots.close(fig)
+
+
+def test_a_study_that_varies_nothing_has_no_ablations(synthetic_report):
+    analysis, out = synthetic_report
+    assert analysis["ablations"].empty and "## Ablations" not in (out / "report.md").read_text()
+    assert (analysis["design"]["arm"] == analysis["design"]["arm"].str.partition(" ")[0]).all()

@@ -41,12 +41,13 @@ def test_custom_task_keeps_its_own_primary(tmp_path):
     for rec in make_records(cfgs, collapse_rate=0):
         data = rec.model_dump()
         data["config"]["task"] = "data/reviews2/task.yaml"
+        data["task"] = {"name": "reviews2", "fingerprint": "sha256:0"}  # named by its `name:`, not the file
         data["metrics"] = {"accuracy": rec.metrics["accuracy"], "macro_f1": 0.7, "primary": 0.7,
                            "primary_name": "macro_f1"}
         write_record(tmp_path / "res", rec.model_validate(data))
     analysis = build([tmp_path / "res"], "glue")
     runs = analysis["runs"]
-    assert set(runs["task"]) == {"task"} and set(runs["primary_name"]) == {"macro_f1"}
+    assert set(runs["task"]) == {"reviews2"} and set(runs["primary_name"]) == {"macro_f1"}
     assert runs["score_norm"].isna().all()
     assert len(analysis["teacher_student"]) == 2
     write_report(analysis, tmp_path / "out")

@@ -190,3 +190,61 @@ def test_shapes_are_checked():
         stats.bootstrap_mean_ci([1.0, 2.0, 3.0], ["a", "b"])
     with pytest.raises(ValueError, match="missing cells"):
         stats.friedman(pd.DataFrame([[1.0, np.nan, 2.0], [1.0, 2.0, 3.0]]))
+
+
+# ----- verdicts: effect, TOST, the decision ---------------------------------------------------------
+def test_tost_equals_statsmodels(rng):
+    from statsmodels.stats.weightstats import ttost_paired
+
+    for n, shift, margin in ((8, 0.0, 0.01), (25, 0.004, 0.01), (40, 0.02, 0.015), (12, -0.006, 0.02)):
+        a = rng.normal(0.8, 0.02, n)
+        b = a - shift - rng.normal(0, 0.01, n)
+        ref = ttost_paired(a, b, -margin, margin)[0]
+        assert stats.tost_paired(a, b, margin) == pytest.approx(ref, abs=TOL)
+
+
+def test_tost_without_spread_and_bad_margin():
+    a = np.array([0.5, 0.6, 0.7])
+    assert stats.tost_paired(a, a, 0.01) == 0.0  # identical: equivalent
+    assert stats.tost_paired(a + 0.05, a, 0.01) == 1.0  # a constant shift beyond the margin
+    with pytest.raises(ValueError, match="margin"):
+        stats.tost_paired(a, a, 0.0)
+
+
+def test_hodges_lehmann_by_hand():
+    # Walsh averages of (1, 2, 4): 1, 1.5, 2.5, 2, 3, 4 -> median 2.25; 3 pairs cannot reach a 95 % CI
+    est, lo, hi = stats.hodges_lehmann([1.0, 2.0, 4.0])
+    assert est == 2.25 and math.isnan(lo) and math.isnan(hi)
+    # n = 10: P(T+ <= 8) = 0.0244 <= 0.025 < P(T+ <= 9), so the CI is the 9th smallest and
+    # 9th largest of the 55 Walsh averages (the textbook table's critical value 8)
+    d = np.arange(1.0, 11.0)
+    i, j = np.triu_indices(10)
+    walsh = np.sort((d[i] + d[j]) / 2)
+    est, lo, hi = stats.hodges_lehmann(d)
+    assert (est, lo, hi) == (float(np.median(walsh)), walsh[8], walsh[-9])
+    assert stats.signed_rank_cdf(10)[8] == pytest.approx(25 / 1024)
+
+
+def test_hodges_lehmann_ci_inverts_wilcoxon(rng):
+    """The exact CI excludes 0 exactly when the exact two-sided Wilcoxon p is below 0.05."""
+    for _ in range(20):
+        d = rng.normal(0.3, 1.0, 12)
+        _, lo, hi = stats.hodges_lehmann(d)
+        p = st.wilcoxon(d, method="exact").pvalue
+        assert (lo > 0 or hi < 0) == (p < 0.05)
+
+
+def test_verdict_rules():
+    assert stats.verdict(0.001, 0.01, 0.05, 0.9, 0.05) == "a better"
+    assert stats.verdict(0.001, -0.05, -0.01, 0.9, 0.05) == "b better"
+    # the test says significant but the effect's CI spans zero: not directional
+    assert stats.verdict(0.001, -0.01, 0.05, 0.9, 0.05) == "inconclusive"
+    assert stats.verdict(0.3, -0.002, 0.002, 0.01, 0.05) == "equivalent"
+    assert stats.verdict(0.3, -0.05, 0.05, 0.4, 0.05) == "inconclusive"
+    assert stats.not_testable(2, 0.05) and stats.not_testable(5, 0.05) and not stats.not_testable(6, 0.05)
+
+
+def test_bootstrap_needs_five_values():
+    lo, hi = stats.bootstrap_mean_ci([0.1, 0.2, 0.3, 0.4])
+    assert math.isnan(lo) and math.isnan(hi)
+    assert not math.isnan(stats.bootstrap_mean_ci([0.1, 0.2, 0.3, 0.4, 0.5])[0])

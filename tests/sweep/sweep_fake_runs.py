@@ -13,10 +13,11 @@ import socket
 import time
 from pathlib import Path
 
+from kdlora.checkpoints import checkpoint_dir, fingerprint
 from kdlora.config import RunConfig
 from kdlora.records import Efficiency, RunRecord, write_record
 from kdlora.records.store import load_completed
-from kdlora.strategies import teacher_of
+from kdlora.strategies import teacher_of, teacher_run_id
 
 STARTS = "starts.log"
 
@@ -31,8 +32,14 @@ def _log_start(cfg: RunConfig, results: Path) -> None:
 
 
 def write(cfg: RunConfig, results: Path, status: str = "completed", error: str | None = None) -> RunRecord:
-    teacher = teacher_of(cfg).run_id if cfg.strategy == "kd-lora" else None
-    record = RunRecord(
+    teacher = teacher_run_id(cfg)
+    weights = None
+    if status == "completed":  # a stand-in checkpoint, fingerprinted as the real runner does
+        ckpt = checkpoint_dir(results, cfg.run_id)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        (ckpt / "model.safetensors").write_text(cfg.run_id)
+        weights = fingerprint(ckpt)
+    record = RunRecord(weights_fingerprint=weights,
         run_id=cfg.run_id, status=status, error=error, config=cfg.model_dump(mode="json"),
         metrics={"accuracy": 0.5, "primary": 0.5, "primary_name": "accuracy"} if status == "completed" else {},
         efficiency=Efficiency(train_time_s=float(os.environ.get("FAKE_SLEEP", "0.05"))),
@@ -94,4 +101,18 @@ def diverging(cfg: RunConfig, results: Path) -> RunRecord:
     if cfg.strategy == "lora":
         _log_start(cfg, Path(results))
         return write(cfg, Path(results), status="nan_loss", error="loss became nan at step 3")
+    return quick(cfg, results)
+
+
+def slow_first(cfg: RunConfig, results: Path) -> RunRecord:
+    """The first start of the runs named in FAKE_SLOW_FIRST ("strategy/variant" or "fft", comma
+    separated) sleeps FAKE_SLOW seconds (a run to cancel or time out); every other start is quick."""
+    name = cfg.strategy if cfg.strategy == "fft" else f"{cfg.strategy}/{cfg.variant}"
+    marker = Path(results) / "slow_first" / cfg.run_id
+    if name in os.environ.get("FAKE_SLOW_FIRST", "").split(",") and not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(os.environ.get("SLURM_JOB_ID", "-"))
+        _log_start(cfg, Path(results))
+        time.sleep(float(os.environ.get("FAKE_SLOW", "600")))
+        raise RuntimeError("the slow first start was not interrupted")
     return quick(cfg, results)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kdlora.testing.synthetic_data import write_custom_task
 from kdlora.errors import UserError
 from kdlora.grid import expand_grid, load_grid
 from kdlora.strategies import teacher_of
@@ -104,8 +105,7 @@ def test_sequence_fields_take_a_list_as_one_value_and_a_list_of_lists_as_an_axis
 
 
 def test_custom_task_path_is_relative_to_the_grid_and_model_paths_resolve(tmp_path):
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "reviews.yaml").write_text("name: reviews\n")
+    write_custom_task(tmp_path / "tasks", n_train=8, n_eval=4).rename(tmp_path / "tasks" / "reviews.yaml")
     (tmp_path / "teacher").mkdir()
     sub = tmp_path / "grids"
     sub.mkdir()
@@ -114,7 +114,7 @@ def test_custom_task_path_is_relative_to_the_grid_and_model_paths_resolve(tmp_pa
     (run,) = expand_grid(load_grid(path))
     assert run.task == str((tmp_path / "tasks" / "reviews.yaml").resolve())
     assert run.teacher_model == str((tmp_path / "teacher").resolve())
-    assert run.run_id.startswith("minilm-reviews-fft-full-s1-")
+    assert run.run_id.startswith("minilm-reviews2-fft-full-s1-")  # the task's `name:`, not its file name
 
 
 @pytest.mark.parametrize("data, message", [
@@ -159,8 +159,7 @@ def test_missing_or_invalid_yaml(tmp_path):
 
 
 def test_demo_shaped_grid_minilm_custom_task_13_runs(tmp_path):
-    (tmp_path / "tweets").mkdir()
-    (tmp_path / "tweets" / "task.yaml").write_text("name: tweets3\n")
+    write_custom_task(tmp_path / "tweets", n_train=8, n_eval=4)
     path = write_grid(tmp_path, families=["minilm"], tasks=["tweets/task.yaml"], seeds=[0],
                       fft={"lr": 5e-5}, adapters={"lr": 5e-4})
     runs = expand_grid(load_grid(path))
@@ -177,7 +176,7 @@ NON_DEFAULT = {"teacher_model": "some/teacher", "student_model": "some/student",
                "mrlora_ranks": [4, 2], "mrlora_scaling": "standard", "adalora_init_r": 16,
                "adalora_tinit": 0.2, "adalora_tfinal": 0.3, "adalora_delta_t": 5, "kd_temperature": 3.0,
                "kd_alpha": 0.3, "grad_accum": 2, "threads": 1, "device": "cpu", "selection_fraction": 0.1,
-               "select_best_epoch": True, "compile": True}
+               "select_best_epoch": True, "compile": True, "param_budget": {"reference": "lora", "r": 4}}
 NEEDS = {"select_best_epoch": {"selection_fraction": 0.1}}  # what a value is valid only with
 
 
@@ -202,7 +201,11 @@ def test_every_shared_hyperparameter_keeps_students_paired_with_the_grid_teacher
     from kdlora.grid import HYPERPARAMETERS
 
     assert set(NON_DEFAULT) == set(HYPERPARAMETERS), "a new RunConfig field: give it a value here"
-    for key, value in NON_DEFAULT.items():
+    glue = tmp_path / "glue" / "RTE"  # data_dir must hold the task's data: its files are fingerprinted
+    glue.mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        (glue / name).write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
+    for key, value in {**NON_DEFAULT, "data_dir": str(glue.parent)}.items():
         settings = {key: value, **NEEDS.get(key, {})}
         runs = expand_grid(load_grid(write_grid(tmp_path, variants=["lora"], hyperparameters=settings)))
         fft = [r for r in runs if r.strategy == "fft"]

@@ -158,3 +158,31 @@ def test_gpus_per_run_0_hides_the_gpus(small_grid, tmp_path, monkeypatch):
     seen = {json.loads(p.read_text())["environment"]["cuda_visible_devices"]
             for p in (results / "runs").glob("*.json")}
     assert seen == {""}
+
+
+def test_a_teacher_whose_checkpoint_is_gone_or_changed_is_trained_again(small_grid, tmp_path):
+    """Teachers of students still to do are checked against their record's weights fingerprint:
+    a deleted or altered checkpoint makes the teacher not done, so the sweep retrains it first."""
+    import shutil
+
+    from kdlora.checkpoints import checkpoint_dir
+
+    results = tmp_path / "results"
+    runs, result, _ = sweep(small_grid, results)
+    assert result.ok
+    kd = [r for r in runs if r.strategy == "kd-lora"]
+    gone, changed = (teacher_of(kd[0]).run_id, next(teacher_of(r).run_id for r in kd
+                                                        if teacher_of(r).run_id != teacher_of(kd[0]).run_id))
+    students = [r.run_id for r in kd]
+    for run_id in students:  # the students are still to do (say, a new variant was added)
+        record_path(results, run_id).unlink()
+    shutil.rmtree(checkpoint_dir(results, gone))
+    (checkpoint_dir(results, changed) / "model.safetensors").write_text("base weights")
+    _, again, events = sweep(small_grid, results)
+    assert again.ok and set(again.completed) == {gone, changed, *students}
+    retried = {e[1]: e[2] for e in events if e[0] == "retry"}
+    assert "checkpoint" in retried[gone] and "missing" in retried[gone]
+    assert "does not match" in retried[changed]
+    assert any("teacher not usable" in n for n in read_record(record_path(results, gone)).notes)
+    order = starts(results)[len(runs):]
+    assert max(order.index(gone), order.index(changed)) < min(order.index(s) for s in students)  # 2 workers

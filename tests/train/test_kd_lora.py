@@ -89,12 +89,23 @@ def test_teacher_runs_once_for_many_students(tiny_model_dirs, glue_dir, results,
     assert recs[0].efficiency.teacher_cache_build_s > 0
     from safetensors.torch import load_file, save_file
 
-    weights = kd_lora.checkpoint_dir(fresh, teacher_of(students[0]).run_id) / "model.safetensors"
+    teacher_id = teacher_of(students[0]).run_id
+    weights = kd_lora.checkpoint_dir(fresh, teacher_id) / "model.safetensors"
     tensors = load_file(weights)
     save_file({k: v + 0.01 for k, v in tensors.items()}, weights, metadata={"format": "pt"})
+    retrained(fresh, teacher_id)  # as if the teacher had been trained again to other weights
     again = run_one(kd_cfg(tiny_model_dirs, glue_dir, "lora", epochs=1), fresh)
     assert len(calls) == 2  # other teacher weights: rebuilt, not reused
     assert again.efficiency.teacher_cache_hit is False
+
+
+def retrained(results, teacher_id) -> None:
+    from kdlora.checkpoints import fingerprint
+    from kdlora.records import read_record, record_path, write_record
+
+    rec = read_record(record_path(results, teacher_id))
+    write_record(results, rec.model_copy(update={"weights_fingerprint": fingerprint(kd_lora.checkpoint_dir(
+        results, teacher_id))}))
 
 
 def test_batches_meet_their_own_teacher_rows(tiny_model_dirs, glue_dir, results, monkeypatch):
@@ -180,3 +191,68 @@ def kd_lora_cache_class():
     from kdlora.strategies.logit_cache import TeacherLogitCache
 
     return TeacherLogitCache
+
+
+@pytest.mark.parametrize("tamper", ["flip", "base", "delete"])
+def test_teacher_checkpoint_is_verified_before_use(tamper, tiny_model_dirs, glue_dir, results, tmp_path):
+    """Flipped bytes, the base weights swapped in, or a deleted checkpoint: the student refuses
+    the teacher (no completed student, no nan_loss) and says how to repair it."""
+    import shutil
+
+    fresh = tmp_path / "r"
+    shutil.copytree(results, fresh)
+    cfg = kd_cfg(tiny_model_dirs, glue_dir, epochs=1)
+    (fresh / "runs" / f"{cfg.run_id}.json").unlink(missing_ok=True)  # an earlier test's student
+    ckpt = kd_lora.checkpoint_dir(fresh, teacher_of(cfg).run_id)
+    weights = ckpt / "model.safetensors"
+    if tamper == "flip":
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    elif tamper == "base":
+        shutil.copy(tiny_model_dirs["bert"] / "model.safetensors", weights)
+    else:
+        shutil.rmtree(ckpt)
+    with pytest.raises(UserError, match="--train-teacher") as err:
+        run_one(cfg, fresh)
+    assert ("missing" if tamper == "delete" else "does not match") in str(err.value)
+    assert not (fresh / "runs" / f"{cfg.run_id}.json").exists()
+
+
+def test_train_teacher_repairs_a_deleted_checkpoint_and_waits_for_a_concurrent_one(
+        tiny_model_dirs, glue_dir, results, tmp_path, capsys):
+    import shutil
+    import threading
+
+    from kdlora.checkpoints import teacher_lock, teacher_problem
+    from kdlora.commands.train import train_teacher_if_needed
+
+    fresh = tmp_path / "r"
+    shutil.copytree(results, fresh)
+    teacher = teacher_of(kd_cfg(tiny_model_dirs, glue_dir, epochs=1))
+    shutil.rmtree(kd_lora.checkpoint_dir(fresh, teacher.run_id))
+    trained = []
+
+    def counting_run_one(cfg, out):
+        trained.append(cfg.run_id)
+        return run_one(cfg, out)
+
+    # another process holds the teacher's lock: we wait for it, then train once
+    release = threading.Event()
+
+    def holder():
+        with teacher_lock(fresh, teacher.run_id):
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    while not (fresh / "locks" / f"{teacher.run_id}.lock").exists():
+        pass
+    threading.Timer(1.0, release.set).start()
+    train_teacher_if_needed(teacher, fresh, counting_run_one)
+    t.join()
+    out = capsys.readouterr().out
+    assert "waiting for the FFT teacher" in out and "again: its checkpoint" in out
+    assert trained == [teacher.run_id] and teacher_problem(fresh, teacher.run_id)[1] is None
+    train_teacher_if_needed(teacher, fresh, counting_run_one)  # verified now: not trained again
+    assert trained == [teacher.run_id]

@@ -20,8 +20,9 @@ import pandas as pd
 
 from kdlora.analysis import stats
 from kdlora.analysis.design import level_text
+from kdlora.analysis.fmt import pval
 from kdlora.analysis.methods import ADAPTER_STRATEGIES, PAIRED_WITH, REFERENCE, STRATEGY_FIELDS, strategy_label
-from kdlora.analysis.model import Settings
+from kdlora.analysis.model import MIN_BLOCKS_TEST, Settings
 from kdlora.analysis.tables import BLOCK, method_order, ordered
 from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 
@@ -166,7 +167,8 @@ def matched(table: pd.DataFrame, c: Comparison) -> pd.DataFrame:
 
 
 def paired_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]] | None = None) -> pd.DataFrame:
-    """statistical_tests.csv: one row per comparison, paired statistics beside the legacy Welch."""
+    """statistical_tests.csv: one row per comparison, paired statistics beside the legacy Welch,
+    the deciding test's effect with its CI, TOST equivalence p-values and the verdict."""
     tables = {(layout, value): wide(df, layout, value) for layout in LAYOUTS for value in ("primary", "score_norm")
               if value in df}
     rows = [_paired_row(df, c, tables, settings) for c in all_comparisons(df, axes)]
@@ -177,6 +179,30 @@ def paired_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]
         out.loc[idx, "p_t_holm"] = stats.holm(out.loc[idx, "p_t"])
         out.loc[idx, "p_wilcoxon_holm"] = stats.holm(out.loc[idx, "p_wilcoxon"])
     out["significant"] = (out["p_wilcoxon_holm"] < settings.alpha).where(out["p_wilcoxon_holm"].notna())
+    return add_verdicts(out, settings.alpha)
+
+
+DECIDING_TEST = "wilcoxon"  # its Holm-adjusted p and the Hodges-Lehmann CI decide a verdict
+UNTESTED = ("t", "p_t", "w", "p_wilcoxon", "ci_low", "ci_high", "effect_ci_low", "effect_ci_high", "p_tost",
+            "p_tost_norm", "ci_norm_low", "ci_norm_high")
+
+
+def add_verdicts(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """verdict per row (stats.verdict; 'not testable (n blocks)' where the data cannot test) and
+    a note where the paired t-test and the Wilcoxon test disagree or the difference is inside
+    the equivalence margin."""
+    out = out.copy()
+    verdicts = [stats.verdict(p, lo, hi, q, alpha) for p, lo, hi, q in
+                zip(out["p_wilcoxon_holm"], out["effect_ci_low"], out["effect_ci_high"], out["p_tost"])]
+    out["verdict"] = np.where(out["testable"], verdicts,
+                              [f"not testable ({int(n)} blocks)" for n in out["n_pairs"]])
+    t_sig, w_sig = out["p_t_holm"] < alpha, out["p_wilcoxon_holm"] < alpha
+    disagree = out["testable"] & (t_sig != w_sig)
+    inside = out["verdict"].isin(["a better", "b better"]) & (out["p_tost"] < alpha)
+    notes = [("; ".join(([f"paired t and Wilcoxon disagree (Holm p {pval(pt)} vs {pval(pw)})"] if d else [])
+                        + (["the difference is inside the equivalence margin"] if i else [])))
+             for d, i, pt, pw in zip(disagree, inside, out["p_t_holm"], out["p_wilcoxon_holm"])]
+    out["note"] = notes
     return out
 
 
@@ -185,24 +211,31 @@ def _paired_row(df: pd.DataFrame, c: Comparison, tables: dict, s: Settings) -> d
     a, b = pairs["a"].to_numpy(float), pairs["b"].to_numpy(float)
     diff = a - b
     lo, hi = stats.bootstrap_mean_ci(diff, pairs["task"], s.n_boot, s.confidence, s.seed)
+    effect, e_lo, e_hi = stats.hodges_lehmann(diff, s.confidence)
     welch = stats.welch(pooled(df, c, "a"), pooled(df, c, "b"))
     sd = float(np.std(diff, ddof=1)) if diff.size > 1 else np.nan
-    return {
+    row = {
         "test_family": c.test_family, "comparison": c.label, "a": c.a, "b": c.b, "matched_on": c.matched_on,
         **stats.paired_summary(a, b),
         "ci_low": lo, "ci_high": hi, **_normalised_diff(c, tables, s),
+        "deciding_test": DECIDING_TEST, "effect": effect, "effect_ci_low": e_lo, "effect_ci_high": e_hi,
+        "p_tost": stats.tost_paired(a, b, s.equivalence_margin) if diff.size else np.nan,
         "n_tasks": pairs["task"].nunique(),
         "min_wilcoxon_p": stats.min_wilcoxon_p(diff.size),
         "min_detectable_diff": stats.min_detectable_dz(diff.size, s.alpha, s.power) * sd,
         "welch_n_a": welch["n_a"], "welch_n_b": welch["n_b"], "welch_mean_a": welch["mean_a"],
         "welch_mean_b": welch["mean_b"], "welch_diff": welch["diff"], "welch_p": welch["p"],
     }
+    row["testable"] = not stats.not_testable(diff.size, s.alpha, MIN_BLOCKS_TEST)
+    if not row["testable"]:
+        row.update(dict.fromkeys(UNTESTED, np.nan))
+    return row
 
 
 def _normalised_diff(c: Comparison, tables: dict, s: Settings) -> dict:
     """Mean paired difference in FFT-normalised units, comparable across tasks (not for families:
-    each family is normalised by its own FFT)."""
-    nan = {"mean_diff_norm": np.nan, "ci_norm_low": np.nan, "ci_norm_high": np.nan}
+    each family is normalised by its own FFT), with its TOST p against the normalised margin."""
+    nan = {"mean_diff_norm": np.nan, "ci_norm_low": np.nan, "ci_norm_high": np.nan, "p_tost_norm": np.nan}
     table = tables.get((c.layout, "score_norm"))
     if c.layout == "family" or table is None:
         return nan
@@ -211,7 +244,48 @@ def _normalised_diff(c: Comparison, tables: dict, s: Settings) -> dict:
         return nan
     diff = (pairs["a"] - pairs["b"]).to_numpy(float)
     lo, hi = stats.bootstrap_mean_ci(diff, pairs["task"], s.n_boot, s.confidence, s.seed)
-    return {"mean_diff_norm": float(diff.mean()), "ci_norm_low": lo, "ci_norm_high": hi}
+    return {"mean_diff_norm": float(diff.mean()), "ci_norm_low": lo, "ci_norm_high": hi,
+            "p_tost_norm": stats.tost_paired(pairs["a"].to_numpy(float), pairs["b"].to_numpy(float),
+                                             s.equivalence_margin_norm)}
+
+
+SENSITIVITY_COLUMNS = ["test_family", "comparison", "a", "b", "verdict", "n_pairs", "effect",
+                       "verdict_without", "n_pairs_without", "effect_without", "changed"]
+
+
+def sensitivity(df: pd.DataFrame, tests: pd.DataFrame, collapsed_ids, settings: Settings,
+                axes: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """sensitivity.csv: every verdict recomputed without the runs that collapsed to a constant
+    predictor (they stay in the main analysis), and whether it changes."""
+    if tests.empty:
+        return pd.DataFrame(columns=SENSITIVITY_COLUMNS)
+    drop = set(collapsed_ids)
+    again = paired_tests(df[~df["run_id"].isin(drop)], settings, axes) if drop else tests
+    key = ["test_family", "comparison"]
+    without = again[key + ["verdict", "n_pairs", "effect"]].rename(
+        columns={"verdict": "verdict_without", "n_pairs": "n_pairs_without", "effect": "effect_without"})
+    out = tests[key + ["a", "b", "verdict", "n_pairs", "effect"]].merge(without, on=key, how="left")
+    out["verdict_without"] = out["verdict_without"].fillna("not testable (0 blocks)")
+    out["n_pairs_without"] = out["n_pairs_without"].fillna(0).astype(int)
+    out["changed"] = out["verdict"] != out["verdict_without"]
+    return out[SENSITIVITY_COLUMNS]
+
+
+def verdict_summary(tests: pd.DataFrame, sens: pd.DataFrame) -> pd.DataFrame:
+    """verdict_summary.csv: comparisons per verdict and family of tests, with and without the
+    collapsed runs, their totals, and how many verdicts the sensitivity check changes."""
+    cols = ["analysis", "test_family", "verdict", "comparisons"]
+    if tests.empty:
+        return pd.DataFrame(columns=cols)
+    parts = []
+    for name, frame, column in (("main", tests, "verdict"), ("without collapsed runs", sens, "verdict_without")):
+        kind = frame[column].astype(str).where(~frame[column].astype(str).str.startswith("not testable"), "not testable")
+        counts = frame.groupby(["test_family", kind.rename("verdict")], sort=False).size().rename("comparisons")
+        parts.append(counts.reset_index().assign(analysis=name))
+        parts.append(pd.DataFrame([{"analysis": name, "test_family": "all", "verdict": "all", "comparisons": len(frame)}]))
+    parts.append(pd.DataFrame([{"analysis": "without collapsed runs", "test_family": "all", "verdict": "changed",
+                                "comparisons": int(sens["changed"].sum())}]))
+    return pd.concat(parts, ignore_index=True)[cols]
 
 
 def paired_by_task(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) -> pd.DataFrame:

@@ -15,6 +15,7 @@ import pandas as pd
 from kdlora.analysis.fmt import ci, compact, integer, mean_sd, missing, num, pct, pval, ratio, signed
 from kdlora.analysis.methods import TAUGHT_STRATEGIES
 from kdlora.analysis.model import Analysis
+from kdlora.analysis.rules import verdict_counts
 from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import method_order, task_order
 
@@ -80,7 +81,7 @@ def design_section(a: Analysis) -> str:
     d, st = a["design"], a["design_settings"]
     by = lambda status: st[st["status"] == status]  # noqa: E731
     varied, pooled = by("varied"), by("pooled")
-    out = ["## Design", ""]
+    out = ["## Design"]
     if varied.empty:
         out.append("No setting takes more than one value within a (strategy, variant) on the same family and "
                    "task: each method is one arm.")
@@ -123,23 +124,35 @@ def executive_summary(a: Analysis) -> str:
         items.append(f"KD-LoRA runs per task: {per}.")
     collapsed = len(a["collapsed_runs"])
     if collapsed:
-        items.append(f"{collapsed} runs collapsed to a constant prediction (see Limitations).")
+        items.append(f"{collapsed} runs collapsed to a constant prediction (see Limitations). Recomputed without "
+                     f"them: {_changed_phrase(a['sensitivity'], 'section 1.6')}")
     body = "\n".join(f"{i}. {item}" for i, item in enumerate(items, 1))
     return "## Executive summary\n\n" + body + "\n"
 
 
+SIDES = {"lora_vs_kd": ("LoRA-only", "KD-LoRA"), "vs_fft": ("the adapter arm", "FFT")}
+
+
+def _winner(r) -> str:
+    return {"a better": f"{r.a} better", "b better": f"{r.b} better"}.get(r.verdict, r.verdict)
+
+
 def _test_headlines(a: Analysis) -> list[str]:
     tests, legacy = a["statistical_tests"], a["legacy_tests"]
+    s = a["settings"].iloc[0]
     out = []
-    for fam, what in (("lora_vs_kd", "LoRA-only vs KD-LoRA per variant"), ("vs_fft", "Adapter methods vs FFT"),
+    for fam, what in (("lora_vs_kd", "LoRA-only vs KD-LoRA per arm"), ("vs_fft", "Adapter arms vs FFT"),
                       ("families", "Model families")):
         part = tests[tests["test_family"] == fam] if not tests.empty else tests
         old = legacy[legacy["test_family"] == fam] if not legacy.empty else legacy
         if part.empty:
             continue
-        out.append(f"{what}: {int(part['significant'].sum())} of {len(part)} paired comparisons significant "
-                   f"after Holm correction (Wilcoxon), against {int(old['significant'].sum())} of {len(old)} "
-                   "with the reference's unpaired, uncorrected Welch tests.")
+        counts = verdict_counts(part, *SIDES[fam]) if fam != "families" else "; ".join(
+            f"{r.comparison}: {_winner(r)}" for r in part.itertuples())
+        out.append(f"{what}, paired verdicts: {counts} "
+                   f"(of {len(part)}; equivalence within ±{num(s['equivalence_margin'], 3)} of the primary "
+                   f"metric); the reference's unpaired, uncorrected Welch tests call {int(old['significant'].sum())}"
+                   f" of {len(old)} significant and cannot show equivalence.")
     return out
 
 
@@ -164,8 +177,7 @@ def lora_vs_kd(a: Analysis) -> str:
            "the primary metric of each pair's own task; the normalised difference uses the FFT-normalised score "
            "(score − chance) / (FFT − chance), FFT being the run of the same family, task and seed and chance "
            "the expected score of uniform guessing (accuracy 1/k, MCC and correlations 0), so that tasks with "
-           "different metrics and ceilings can be averaged. A comparison is marked significant when its "
-           "Holm-adjusted Wilcoxon p is below alpha.", "",
+           "different metrics and ceilings can be averaged.", "", _verdict_rule(a), "",
            "### 1.1 LoRA-only vs KD-LoRA", "", "**Reference method (pooled Welch, uncorrected):**", ""]
     out.append(_welch_table(legacy, "lora_vs_kd", "Variant", "LoRA-only mean (n)", "KD-LoRA mean (n)", alpha))
     out += ["", "**Paired (LoRA-only − KD-LoRA):**", "", _paired_table(tests, "lora_vs_kd", "Variant")]
@@ -200,9 +212,29 @@ def _paired_table(tests: pd.DataFrame, fam: str, first: str) -> str:
                         lambda r: f"{signed(r['mean_diff_norm'])} {ci(r['ci_norm_low'], r['ci_norm_high'])}"))
     columns += [("t-test p (Holm)", lambda r: f"{pval(r['p_t'])} ({pval(r['p_t_holm'])})"),
                 ("Wilcoxon p (Holm)", lambda r: f"{pval(r['p_wilcoxon'])} ({pval(r['p_wilcoxon_holm'])})"),
-                ("d_z", col("d_z", signed, 2)), ("P(a > b)", col("prob_improvement", num, 2)),
-                ("Significant?", yes_no("significant"))]
-    return md_table(part, columns)
+                ("Effect (HL) [CI]", lambda r: f"{signed(r['effect'])} {ci(r['effect_ci_low'], r['effect_ci_high'])}"),
+                ("TOST p", col("p_tost", pval))]
+    if not part.empty and part["p_tost_norm"].notna().any():
+        columns.append(("TOST p (normalised)", col("p_tost_norm", pval)))
+    columns += [("d_z", col("d_z", signed, 2)), ("P(a > b)", col("prob_improvement", num, 2)),
+                ("Verdict", lambda r: f"**{r['verdict']}**" if r["verdict"] in ("a better", "b better")
+                 else str(r["verdict"]))]
+    notes = part[part["note"].fillna("") != ""] if not part.empty else part
+    extra = "".join(f"\n- {r.comparison}: {r.note}." for r in notes.itertuples())
+    return md_table(part, columns) + (f"\nNotes:\n{extra}\n" if extra else "")
+
+
+def _verdict_rule(a: Analysis) -> str:
+    s = a["settings"].iloc[0]
+    return (f"**Verdicts.** *a better* / *b better*: the Holm-adjusted Wilcoxon p is below alpha = "
+            f"{num(s['alpha'], 2)} and the Hodges–Lehmann {num(s['confidence_pct'], 0)} % CI of the paired "
+            f"difference (the effect that belongs to the Wilcoxon test) lies on one side of zero. *equivalent*: the "
+            f"TOST p (two one-sided paired t-tests) is below alpha for the margin ±{num(s['equivalence_margin'], 3)} "
+            f"in the primary metric (`--equivalence-margin`; in FFT-normalised units the margin is "
+            f"±{num(s['equivalence_margin_norm'], 3)}, `TOST p (normalised)`). Otherwise *inconclusive*: the data "
+            f"neither show a difference nor rule out one larger than the margin. Fewer than "
+            f"{integer(s['min_blocks_test'])} matched blocks, or too few for an exact Wilcoxon to reach alpha, is "
+            f"*not testable*; bootstrap CIs need at least {integer(s['min_blocks_bootstrap'])} blocks.")
 
 
 def vs_fft_and_families(a: Analysis) -> str:
@@ -249,6 +281,63 @@ def power_note(a: Analysis) -> str:
         f"alpha = {num(s['alpha'], 2)} (d_z from statsmodels × the SD of the differences); with n pairs the "
         "exact Wilcoxon test cannot go below 2/2^n "
         f"(3 seeds: {pval(s['min_wilcoxon_p_3_seeds'])}).", "", rows])
+
+
+def sensitivity_section(a: Analysis) -> str:
+    sens, collapsed = a["sensitivity"], a["collapsed_runs"]
+    head = ["### 1.6 Sensitivity: without collapsed runs", ""]
+    if sens.empty:
+        return ""
+    if collapsed.empty:
+        return "\n".join(head + ["No run collapsed to a constant predictor, so every verdict stands as computed.", ""])
+    changed = sens[sens["changed"]]
+    lines = head + [f"{len(collapsed)} runs scored exactly what a constant predictor scores (`collapsed_runs.csv`). "
+                    "They stay in every statistic above; here each verdict is recomputed without them. "
+                    f"{_changed_phrase(sens)}", ""]
+    if not changed.empty:
+        lines.append(md_table(changed, [
+            ("Comparison", text("comparison")), ("Verdict (pairs)", lambda r: f"{r['verdict']} ({integer(r['n_pairs'])})"),
+            ("Without collapsed runs (pairs)",
+             lambda r: f"{r['verdict_without']} ({integer(r['n_pairs_without'])})"),
+            ("Effect", col("effect", signed)), ("Effect without", col("effect_without", signed))]))
+    return "\n".join(lines) + "\n"
+
+
+def _changed_phrase(sens: pd.DataFrame, where: str = "below") -> str:
+    n = int(sens["changed"].sum())
+    if n == 0:
+        return f"None of the {len(sens)} verdicts changes."
+    listed = ", ".join(sens.loc[sens["changed"], "comparison"].head(6))
+    return f"{n} of {len(sens)} verdicts change ({listed}; {where}); the others stand."
+
+
+def ablation_section(a: Analysis) -> str:
+    """One table per (varied setting, method): score and costs against the setting's values."""
+    abl = a["ablations"]
+    if abl.empty:
+        return ""
+    conf = num(a["settings"]["confidence_pct"].iloc[0], 0)
+    out = ["## Ablations", "",
+           "For each setting a method varies: the score (FFT-normalised where every run has one, else the primary "
+           f"metric) with its {conf} % task-stratified bootstrap CI over the blocks that ran every level and share "
+           "every other factor (family, task, seed and the method's other varied settings), and the mean costs of "
+           "all runs at the level. Along the axis: Friedman across 3 or more levels, Wilcoxon signed-rank for 2, "
+           "Holm-corrected over all ablation tests (`ablations.csv`; figure `ablations`).", ""]
+    for (axis, method), part in abl.groupby(["axis", "method"], sort=False):
+        r = part.iloc[0]
+        held = f" and {r['held']}" if r["held"] else ""
+        test = (f"{r['test']} p = {pval(r['p'])} (Holm {pval(r['p_holm'])})" if r["test"] in ("friedman", "wilcoxon")
+                else str(r["test"]))
+        out += [f"**`{axis}` — {method_label(method)}** ({integer(r['blocks'])} blocks matched on family, task, "
+                f"seed{held}; {r['score']}): {test}.", ""]
+        cols = [("Level", text("level")), ("Runs", col("runs", integer)),
+                ("Score [CI]", lambda x: f"{num(x['score_mean'])} {ci(x['score_ci_low'], x['score_ci_high'])}"),
+                ("Trainable params (M)", col("trainable_params_millions", num, 3))]
+        if part["memory_mb"].notna().any():
+            cols.append(("Memory (MB)", col("memory_mb", num, 1)))
+        cols.append(("Train time (s)", col("train_time_s_mean", num, 1)))
+        out.append(md_table(part, cols))
+    return "\n".join(out)
 
 
 def efficiency_section(a: Analysis) -> str:
@@ -380,7 +469,7 @@ def files_section(a: Analysis, figures: Sequence[Path]) -> str:
 
 def render(a: Analysis, figures: Sequence[Path] = ()) -> str:
     sections = [header(a), design_section(a), executive_summary(a), lora_vs_kd(a), vs_fft_and_families(a), ranking(a),
-                power_note(a), efficiency_section(a), parameter_section(a), teacher_section(a),
+                power_note(a), sensitivity_section(a), ablation_section(a), efficiency_section(a), parameter_section(a), teacher_section(a),
                 findings(a, "recommendations", "5. Recommendations"), findings(a, "limitations", "6. Limitations"),
                 per_task_section(a), files_section(a, figures)]
     return "\n".join(s for s in sections if s)

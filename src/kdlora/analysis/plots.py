@@ -233,6 +233,37 @@ def _square(long: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return m
 
 
+def ablation_figure(a: Analysis) -> Figure | None:
+    """One row per varied setting: score (with CI), trainable parameters, memory and train time
+    against the setting's levels, a line per (strategy, variant) in its strategy's colour."""
+    abl = a.tables.get("ablations")
+    if abl is None or abl.empty:
+        return None
+    axes_names = list(dict.fromkeys(abl["axis"]))
+    panels = [("score_mean", "score"), ("trainable_params_mean", "trainable params"),
+              ("peak_memory_bytes_mean", "memory (bytes)"), ("train_time_s_mean", "train time (s)")]
+    panels = [p for p in panels if abl[p[0]].notna().any()]
+    fig = new_figure(figsize=(3.6 * len(panels), 3.0 * len(axes_names)))
+    grid = fig.subplots(len(axes_names), len(panels), squeeze=False)
+    for row, axis in zip(grid, axes_names):
+        part = abl[abl["axis"] == axis]
+        for method, line in part.groupby("method", sort=False):
+            x = np.arange(len(line))
+            for ax, (column, label) in zip(row, panels):
+                err = None
+                if column == "score_mean" and line["score_ci_low"].notna().all():
+                    err = [line["score_mean"] - line["score_ci_low"], line["score_ci_high"] - line["score_mean"]]
+                ax.errorbar(x, line[column], yerr=err, marker="o", ms=3, lw=1, capsize=2, color=_color(method),
+                            label=method_label(method))
+                ax.set_xticks(x, line["level"], fontsize=7)
+                ax.set_xlabel(axis)
+                ax.set_ylabel(label, fontsize=8)
+        row[0].set_title(f"{axis}: {part['score'].iloc[0]} (CI over matched blocks)", fontsize=8)
+        row[0].legend(fontsize=6)
+    fig.suptitle("Ablations: each varied setting against its levels")
+    return fig
+
+
 # Figures drawn from the first tables alone (runs, cells, completion): `kdlora report` starts them
 # while the statistics are still being computed.
 EARLY_FIGURES = ("efficiency_performance_scatter", "per_task_bars", "completion_heatmap")
@@ -245,6 +276,7 @@ FIGURES: dict[str, Callable[[Analysis], Figure | None]] = {
     "per_task_bars": per_task_bars,
     "paired_differences_forest": paired_forest,
     "critical_difference": critical_difference,
+    "ablations": ablation_figure,
 }
 
 

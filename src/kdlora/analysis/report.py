@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from kdlora.analysis import comparisons, design, efficiency, rules, tables
+from kdlora.analysis import ablations, comparisons, design, efficiency, rules, tables
 from kdlora.analysis.drawing import FigureWorkers
 from kdlora.analysis.model import Analysis, Settings
 from kdlora.analysis.tidy import Loaded, check_table, completed, load_results
@@ -69,12 +69,16 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
     t["statistical_tests"] = comparisons.paired_tests(df, settings, axes)
     t["paired_by_task"] = comparisons.paired_by_task(df, axes)
     t["friedman"], t["friedman_ranks"], t["nemenyi"] = comparisons.friedman_tables(df, settings)
+    t["ablations"] = ablations.ablations(df, axes, settings)
     _efficiency_tables(t, df, settings)
     t["per_task_results"] = tables.per_task(df)
     t["glue_average"] = tables.glue_average(t["per_task_results"])
     t["teacher_student"] = tables.teacher_student(df)
     t["teacher_student_summary"] = tables.teacher_student_summary(t["teacher_student"])
     t["collapsed_runs"] = tables.collapsed_runs(df)
+    t["sensitivity"] = comparisons.sensitivity(df, t["statistical_tests"], t["collapsed_runs"]["run_id"], settings,
+                                               axes)
+    t["verdict_summary"] = comparisons.verdict_summary(t["statistical_tests"], t["sensitivity"])
     t["recommendations"] = rules.apply(rules.RECOMMENDATIONS, t)
     t["limitations"] = rules.apply(rules.LIMITATIONS, t)
     return Analysis(settings, t, sources, grid)

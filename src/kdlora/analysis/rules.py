@@ -120,20 +120,40 @@ def kd_memory(t: Tables) -> list[dict]:
                     value=r["ratio_paired_median"], blocks=r["paired_blocks"])]
 
 
+def verdict_counts(part: pd.DataFrame, a_name: str, b_name: str) -> str:
+    """'5 LoRA-only better (dora, lora, ...), 1 inconclusive (adalora)' from the verdict column."""
+    names = {"a better": f"{a_name} better", "b better": f"{b_name} better"}
+    verdicts = part["verdict"].astype(str)
+    kind = verdicts.where(~verdicts.str.startswith("not testable"), "not testable")
+    pieces = []
+    for v in ("a better", "b better", "equivalent", "inconclusive", "not testable"):
+        members = list(part.loc[kind == v, "comparison"])
+        if members:
+            listed = ", ".join(members[:6]) + (", ..." if len(members) > 6 else "")
+            pieces.append(f"{len(members)} {names.get(v, v)} ({listed})")
+    return "; ".join(pieces)
+
+
 def kd_versus_lora(t: Tables) -> list[dict]:
     tests = t["statistical_tests"]
     part = tests[tests["test_family"] == "lora_vs_kd"] if not tests.empty else tests
     if part.empty:
         return []
-    sig = int(part["significant"].sum())
+    by = part["verdict"].value_counts()
     col = "mean_diff_norm" if part["mean_diff_norm"].notna().all() else "mean_diff"
     unit = "FFT-normalised units" if col == "mean_diff_norm" else "points of the primary metric"
-    text = (f"LoRA-only minus KD-LoRA, paired on (family, task, seed): {sig} of {len(part)} variants differ "
-            f"significantly (Holm-adjusted Wilcoxon p < {num(t['settings']['alpha'].iloc[0], 2)}); mean "
-            f"differences range from {num(part[col].min())} to {num(part[col].max())} {unit}.")
-    return [finding("kd_versus_lora", "count of variants whose paired LoRA-only vs KD-LoRA difference "
-                    "survives Holm correction", text, significant=sig, tests=len(part),
-                    low=part[col].min(), high=part[col].max())]
+    s = t["settings"].iloc[0]
+    text = (f"LoRA-only vs KD-LoRA on like-for-like arms, paired on (family, task, seed): "
+            f"{verdict_counts(part, 'LoRA-only', 'KD-LoRA')}; equivalence margin ±{num(s['equivalence_margin'], 3)} "
+            f"of the primary metric. Mean differences range from {num(part[col].min())} to "
+            f"{num(part[col].max())} {unit}.")
+    if by.get("inconclusive", 0):
+        text += " An inconclusive arm is not evidence that the two strategies perform alike: more seeds are needed."
+    return [finding("kd_versus_lora", "verdict per arm pair: Holm-adjusted Wilcoxon and Hodges-Lehmann CI on one "
+                    "side of zero for a direction, TOST for equivalence", text,
+                    a_better=int(by.get("a better", 0)), b_better=int(by.get("b better", 0)),
+                    equivalent=int(by.get("equivalent", 0)), inconclusive=int(by.get("inconclusive", 0)),
+                    tests=len(part), low=part[col].min(), high=part[col].max())]
 
 
 def student_of_teacher(t: Tables) -> list[dict]:

@@ -17,6 +17,8 @@ from scipy import stats as st
 
 NAN = float("nan")
 BOOT_CHUNK = 256  # bootstrap resamples drawn per block
+MIN_BOOTSTRAP_N = 5  # fewer values: no bootstrap CI
+EXACT_SIGNED_RANK_N = 300  # up to this many pairs the signed-rank null distribution is exact
 
 
 # ----- shape checks -------------------------------------------------------------------------
@@ -105,10 +107,89 @@ def paired_summary(a, b) -> dict:
             "prob_improvement": prob_improvement(a, b)}
 
 
+# ----- effect sizes and equivalence ---------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def signed_rank_cdf(n: int) -> np.ndarray:
+    """P(T+ <= k), k = 0 .. n(n+1)/2, of the Wilcoxon signed-rank statistic under the null
+    (every sign equally likely, no ties): the subset sums of 1..n, by dynamic programming."""
+    pmf = np.zeros(n * (n + 1) // 2 + 1)
+    pmf[0] = 1.0
+    for k in range(1, n + 1):
+        shifted = np.zeros_like(pmf)
+        shifted[k:] = pmf[:-k]
+        pmf = 0.5 * (pmf + shifted)
+    return np.cumsum(pmf)
+
+
+def hodges_lehmann(diff, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(estimate, low, high): the median of the Walsh averages (d_i + d_j) / 2, i <= j, and the
+    distribution-free CI that inverts the Wilcoxon signed-rank test (exact null distribution up to
+    EXACT_SIGNED_RANK_N pairs, normal beyond). The CI is nan when n pairs cannot reach it."""
+    d = as_vector(diff, "diff")
+    n = d.size
+    if n == 0:
+        return NAN, NAN, NAN
+    i, j = np.triu_indices(n)
+    walsh = np.sort((d[i] + d[j]) / 2)
+    m = walsh.size
+    tail = (1 - confidence) / 2
+    if n <= EXACT_SIGNED_RANK_N:
+        below = np.flatnonzero(signed_rank_cdf(n) <= tail)  # T+ values cut off in the lower tail
+        c = int(below[-1]) + 1 if below.size else 0  # 1-based rank of the lower bound
+    else:
+        sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
+        c = int(math.floor(m / 2 - st.norm.ppf(1 - tail) * sd))
+    estimate = float(np.median(walsh))
+    if c < 1:
+        return estimate, NAN, NAN
+    return estimate, float(walsh[c - 1]), float(walsh[m - c])
+
+
+def tost_paired(a, b, margin: float) -> float:
+    """Two one-sided paired t-tests of |mean(a - b)| < margin: the larger one-sided p-value
+    (statsmodels' ttost_paired with low = -margin, upp = margin). Differences without spread
+    are equivalent exactly when they lie inside the margin (p 0), else not (p 1)."""
+    a, b = as_pairs(a, b)
+    if margin <= 0:
+        raise ValueError(f"equivalence margin must be > 0 (got {margin})")
+    d = a - b
+    if d.size < 2:
+        return NAN
+    mean = float(np.mean(d))
+    if constant(d):
+        return 0.0 if abs(mean) < margin else 1.0
+    se = float(np.std(d, ddof=1)) / math.sqrt(d.size)
+    df = d.size - 1
+    p_low = float(st.t.sf((mean + margin) / se, df))  # H0: mean <= -margin
+    p_high = float(st.t.cdf((mean - margin) / se, df))  # H0: mean >= +margin
+    return max(p_low, p_high)
+
+
+VERDICTS = ("a better", "b better", "equivalent", "inconclusive")
+
+
+def not_testable(n: int, alpha: float, min_blocks: int = 3) -> bool:
+    """Too few matched blocks for any test, or an exact Wilcoxon that cannot reach alpha."""
+    return n < min_blocks or min_wilcoxon_p(n) >= alpha
+
+
+def verdict(p_adjusted: float, ci_low: float, ci_high: float, p_tost: float, alpha: float) -> str:
+    """a better / b better: the (Holm-adjusted) test below alpha AND the effect's CI on one side
+    of zero; equivalent: the TOST p below alpha; otherwise inconclusive."""
+    if p_adjusted < alpha and ci_low > 0:
+        return "a better"
+    if p_adjusted < alpha and ci_high < 0:
+        return "b better"
+    if p_tost < alpha:
+        return "equivalent"
+    return "inconclusive"
+
+
 # ----- bootstrap ---------------------------------------------------------------------------------
 def bootstrap_mean_ci(values, strata: Sequence | None = None, n_boot: int = 2000,
-                      confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean, resampling within each stratum (e.g. task).
+                      confidence: float = 0.95, seed: int = 0, min_n: int = MIN_BOOTSTRAP_N) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean, resampling within each stratum (e.g. task); nan for
+    fewer than `min_n` values (a resample of 3 values has a handful of distinct means).
 
     Stratifying keeps every resample's task mix equal to the data's, so the interval reflects
     seed-to-seed variation and not a random reshuffling of which tasks are in the average.
@@ -119,6 +200,8 @@ def bootstrap_mean_ci(values, strata: Sequence | None = None, n_boot: int = 2000
     groups = np.zeros(x.size, dtype=int) if strata is None else pd.factorize(np.asarray(strata))[0]
     if groups.shape != x.shape:
         raise ValueError(f"strata must match values: {groups.shape} vs {x.shape}")
+    if x.size < min_n:
+        return NAN, NAN
     rng = np.random.default_rng(seed)
     total = np.zeros(n_boot)
     for g in np.unique(groups):

@@ -15,7 +15,6 @@ from kdlora.analysis.methods import REFERENCE, TAUGHT_STRATEGIES
 from kdlora.analysis.model import Settings
 from kdlora.analysis.glue import chance_of_primary, constant_predictor
 from kdlora.analysis.tidy import KEY, METRICS, STRATEGY_ORDER, method_of
-from kdlora.config import task_slug
 from kdlora.data.metrics import GLUE_TASKS
 
 BLOCK = ["family", "task", "seed"]
@@ -101,7 +100,7 @@ def cells(df: pd.DataFrame) -> pd.DataFrame:
 # ----- completion against a grid --------------------------------------------------------------
 def expected_keys(configs) -> pd.DataFrame:
     """The grid's runs as rows: run_id and key (family, task, strategy, variant, seed)."""
-    rows = [{"run_id": c.run_id, "family": c.family, "task": task_slug(c.task), "strategy": c.strategy,
+    rows = [{"run_id": c.run_id, "family": c.family, "task": c.task_name, "strategy": c.strategy,
              "variant": c.variant, "seed": c.seed} for c in configs]
     return pd.DataFrame(rows, columns=["run_id", *KEY]).drop_duplicates("run_id").reset_index(drop=True)
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis.methods import STRATEGY_LABEL, STRATEGY_ORDER, has_teacher, strategy_label  # noqa: F401
-from kdlora.config import EXECUTION_FIELDS, RunConfig, build_config, task_slug
+from kdlora.config import EXECUTION_FIELDS, RunConfig, build_config
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
 from kdlora.errors import UserError
 from kdlora.records.schema import RunRecord
@@ -66,7 +66,7 @@ def method_label(method: str) -> str:
 
 def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
     cfg, metrics = record.config, record.metrics
-    task = task_slug(str(cfg.get("task", "")))
+    task = record.task_name
     custom = None if task in GLUE_TASKS else metrics.get("primary_name")
     name, value = primary_metric(task, metrics, policy, custom)
     eff = record.efficiency.model_dump()
@@ -93,7 +93,7 @@ def hashed_settings(strategy: str | None, variant: str | None) -> tuple[str, ...
     """The settings a run of this strategy and variant hashes into its run_id (RunConfig's own
     canonical form decides; one unvalidated config per pair, so any record is cheap)."""
     probe = RunConfig.model_construct(family="", task="", strategy=strategy, variant=variant)
-    return tuple(k for k in probe.canonical() if k in SETTINGS)
+    return tuple(k for k in probe.hashed_fields() if k in SETTINGS)
 
 
 def settings_of(cfg: dict) -> dict:
@@ -178,6 +178,22 @@ def completed(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----- loading ----------------------------------------------------------------------------------
+def check_one_version_per_task(pairs: list[tuple[RunRecord, str]]) -> None:
+    """Refuse records of two different tasks (by data fingerprint) under one name: the report
+    would merge them. Version-1 and legacy records carry no fingerprint and are not compared."""
+    seen: dict[str, tuple[str, str]] = {}
+    for record, source in pairs:
+        fingerprint = record.task_fingerprint
+        if fingerprint is None:
+            continue
+        first = seen.setdefault(record.task_name, (fingerprint, record.run_id))
+        if first[0] != fingerprint:
+            raise UserError(
+                f"{source}: runs {first[1]} and {record.run_id} are both of task {record.task_name!r} but over "
+                "different data (its files changed, or two tasks share the name); move the records of the "
+                "old data out of the results directory, or give one task another `name:`")
+
+
 def load_results(paths: Iterable[str | Path], policy: str) -> Loaded:
     """Records from kdlora results directories or legacy-layout directories (detected), merged.
 
@@ -199,6 +215,7 @@ def load_results(paths: Iterable[str | Path], policy: str) -> Loaded:
                 continue
             seen.add(record.run_id)
             pairs.append((record, f"{'legacy:' if legacy else ''}{path}"))
+    check_one_version_per_task(pairs)
     if not pairs:
         where = ", ".join(str(p) for p in paths)
         raise UserError(f"no valid run records in {where}; expected RESULTS/runs/*.json "

@@ -50,7 +50,28 @@ def _print_budget(console, spec) -> None:
     elif any(spec.search.get(t) for t in teacher_strategies(spec)):
         console.print("KD-LoRA teacher: every FFT candidate (teachers: every): each student is run once per "
                       "teacher candidate", highlight=False)
+    _print_param_budget(console, spec)
     check_budgets(spec, budget)
+
+
+def _print_param_budget(console, spec) -> None:
+    """The adapter size param_budget chose per family, strategy and variant, with its exact count."""
+    from kdlora.grid import budget_matches
+
+    matches = budget_matches(spec)
+    if not matches:
+        return
+    console.print(f"matched parameter budgets {spec.param_budget or '(set per run)'} (size: r; adalora: its "
+                  "initial rank; mrlora: the top of its rank chain):", highlight=False, markup=False)
+    rows: dict[tuple, list] = {}
+    for (family, _task, strategy, variant), m in matches.items():
+        rows.setdefault((family, strategy, variant, m.model, m.size), []).append(m)
+    for (family, strategy, variant, model, size), ms in rows.items():
+        lo, hi = min(m.ratio for m in ms), max(m.ratio for m in ms)
+        ratio = f"{lo:.3f}x" if round(lo, 3) == round(hi, 3) else f"{lo:.3f}-{hi:.3f}x"
+        console.print(f"  {family} {strategy}/{variant} on {model}: size {size}, {ms[0].count:,} trainable "
+                      f"(reference {ms[0].reference_count:,}; {ratio} over {len(ms)} task(s))",
+                      highlight=False, markup=False)
 
 
 @user_errors
@@ -89,7 +110,7 @@ def plan(grid: Path = GridArg,
 
 @user_errors
 def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
-          executor: str = typer.Option("local", "--executor", help="local (a process pool) or ray"),
+          executor: str = typer.Option("local", "--executor", help="local (a process pool), ray or slurm"),
           workers: Optional[int] = typer.Option(None, "--workers", min=1,
                                                 help="runs at once [default: one per GPU, else 1; ray: cluster]"),
           ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (ray only)"),
@@ -104,9 +125,26 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
           mps: bool = typer.Option(False, "--mps", help="local: run the sweep's runs under a CUDA MPS daemon "
                                                        "(kernels of runs sharing a GPU overlap)"),
           run_fn: str = typer.Option("kdlora.runner:run_one", "--run-fn",
-                                     help="function (package.module:function) that trains one run")) -> None:
+                                     help="function (package.module:function) that trains one run"),
+          cpus_per_run: Optional[int] = typer.Option(None, "--cpus-per-run", min=1,
+                                                     help="CPUs per run (slurm, ray) [default: 1]"),
+          partition: Optional[str] = typer.Option(None, "--partition", help="SLURM partition (slurm only)"),
+          account: Optional[str] = typer.Option(None, "--account", help="SLURM account (slurm only)"),
+          qos: Optional[str] = typer.Option(None, "--qos", help="SLURM quality of service (slurm only)"),
+          time_limit: Optional[str] = typer.Option(None, "--time-limit",
+                                                   help="SLURM time limit per run: minutes or HH:MM:SS, "
+                                                        "D-HH:MM:SS (slurm only) [default: 60]"),
+          mem_per_run: Optional[str] = typer.Option(None, "--mem-per-run",
+                                                    help="memory per run, e.g. 16G (slurm only) "
+                                                         "[default: the partition's]"),
+          array_parallelism: Optional[int] = typer.Option(None, "--slurm-array-parallelism", min=1,
+                                                          help="SLURM array tasks running at once "
+                                                               "(slurm only) [default: no limit]"),
+          runs_per_task: Optional[int] = typer.Option(None, "--slurm-runs-per-task", min=1,
+                                                      help="runs one after another in one SLURM array task, "
+                                                           "for short runs (slurm only) [default: 1]")) -> None:
     """Run every expected run of a grid not yet completed (rerun the same command to resume)."""
-    from kdlora.executors import ExecutorOptions, make_executor
+    from kdlora.executors import make_executor
     from kdlora.executors.child import resolve_run_fn
     from kdlora.sweep.progress import SweepProgress
     from kdlora.sweep.scheduler import run_sweep
@@ -119,16 +157,25 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
     resolve_run_fn(run_fn)  # a typo is refused here, not once per run
     from kdlora.executors.packing import parse_runs_per_gpu
 
-    options = ExecutorOptions(workers=workers, ray_address=ray_address, gpus_per_run=gpus_per_run,
-                              runs_per_gpu=parse_runs_per_gpu(runs_per_gpu), mps=mps)
+    slurm_cli = {"partition": partition, "account": account, "qos": qos, "time_limit": time_limit,
+                 "mem_per_run": mem_per_run, "array_parallelism": array_parallelism, "runs_per_task": runs_per_task}
+    options = executor_options(executor, spec.executor, workers=workers, ray_address=ray_address,
+                               gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, slurm=slurm_cli,
+                               runs_per_gpu=parse_runs_per_gpu(runs_per_gpu), mps=mps)
     staged = needs_teacher_selection(spec)  # KD-LoRA students wait for the protocol's teacher choice
     if staged and results.is_dir():
         runs = expand_grid(spec, choose_teachers(spec, results))
+    pool = make_executor(executor, results.resolve(), run_fn, options)  # refuses bad settings: nothing written yet
+    try:
+        pool.check_runs(runs)
+    except BaseException:
+        pool.close()
+        raise
     results.mkdir(parents=True, exist_ok=True)
     console = _console()
     failed = False
     while True:  # one stage, or two when students wait for the teacher choice
-        pool = make_executor(executor, results.resolve(), run_fn, options)  # run_sweep closes it
+        pool = pool or make_executor(executor, results.resolve(), run_fn, options)  # run_sweep closes it
         try:
             with SweepProgress(len(runs)) as progress:
                 outcome = run_sweep(runs, results, pool, retries=retries, on_event=progress)
@@ -139,6 +186,7 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
                       f"{len(outcome.failed)} failed, of {outcome.expected} expected; records in {results / 'runs'}",
                       highlight=False)
         failed = failed or bool(outcome.failed)
+        pool = None
         more = expand_grid(spec, choose_teachers(spec, results)) if staged else runs
         if {r.run_id for r in more} <= {r.run_id for r in runs}:
             break
@@ -149,6 +197,63 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
         console.print(f"failed runs keep their reason in their record; `kdlora status {grid} --results {results}` "
                       "lists them, rerunning this command retries them", highlight=False)
         raise typer.Exit(code=1)
+
+
+def executor_options(executor: str, grid_section: dict, *, workers, ray_address, gpus_per_run, cpus_per_run,
+                     slurm: dict, **others):
+    """ExecutorOptions from the CLI options and the grid's `executor:` section; the CLI wins."""
+    from kdlora.executors import EXECUTORS, ExecutorOptions, SlurmSettings
+    from kdlora.executors.slurm import parse_mem, parse_time_limit
+
+    EXECUTORS.get(executor)  # an unknown executor is named as such
+    if executor != "slurm":
+        given = [k for k, v in slurm.items() if v is not None]
+        if given:
+            flag = {"array_parallelism": "slurm-array-parallelism", "runs_per_task": "slurm-runs-per-task"}
+            name = flag.get(given[0], given[0].replace("_", "-"))
+            raise UserError(f"--{name} needs --executor slurm")
+    merged = {k: (v if v is not None else grid_section.get(k)) for k, v in slurm.items()}
+
+    def whole(key: str) -> int | None:
+        value = merged[key]
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"executor.{key} must be a whole number >= 1, not {value!r}")
+        return value
+
+    settings = SlurmSettings(
+        partition=merged["partition"], account=merged["account"], qos=merged["qos"],
+        time_limit_min=parse_time_limit(merged["time_limit"]) if merged["time_limit"] is not None else None,
+        mem_mb=parse_mem(merged["mem_per_run"]) if merged["mem_per_run"] is not None else None,
+        array_parallelism=whole("array_parallelism"), runs_per_task=whole("runs_per_task") or 1)
+    gpus = gpus_per_run if gpus_per_run is not None else grid_section.get("gpus_per_run")
+    cpus = cpus_per_run if cpus_per_run is not None else grid_section.get("cpus_per_run")
+    return ExecutorOptions(workers=workers, ray_address=ray_address, gpus_per_run=gpus,
+                           cpus_per_run=float(cpus) if cpus is not None else 1.0, slurm=settings, **others)
+
+
+def _slurm_queue(table, results: Path) -> str | None:
+    """Runs not completed whose SLURM job is queued or running become `queued` / `running` in the
+    table; returns a line saying so (or that SLURM does not answer), None without SLURM jobs."""
+    from collections import Counter
+
+    from kdlora.executors.slurm import ACTIVE, queue_states
+
+    if not (results / "jobs").is_dir():
+        return None
+    states = queue_states(results)
+    if states is None:
+        return "SLURM jobs: squeue and sacct do not answer here; their states are unknown"
+    active = {run_id: s.state for run_id, s in states.items() if s.state in ACTIVE}
+    todo = table["status"] != "completed"
+    for run_id, state in active.items():
+        mask = todo & (table["run_id"] == run_id)
+        table.loc[mask, "status"] = "queued" if state == "PENDING" else "running"
+    counts = Counter(active[r] for r in table.loc[todo, "run_id"] if r in active)
+    if not counts:
+        return "SLURM jobs: none queued or running"
+    return "SLURM jobs: " + ", ".join(f"{n} {state.lower()}" for state, n in counts.most_common())
 
 
 @user_errors
@@ -166,9 +271,12 @@ def status(grid: Path = GridArg, results: Path = ResultsOpt,
     _, runs = _load(grid)
     table = st.run_table(runs, results)
     console = _console()
+    queue_line = _slurm_queue(table, results)
     console.print(f"completion: [bold]{st.completion_line(table)}[/]", highlight=False)
     counts = table["status"].value_counts()
     console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    if queue_line:
+        console.print(queue_line, highlight=False)
     by_key = int((table["matched"] == "key").sum())
     if by_key:
         console.print(f"{by_key} records matched by family/task/strategy/variant/seed only: their run_id differs "

@@ -53,19 +53,33 @@ def resolve_task_arg(task: str) -> str:
 
 
 def run_cli(cfg, results: Path, train_teacher: bool) -> None:
-    from kdlora.records.store import load_completed as completed
     from kdlora.runner import run_one, validate
 
     validate(cfg)
     teacher = teacher_of(cfg)
     if teacher is not None and train_teacher:
-        if completed(results, teacher.run_id) is None:
-            typer.echo(f"training the teacher {teacher.run_id} first")
-            summarize(run_one(teacher, results), results)
+        train_teacher_if_needed(teacher, results, run_one)
     record = run_one(cfg, results)
     summarize(record, results)
     if record.status != "completed":
         raise typer.Exit(code=1)
+
+
+def train_teacher_if_needed(teacher, results: Path, run_one) -> None:
+    """Train the FFT teacher unless a verified one is there; one process at a time per teacher
+    (the others wait, then find it done)."""
+    from kdlora.checkpoints import teacher_lock, teacher_problem
+
+    def waiting() -> None:
+        typer.echo(f"waiting for the FFT teacher {teacher.run_id}: another process is training it")
+
+    with teacher_lock(results, teacher.run_id, waiting):
+        record, problem = teacher_problem(results, teacher.run_id)
+        if problem is None:
+            return
+        why = "first" if record is None and problem == "no record" else f"again: {problem}"
+        typer.echo(f"training the FFT teacher {teacher.run_id} {why}")
+        summarize(run_one(teacher, results), results)
 
 
 def summarize(record, results: Path) -> None:

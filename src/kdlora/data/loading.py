@@ -177,6 +177,25 @@ def _load_hub(spec: TaskSpec):
     return _normalise(dd, spec, HUB_NAME)
 
 
+def glue_source_files(name: str, data_dir: Path) -> tuple[Path, list[Path]]:
+    """The folder and files `_load_glue` reads for GLUE task `name` under data_dir (for its fingerprint)."""
+    from kdlora.data.tasks import GLUE
+
+    spec = GLUE[name]
+    if (folder := _tsv_dir(spec, data_dir)) is not None:
+        return folder, [folder / SPLIT_FILES[s] for s in split_names(spec) if (folder / SPLIT_FILES[s]).is_file()]
+    if (saved := _saved_dir(spec, data_dir)) is not None:
+        return saved, sorted(p for p in saved.rglob("*") if p.is_file() and not p.name.startswith("."))
+    raise _no_glue_data(spec, data_dir)
+
+
+def _no_glue_data(spec: TaskSpec, root: Path) -> UserError:
+    folder = GLUE_TSV[spec.name][0]
+    return UserError(f"no data for GLUE task {spec.name!r} under data_dir {root}: expected the GLUE TSV layout "
+                     f"({root}/{folder}/train.tsv and dev.tsv) or a save_to_disk DatasetDict "
+                     f"({root}/{spec.name}/dataset_dict.json)")
+
+
 def _load_glue(spec: TaskSpec, data_dir: str | None):
     import datasets
 
@@ -187,10 +206,7 @@ def _load_glue(spec: TaskSpec, data_dir: str | None):
         return _load_tsv(spec, folder)
     if (saved := _saved_dir(spec, root)) is not None:
         return _normalise(datasets.load_from_disk(str(saved)), spec, str(saved))
-    folder = GLUE_TSV[spec.name][0]
-    raise UserError(f"no data for GLUE task {spec.name!r} under data_dir {root}: expected the GLUE TSV layout "
-                    f"({root}/{folder}/train.tsv and dev.tsv) or a save_to_disk DatasetDict "
-                    f"({root}/{spec.name}/dataset_dict.json)")
+    raise _no_glue_data(spec, root)
 
 
 # ----- custom tasks ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ process died, if it did. Whether the run succeeded is read from the record the r
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdlora.config import RunConfig
@@ -26,6 +26,25 @@ class Finished:
     job: Job
     crash: str | None  # None: the run's process ended normally (its record tells the outcome)
     seconds: float
+    notes: tuple[str, ...] = ()  # what the executor did on the way (a cancelled job submitted again)
+
+
+# Keys of a grid file's `executor:` section (the CLI options of the same names win over them).
+GRID_EXECUTOR_KEYS = ("partition", "account", "qos", "time_limit", "mem_per_run", "cpus_per_run", "gpus_per_run",
+                      "array_parallelism", "runs_per_task")
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """SLURM job settings (executor slurm): from CLI options or the grid's `executor:` section."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_limit_min: int | None = None  # per run; an array task of several runs gets their sum
+    mem_mb: int | None = None  # per run
+    array_parallelism: int | None = None  # array tasks running at once (SLURM's %N)
+    runs_per_task: int = 1  # runs one after another in one array task (short runs)
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,7 @@ class ExecutorOptions:
     # Modules the local executor's fork server imports once for every run (the real runner's
     # heavy imports are added automatically when it is the run function).
     preload: tuple[str, ...] = ()
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 
 class Executor(ABC):
@@ -52,6 +72,9 @@ class Executor(ABC):
         self.results_dir = Path(results_dir)
         self.run_fn = run_fn
         self.options = options
+
+    def check_runs(self, runs: list[RunConfig]) -> None:
+        """Refuse (UserError) what cannot work for these runs before any is claimed; default: nothing."""
 
     @abstractmethod
     def submit(self, job: Job) -> None: ...

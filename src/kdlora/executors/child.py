@@ -73,7 +73,7 @@ def failure_record(cfg: RunConfig, reason: str, status: str = "failed", started_
                    notes: list[str] | None = None) -> RunRecord:
     """The record of a run that could not leave its own (its process died, its teacher failed)."""
     return RunRecord(run_id=cfg.run_id, status=status, error=reason, config=cfg.model_dump(mode="json"),
-                     metrics={}, efficiency=Efficiency(),
+                     task=cfg.task_identity.as_dict(), metrics={}, efficiency=Efficiency(),
                      environment={"host": socket.gethostname(), "python": sys.version.split()[0]},
                      started_at=started_at or now(), finished_at=now(),
                      teacher_run_id=teacher_run_id(cfg),

@@ -125,6 +125,7 @@ def _to_record(raw: dict[str, Any], file: Path, root: Path) -> RunRecord:
         run_id=config.run_id,
         status="completed",
         config=config.model_dump(mode="json"),
+        task=config.task_identity.as_dict(),
         metrics={**metrics, "primary": value, "primary_name": name},
         efficiency=_efficiency(raw, train, teacher),
         environment={"source": "legacy", "legacy_file": str(file.relative_to(root.parent))},

@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-SCHEMA_VERSION = 1
+# 2: run_ids hash the task's identity (name + data fingerprint), not its path; records carry it
+# in `task`. Version-1 records (no `task`) are still read; their task name comes from the config.
+SCHEMA_VERSION = 2
 RunStatus = Literal["completed", "failed", "oom", "nan_loss"]
 
 
@@ -66,5 +68,19 @@ class RunRecord(BaseModel):
     started_at: str
     finished_at: str
     teacher_run_id: str | None = None
+    weights_fingerprint: str | None = None  # sha256 over the checkpoint folder's files (checkpoints.py)
+    task: dict[str, str] | None = None  # {"name", "fingerprint"} (data/identity.py); None in version 1
     history: list[dict[str, Any]] = []  # per-epoch loss / eval, when asked for
     notes: list[str] = []  # e.g. "oom retry: micro-batch 16 x 2 accumulation"
+
+    @property
+    def task_name(self) -> str:
+        """The task's name: from its identity (version 2) or, for older records, its config."""
+        from kdlora.slugs import slug, task_slug
+
+        name = (self.task or {}).get("name")
+        return slug(name) if name else task_slug(str(self.config.get("task", "")))
+
+    @property
+    def task_fingerprint(self) -> str | None:
+        return (self.task or {}).get("fingerprint")

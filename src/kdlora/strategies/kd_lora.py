@@ -13,13 +13,12 @@ from pathlib import Path
 
 from kdlora.errors import UserError
 from kdlora.models import load_classifier, model_names, student_layers
-from kdlora.records.store import load_completed
+from kdlora.checkpoints import checkpoint_dir, teacher_problem
 from kdlora.seeding import seed_everything
 from kdlora.strategies.base import STRATEGIES, RunContext, Setup, Strategy, register
 from kdlora.strategies.lora import with_adapters
 from kdlora.variants import VARIANTS
 
-CHECKPOINTS_DIR = "checkpoints"
 CACHE_DIR = "teacher_logits"
 
 
@@ -44,18 +43,14 @@ def teacher_command(cfg) -> str:
             f"--results DIR{sets}")
 
 
-def checkpoint_dir(results_dir: Path, run_id: str) -> Path:
-    return Path(results_dir) / CHECKPOINTS_DIR / run_id
-
-
 def find_teacher(cfg, results_dir: Path):
+    """The teacher's record and checkpoint, checked against the fingerprint its record keeps."""
     teacher_id = STRATEGIES.get(cfg.strategy).teacher(cfg).run_id
-    record = load_completed(results_dir, teacher_id)
-    ckpt = checkpoint_dir(results_dir, teacher_id)
-    if record is None or not ckpt.is_dir():
-        raise UserError(f"{cfg.strategy} needs the completed FFT teacher run {teacher_id} in {results_dir}; "
-                        f"train it first with: {teacher_command(cfg)} (or add --train-teacher)")
-    return record, ckpt
+    record, problem = teacher_problem(results_dir, teacher_id)
+    if problem is not None:
+        raise UserError(f"{cfg.strategy} needs the completed FFT teacher run {teacher_id} in {results_dir} ({problem}); "
+                        f"train it with: {teacher_command(cfg)} (or add --train-teacher)")
+    return record, checkpoint_dir(results_dir, teacher_id)
 
 
 def weights_fingerprint(ckpt: Path) -> str:

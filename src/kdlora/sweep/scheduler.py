@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from kdlora.checkpoints import teacher_problem
 from kdlora.config import RunConfig
 from kdlora.executors.base import Executor, Finished, Job
 from kdlora.records import RunRecord, read_record, record_path, write_record
@@ -84,10 +85,8 @@ class Scheduler:
             return "failed", teacher
         if teacher in self.runs:
             return "wait", teacher
-        rec = _load(self.results_dir, teacher)  # a teacher outside this sweep must already exist
-        if rec is not None and rec.status == "completed":
-            return "ready", teacher
-        return "failed", teacher
+        _, problem = teacher_problem(self.results_dir, teacher)  # outside this sweep: must already exist
+        return ("ready" if problem is None else "failed"), teacher
 
     # ----- the loop ---------------------------------------------------------------------------
     def run(self) -> SweepResult:
@@ -120,6 +119,36 @@ class Scheduler:
                 if rec is not None:
                     self.history[run_id] = [f"earlier sweep: {rec.status}: {rec.error}"]
                 self.todo.append(run_id)
+        self._check_teachers()
+
+    def _check_teachers(self) -> None:
+        """A completed teacher whose checkpoint is missing or fails its fingerprint is not done: it
+        is trained again (its old record set aside, the reason noted), before the students that
+        still need it; a student's nan_loss over such a teacher is no result and runs again."""
+        students: dict[str, list[str]] = {}
+        for run_id, teacher in self.teachers.items():
+            if run_id not in self.result.skipped:
+                students.setdefault(teacher, []).append(run_id)
+        redo: set[str] = set()
+        for teacher, waiting in students.items():
+            if teacher not in self.result.skipped:
+                continue
+            _, problem = teacher_problem(self.results_dir, teacher)
+            if problem is None:
+                continue
+            note = f"teacher not usable ({problem}): trained again"
+            self.result.skipped.remove(teacher)
+            self._set_aside(teacher)
+            self.history.setdefault(teacher, []).append(note)
+            self.on_event("retry", teacher, note)
+            redo.add(teacher)
+            for student in waiting:
+                if self.result.failed.pop(student, None) is not None:
+                    self.history.setdefault(student, []).append(f"earlier result over an unusable teacher: {note}")
+                    redo.add(student)
+        if redo:
+            todo = set(self.todo) | redo
+            self.todo = [r for r in self.order if r in todo]
 
     def _fill(self) -> bool:
         """Start whatever may start now; True if anything changed."""
@@ -190,6 +219,8 @@ class Scheduler:
     def _handle(self, item: Finished) -> None:
         cfg, run_id = item.job.cfg, item.job.cfg.run_id
         self.running.discard(run_id)
+        if item.notes:
+            self.history.setdefault(run_id, []).extend(item.notes)
         self.result.run_seconds[f"{run_id}#{item.job.attempt}"] = item.seconds
         rec = _load(self.results_dir, run_id)
         if rec is not None and rec.status == "completed":

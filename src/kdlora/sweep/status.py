@@ -4,7 +4,10 @@ A run counts as done when RESULTS/runs/<run_id>.json exists with status complete
 another run_id but the same family, task, strategy, variant and seed also counts when that key
 names exactly one run of the grid: records imported from elsewhere (legacy results, other model
 paths or metric policy) then count as the analysis counts them. Such matches are marked
-`matched = key`. Records that belong to no run of the grid are ignored here.
+`matched = key`. The task in the key is the task's name (its `name:`, not its file name); a record
+that carries a data fingerprint (schema version 2) only matches a run over the same data, so
+editing a task's data makes its runs missing. Records that belong to no run of the grid are
+ignored here.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from kdlora.config import RunConfig, task_slug
+from kdlora.config import RunConfig
 from kdlora.grid import run_row
 from kdlora.records import iter_records
 from kdlora.records.store import atomic_write_text
@@ -26,13 +29,21 @@ MISSING_COLUMNS = ["family", "task", "strategy", "variant", "seed", "run_id"]
 STATUS_RANK = {"completed": 0, "nan_loss": 1, "oom": 2, "failed": 3}  # best outcome first
 
 
-def run_key(config: dict[str, Any]) -> tuple:
-    return (config.get("family"), task_slug(str(config.get("task"))), config.get("strategy"),
+def run_key(config: dict[str, Any], task: str) -> tuple:
+    return (config.get("family"), task, config.get("strategy"),
             config.get("variant") if _takes_variant(config.get("strategy")) else None, config.get("seed"))
 
 
 def _takes_variant(strategy) -> bool:
     return strategy not in STRATEGIES or STRATEGIES.get(strategy).uses_adapters
+
+
+def config_key(cfg: RunConfig) -> tuple:
+    return run_key(cfg.model_dump(), cfg.task_name)
+
+
+def record_key(rec) -> tuple:
+    return run_key(rec.config, rec.task_name)
 
 
 def run_table(runs: list[RunConfig], results_dir: str | Path) -> pd.DataFrame:
@@ -43,11 +54,13 @@ def run_table(runs: list[RunConfig], results_dir: str | Path) -> pd.DataFrame:
     errors: list[str] = []
     by_id = {rec.run_id: rec for rec in iter_records(results_dir, errors)}
     expected_ids = {cfg.run_id for cfg in runs}
-    unique = {k for k, n in Counter(run_key(c.model_dump()) for c in runs).items() if n == 1}
+    counts = Counter(config_key(c) for c in runs)
+    fingerprints = {config_key(c): c.task_identity.fingerprint for c in runs if counts[config_key(c)] == 1}
     by_key: dict[tuple, Any] = {}
     for rec in by_id.values():
-        key = run_key(rec.config)
-        if rec.run_id not in expected_ids and key in unique:
+        key = record_key(rec)
+        same_data = rec.task_fingerprint in (None, fingerprints.get(key))
+        if rec.run_id not in expected_ids and key in fingerprints and same_data:
             best = by_key.get(key)
             if best is None or STATUS_RANK.get(rec.status, 9) < STATUS_RANK.get(best.status, 9):
                 by_key[key] = rec
@@ -55,7 +68,7 @@ def run_table(runs: list[RunConfig], results_dir: str | Path) -> pd.DataFrame:
     for cfg in runs:
         rec, matched = by_id.get(cfg.run_id), "run_id"
         if rec is None:
-            rec, matched = by_key.get(run_key(cfg.model_dump())), "key"
+            rec, matched = by_key.get(config_key(cfg)), "key"
         status, error = (rec.status, rec.error) if rec is not None else ("missing", None)
         if status != "completed" and claims is not None and claims.held_elsewhere(cfg.run_id):
             status = "running"

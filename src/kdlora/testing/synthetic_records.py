@@ -98,7 +98,7 @@ def make_record(cfg: RunConfig, rng: np.random.Generator, collapse_rate: float =
     name, value = primary_metric(cfg.task, metrics, cfg.metric_policy)
     teacher = teacher_run_id(cfg)
     return RunRecord(run_id=cfg.run_id, status="completed", config=cfg.model_dump(mode="json"),
-                     metrics={**metrics, "primary": value, "primary_name": name},
+                     task=cfg.task_identity.as_dict(), metrics={**metrics, "primary": value, "primary_name": name},
                      efficiency=_efficiency(cfg, rng, teacher), environment={"source": "synthetic"},
                      started_at="2026-01-01T00:00:00+00:00", finished_at="2026-01-01T00:10:00+00:00",
                      teacher_run_id=teacher)

@@ -114,7 +114,7 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
         ev = evaluate(model, evals, spec, device, EVAL_BATCH)
         metrics = with_primary(ev.metrics, spec, cfg.metric_policy)
         protocol["metrics_selection"] = selection()
-    save_weights(model, variant, tokenizer, results_dir, cfg)
+    weights = save_weights(model, variant, tokenizer, results_dir, cfg)
 
     efficiency = {
         "trainable_params": trainable, "total_params": total, **mem, **energy,
@@ -128,18 +128,25 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
         "eval_samples_per_s": ev.samples_per_s, "eval_latency_ms_b32": ev.latency_ms, **setup.efficiency,
         **(setup.measured() if setup.measured else {}),
     }
+    if cfg.param_budget is not None and variant is not None:
+        from kdlora.param_budget import reference_count
+
+        protocol["param_budget_ratio"] = trainable / reference_count(cfg, spec.num_labels)
     history = [{**h} for h in result.history]
     return {"metrics": metrics, "efficiency": efficiency, "teacher_run_id": setup.teacher_run_id,
-            "history": history, **protocol}
+            "history": history, "weights_fingerprint": weights, **protocol}
 
 
-def save_weights(model, variant, tokenizer, results_dir: Path, cfg) -> None:
+def save_weights(model, variant, tokenizer, results_dir: Path, cfg) -> str:
     """FFT runs keep the whole model (it may teach a KD run); adapter runs keep their adapters.
-    Written to a temp dir and renamed, so a crash never leaves a half checkpoint."""
+    Written to a temp dir and renamed, so a crash never leaves a half checkpoint. Returns the
+    checkpoint's fingerprint, which the record keeps (a student checks its teacher against it)."""
     import shutil
     import tempfile
 
-    final = Path(results_dir) / "checkpoints" / cfg.run_id
+    from kdlora.checkpoints import checkpoint_dir, fingerprint
+
+    final = checkpoint_dir(results_dir, cfg.run_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{cfg.run_id}."))
     try:
@@ -154,3 +161,4 @@ def save_weights(model, variant, tokenizer, results_dir: Path, cfg) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return fingerprint(final)

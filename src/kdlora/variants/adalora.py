@@ -42,5 +42,9 @@ class AdaLora(Variant):
             deltaT=max(1, min(cfg.adalora_delta_t, total_steps // 10 or 1)))
         return get_peft_model(model, peft_cfg)
 
+    def size_updates(self, cfg, size: int) -> dict:
+        """Its trainable parameters are set by the initial rank; the target keeps its ratio to it."""
+        return {"adalora_init_r": size, "r": max(1, min(size, round(size * cfg.r / cfg.adalora_init_r)))}
+
     def after_optimizer_step(self, model, step: int) -> None:
         model.base_model.update_and_allocate(step)

@@ -53,6 +53,11 @@ class Variant:
     def apply(self, model: nn.Module, cfg: RunConfig, targets: AdapterTargets, total_steps: int) -> nn.Module:
         raise NotImplementedError
 
+    def size_updates(self, cfg: RunConfig, size: int) -> dict:
+        """The settings that give this variant adapter size `size`: what a matched parameter
+        budget (param_budget, kdlora.param_budget) turns to meet the reference's count."""
+        return {"r": size}
+
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         """Called after each optimizer step, before gradients are zeroed."""
 

@@ -43,6 +43,10 @@ class MrLora(Variant):
                               scaling=cfg.mrlora_scaling, target_modules=targets.modules)
         return apply_mrlora(model, mr_cfg, modules_to_save=targets.head)
 
+    def size_updates(self, cfg, size: int) -> dict:
+        """The rank chain scaled to top rank `size`: size, size/2, ..., 1 ([8, 4, 2, 1] -> [16, 8, 4, 2, 1])."""
+        return {"r": size, "mrlora_ranks": default_mrlora_ranks(size)}
+
     def save(self, model, path) -> None:
         from kdlora.variants.mrlora import save_mrlora
 
