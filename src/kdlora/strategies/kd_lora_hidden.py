@@ -38,6 +38,22 @@ def hidden_mse(student_h, teacher_h, mask):
     return (per_token * m).sum() / m.sum().clamp(min=1)
 
 
+def always_hidden_states(model) -> None:
+    """Make the student's outputs carry its hidden states. PEFT's wrappers pass
+    output_hidden_states=None explicitly, and AdaLoRA calls model.forward directly (no hooks run),
+    so the model's own forward is wrapped (its signature kept: the loop reads it)."""
+    import functools
+
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def with_hidden_states(*args, **kwargs):
+        kwargs["output_hidden_states"] = True
+        return forward(*args, **kwargs)
+
+    model.forward = with_hidden_states
+
+
 def _num_layers(config) -> int:
     return getattr(config, "num_hidden_layers", None) or config.n_layers  # DistilBERT: n_layers
 
@@ -127,9 +143,7 @@ class KdLoraHidden(KdLora):
         if _width(s_cfg) != _width(t_cfg):  # learned, trained with the adapters
             extra["hidden_projection"] = torch.nn.Linear(_width(s_cfg), _width(t_cfg))
         project = extra.get("hidden_projection", torch.nn.Identity())
-        # the student's outputs carry its hidden states (PEFT's wrapper passes output_hidden_states=None)
-        model.register_forward_pre_hook(lambda module, args, kwargs: (args, {**kwargs, "output_hidden_states": True}),
-                                        with_kwargs=True)
+        always_hidden_states(model)
         model = with_adapters(model, ctx)
         online = OnlineTeacher(teacher, ctx.device)
 

@@ -46,5 +46,8 @@ class AdaLora(Variant):
         """Its trainable parameters are set by the initial rank; the target keeps its ratio to it."""
         return {"adalora_init_r": size, "r": max(1, min(size, round(size * cfg.r / cfg.adalora_init_r)))}
 
+    def layer_params(self, in_features: int, out_features: int, cfg) -> int:
+        return cfg.adalora_init_r * (in_features + out_features + 1)  # P, Q and the singular values E
+
     def after_optimizer_step(self, model, step: int) -> None:
         model.base_model.update_and_allocate(step)

@@ -46,6 +46,11 @@ class Variant:
     def check(self, cfg: RunConfig) -> None:
         """Refuse option combinations that cannot work, before anything is loaded."""
 
+    def layer_params(self, in_features: int, out_features: int, cfg: RunConfig) -> int | None:
+        """Trainable parameters it adds to one target linear layer (None: not stated). The
+        record's count is measured; this is what the tests check the measurement against."""
+        return None
+
     def lr_scale(self, name: str, param, cfg: RunConfig) -> float:
         """Learning-rate multiplier of the trainable parameter `name` (LoRA+ speeds up B)."""
         return 1.0

@@ -47,6 +47,9 @@ class MrLora(Variant):
         """The rank chain scaled to top rank `size`: size, size/2, ..., 1 ([8, 4, 2, 1] -> [16, 8, 4, 2, 1])."""
         return {"r": size, "mrlora_ranks": default_mrlora_ranks(size)}
 
+    def layer_params(self, in_features: int, out_features: int, cfg) -> int:
+        return sum(cfg.mrlora_ranks) * (in_features + out_features) + len(cfg.mrlora_ranks)  # + one lambda per block
+
     def save(self, model, path) -> None:
         from kdlora.variants.mrlora import save_mrlora
 

@@ -10,6 +10,9 @@ from kdlora.variants.base import AdapterTargets, Variant, register
 class PeftLoraVariant(Variant):
     extra: dict[str, Any] = {}
 
+    def layer_params(self, in_features: int, out_features: int, cfg) -> int:
+        return cfg.r * (in_features + out_features)  # A: r x in, B: out x r
+
     def apply(self, model, cfg, targets: AdapterTargets, total_steps: int):
         from peft import LoraConfig, get_peft_model
 
@@ -45,3 +48,6 @@ class Dora(PeftLoraVariant):
     name = "dora"
     label = "DoRA"
     extra = {"use_dora": True}  # weight-decomposed: a learned magnitude per output feature
+
+    def layer_params(self, in_features: int, out_features: int, cfg) -> int:
+        return cfg.r * (in_features + out_features) + out_features  # + the magnitude vector

@@ -22,6 +22,9 @@ class Vera(Variant):
         if cfg.vera_d_initial <= 0:
             raise ValueError(f"vera_d_initial must be > 0 (got {cfg.vera_d_initial})")
 
+    def layer_params(self, in_features: int, out_features: int, cfg) -> int:
+        return cfg.r + out_features  # d and b; the shared projections are buffers
+
     def apply(self, model, cfg, targets: AdapterTargets, total_steps: int):
         from peft import VeraConfig, get_peft_model
 
