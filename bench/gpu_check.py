@@ -113,7 +113,7 @@ def sync(device) -> None:
 # ----- (a) correctness -------------------------------------------------------------------------------
 def correctness(root: Path, device, smoke: bool) -> dict[str, Any]:
     """MiniLM FFT + LoRA-only + KD-LoRA on the demo task on the device; CPU accuracies from the demo's
-    recorded CPU run (smoke: the same configs run here on CPU)."""
+    recorded CPU run (smoke: tiny configs on CPU, each its own reference: structure only)."""
     from kdlora.runner import run_one
 
     runs, cpu_accuracy, source = demo_runs(root, smoke)
@@ -218,8 +218,10 @@ def pad_tokenizer():
     return BertTokenizerFast(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4})
 
 
-def kdlora_speed(model, examples, strategy: str, device, steps: int, warm: int, precision: str) -> dict:
-    """Samples/s of kdlora's own loop (train/loop.py) after `warm` warm-up steps."""
+def kdlora_speed(model, examples, strategy: str, device, steps: int, warm: int, precision: str,
+                 compile: bool = False) -> dict:
+    """Samples/s of kdlora's own loop (train/loop.py) after `warm` warm-up steps (with compile:
+    the warm-up also compiles; its time is reported apart)."""
     import datasets
     import torch
 
@@ -238,13 +240,16 @@ def kdlora_speed(model, examples, strategy: str, device, steps: int, warm: int, 
         return distillation_loss(outputs.logits, t, outputs.loss, temperature=2.0, alpha=0.5, regression=False)
 
     cfg = SimpleNamespace(lr=5e-5 if strategy == "fft" else 5e-4, weight_decay=0.01, warmup_ratio=0.06,
-                          precision=precision, grad_accum=1, max_grad_norm=1.0, compile=False)
+                          precision=precision, grad_accum=1, max_grad_norm=1.0, compile=compile)
     model = model.to(device)
     kw = dict(cfg=cfg, device=device, loss_fn=loss_fn, after_step=lambda m, s: None, count_flops=False)
-    train_loop(model, loader, total_steps=warm, **kw)  # kernels chosen, allocator warm
+    start = time.perf_counter()
+    train_loop(model, loader, total_steps=warm, **kw)  # kernels chosen, allocator warm (and compiled)
+    warm_s = time.perf_counter() - start
     res = train_loop(model, loader, total_steps=steps, **kw)
     return {"samples_per_s": res.samples / res.seconds, "steps": res.steps, "seconds": res.seconds,
-            "tokens_per_s": res.tokens / res.seconds, "mean_padded_length": res.padded_tokens / res.samples}
+            "warm_up_s": warm_s, "tokens_per_s": res.tokens / res.seconds,
+            "mean_padded_length": res.padded_tokens / res.samples}
 
 
 def hf_speed(model, examples, device, steps: int, warm: int, bf16: bool) -> dict:
@@ -364,7 +369,14 @@ def speed(device, smoke: bool, deadline: float) -> dict:
     bf16 = device.type == "cuda"
     out: dict[str, Any] = {"batch_size": 32, "steps_timed": steps, "warm_up_steps": warm, "precision": precision,
                            "length_profiles": {p: {"task": t, "mean_tokens": GLUE_MEAN_TOKENS[t]} for p, t in PROFILES.items()},
-                           "families": {}, "skipped": []}
+                           "families": {}, "skipped": [],
+                           "notes": ["kdlora: train/loop.py on a per-batch padded DataLoader (pinned on CUDA), fused AdamW, "
+                                     "bf16 autocast on CUDA; HF Trainer: PEFT LoRA (r 8, q/v), DataCollatorWithPadding, "
+                                     "its defaults (fused AdamW, pinned memory), bf16=True on CUDA",
+                                     "kd-lora: kdlora's student adds the KL term against cached teacher logits; the HF "
+                                     "side trains the same student with LoRA on cross-entropy only (the KL over 2 "
+                                     "logits costs next to nothing)",
+                                     "random weights from each model's config: only time is meaningful"]}
     n_examples = 32 * (steps + warm + 4)
     for family, ((t_cls, t_extra), (s_cls, s_extra)) in SHAPES.items():
         fam: dict[str, Any] = {"teacher_config": t_cls, "student_config": s_cls, "profiles": {}}
@@ -407,6 +419,38 @@ def speed(device, smoke: bool, deadline: float) -> dict:
         out["families"][family] = fam
         del teacher_base, student_base
         _free(device)
+    # last, so that compiling (a minute or more) never takes time from the families
+    bert = SHAPES["bert"][0]
+    eager = out["families"].get("bert", {}).get("profiles", {}).get("medium")
+    out["compile"] = compile_speed(lambda: build_model(*bert, smoke), device, steps, warm, precision, smoke,
+                                   deadline, eager)
+    return out
+
+
+def compile_speed(make_model, device, steps, warm, precision, smoke: bool, deadline: float, eager) -> dict:
+    """compile: true against eager, BERT-base FFT and LoRA at the medium profile (compiling takes
+    a minute or more: only with that much of the part's time left; never in --smoke on CPU)."""
+    if smoke or eager is None:
+        return {"skipped": "smoke: compiling on CPU takes minutes" if smoke else "no eager figure to compare"}
+    if deadline - time.monotonic() < 150:
+        return {"skipped": "not enough time left in the speed part's budget"}
+    out = {}
+    base = make_model()
+    ex = synthetic_examples(PROFILES["medium"], 32 * (steps + warm + 4), base.config.vocab_size, seed=1)
+    for strategy in ("fft", "lora"):
+        m = copy.deepcopy(base)
+        if strategy == "lora":
+            m = with_lora(m, "BertConfig", kdlora_side=True)
+        try:
+            got = kdlora_speed(m, ex, strategy, device, steps, warm, precision, compile=True)
+        except Exception as exc:  # a compiler failure is a finding, not a crash of the check
+            out[strategy] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            continue
+        finally:
+            del m
+            _free(device)
+        eager_sps = eager[strategy]["kdlora"]["samples_per_s"]
+        out[strategy] = {**got, "eager_samples_per_s": eager_sps, "speedup": got["samples_per_s"] / eager_sps}
     return out
 
 
@@ -577,7 +621,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="CPU, tiny models, seconds: structure only")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON goes (default bench/results/gpu.json)")
     p.add_argument("--budget-s", type=float, default=480.0, help="time for the whole check (default 480)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.smoke and args.out.is_file():
+        try:
+            real = not json.loads(args.out.read_text()).get("meta", {}).get("smoke", True)
+        except (OSError, ValueError):
+            real = False
+        if real:
+            p.error(f"{args.out} holds a GPU measurement; a --smoke run would replace it: pass another --out")
+    return args
 
 
 def run(args: argparse.Namespace) -> Path:

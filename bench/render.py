@@ -161,6 +161,13 @@ def gpu_section(d: dict | None) -> str:
             top = ", ".join(f"{o['name']} {o['ms_per_step']:.2f} ms" for o in prof["top_ops"][:5])
             out += ["", f"One BERT-base FFT step (medium profile, torch.profiler): {prof['wall_ms_per_step']:.1f} ms, "
                         f"GPU busy {fmt(None if busy is None else 100 * busy)} % of it; top operators: {top}."]
+        comp = sp.get("compile") or {}
+        if "fft" in comp or "lora" in comp:
+            parts = [f"{k} ×{fmt(v.get('speedup'))} (compiled in {fmt(v.get('warm_up_s'))} s)" if "speedup" in v
+                     else f"{k}: {v.get('error')}" for k, v in comp.items() if isinstance(v, dict)]
+            out += ["", "`compile: true` on BERT-base (medium profile), samples/s against eager: " + ", ".join(parts) + "."]
+        elif comp.get("skipped"):
+            out += ["", f"`compile: true` not measured: {comp['skipped']}."]
         out.append("")
     pk = d.get("packing", {})
     if pk.get("by_k"):

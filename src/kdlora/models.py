@@ -8,6 +8,8 @@ them query/value. The same rule serves tiny test models built from configs.
 
 from __future__ import annotations
 
+import functools
+
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +151,36 @@ def target_modules(model, override: tuple[str, ...] | None = None) -> tuple[str,
         raise UserError(f"no default LoRA targets for architecture {model_type!r}; "
                         f"set them with --set target_modules=[name1,name2]")
     return TARGET_MODULES[model_type]
+
+
+@functools.lru_cache(maxsize=64)
+def module_names(name: str) -> frozenset[str] | None:
+    """Every module name of model `name`'s architecture, from its config alone (built on the
+    meta device: no weights read); None when the config cannot be read (loading reports it)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError):
+        return None
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    return frozenset(n for n, _ in model.named_modules() if n)
+
+
+def check_target_modules(name: str, targets: tuple[str, ...] | None) -> None:
+    """Refuse target_modules that name no module of the model (PEFT matches a name or a suffix)."""
+    if not targets:
+        return
+    names = module_names(name)
+    if names is None:
+        return
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names if not n.rsplit(".", 1)[-1].isdigit()})
+        raise UserError(f"target_modules {missing} not found in {name}; its modules are named: "
+                        f"{', '.join(leaves[:40])}")
 
 
 def head_modules(model) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from kdlora.config import RunConfig
 from kdlora.errors import UserError
 from kdlora.host import environment, now
 from kdlora.records import Efficiency, RunRecord, write_record
+from kdlora.records.schema import as_failed_if_nonfinite
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -85,7 +86,9 @@ def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
 
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg)
-    base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), task=cfg.task_identity.as_dict(),
+    # num_labels: the analysis's chance level (1/k) for a custom task's normalised score
+    task = {**cfg.task_identity.as_dict(), "num_labels": str(spec.num_labels)}
+    base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), task=task,
                 environment=environment(device), started_at=started)
     try:
         outcome = execute(cfg, spec, results_dir, device)
@@ -96,6 +99,7 @@ def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
                            efficiency=Efficiency(), finished_at=now())
     else:
         record = RunRecord(**base, status="completed", error=None, finished_at=now(), **outcome)
+        record, _ = as_failed_if_nonfinite(record)  # a NaN/inf metric is no result: failed, with the reason
     write_record(results_dir, record)
     return record
 

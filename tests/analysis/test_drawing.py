@@ -63,7 +63,7 @@ def test_figures_started_from_the_first_tables_match(synthetic_results, syntheti
 
 @pytest.mark.parametrize("workers", [pytest.param(2, marks=pytest.mark.skipif(sys.platform != "linux", reason="fork")), 0])
 def test_a_failing_figure_fails_the_report(analysis, tmp_path, monkeypatch, workers):
-    def broken(a):
+    def broken(a, width="double"):
         raise RuntimeError("figure exploded")
 
     monkeypatch.setitem(plots.FIGURES, "pareto_frontier", broken)  # forked workers inherit it

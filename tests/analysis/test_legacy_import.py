@@ -166,3 +166,42 @@ def test_report_reads_imported_and_legacy_dirs_once(tree, tmp_path):
     assert len(runs) == 1 + 5
     problems = (out / "problems.csv").read_text()
     assert problems.count("duplicate run_id") == 5
+
+
+def test_finished_runs_are_imported_with_a_note(tree, tmp_path):
+    """An FFT file without the adapter settings that do not apply to it, a LoRA file whose args lack
+    a setting its folder name spells, and an AdaLoRA run at rank 16 (init rank 12 < target rank 16,
+    which kdlora refuses for a new run) are all imported, each with a note, and the report counts them."""
+    fft = legacy_file(tree, "fft", "sst2", 42)
+    body = json.loads(fft.read_text())
+    for key in ("lora_dropout", "rank", "lora_alpha", "student_learning_rate"):
+        del body["args"][key]
+    fft.write_text(json.dumps(body))
+    lora = legacy_file(tree, "lora", "sst2", 42, "olora")
+    body = json.loads(lora.read_text())
+    del body["args"]["lora_dropout"]
+    lora.write_text(json.dumps(body))
+    ada = legacy_file(tree, "lora", "sst2", 42, "adalora")
+    body = json.loads(ada.read_text())
+    body["args"]["rank"] = 16
+    ada.write_text(json.dumps(body))
+
+    errors: list[str] = []
+    recs = {(r.config["strategy"], r.config["task"], r.config["variant"]): r for r in iter_legacy_records(tree, errors)}
+    assert errors == [] and len(recs) == 8
+    notes = lambda r: [n for n in r.notes if n.startswith("legacy import:")]  # noqa: E731
+    assert len(notes(recs[("fft", "sst2", None)])) == 3  # student_learning_rate is never read for FFT
+    assert "lora_dropout missing from args; taken from the folder name (0.05)" in notes(recs[("lora", "sst2", "olora")])[0]
+    assert recs[("lora", "sst2", "olora")].config["lora_dropout"] == 0.05
+    adalora = recs[("lora", "sst2", "adalora")]
+    assert "fail kdlora's validation" in notes(adalora)[0] and adalora.config["r"] == 16
+    assert notes(recs[("fft", "rte", None)]) == []
+
+    from kdlora.analysis.report import build, write_report
+
+    analysis = build([tree], "legacy")
+    assert (analysis["runs"]["import_notes"] > 0).sum() == 3
+    limits = analysis["limitations"].set_index("rule")
+    assert limits.loc["imported_with_notes", "value"] == 3
+    write_report(analysis, tmp_path / "rep", figures=False)
+    assert "3 legacy runs were imported with a note" in (tmp_path / "rep" / "report.md").read_text()

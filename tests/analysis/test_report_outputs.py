@@ -74,7 +74,7 @@ def test_all_outputs_written(synthetic_report):
     for name in REQUIRED_CSVS:
         assert (out / f"{name}.csv").is_file()
     figures = {p.name for p in (out / "figures").iterdir()}
-    for name in ("efficiency_performance_scatter", "parameter_efficiency", "pareto_frontier", "completion_heatmap",
+    for name in ("efficiency_performance_scatter", "pareto_frontier", "completion_heatmap",
                  "per_task_bars", "paired_differences_forest", "critical_difference"):
         assert f"{name}.png" in figures and f"{name}.pdf" in figures
         assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"

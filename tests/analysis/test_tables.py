@@ -177,3 +177,42 @@ def test_kd_record_without_teacher_id_links_through_its_config(synthetic_configs
                                   "efficiency": rec.efficiency.model_copy(update={"teacher_run_id": None})})
     row = records_to_table([(bare, "x")], "glue").iloc[0]
     assert row["teacher_run_id"] == teacher_of(kd).run_id
+
+
+# ----- issue 11: GLUE average convention, custom-task chance, KD-LoRA's full cost -----------------
+def test_glue_average_leaves_wnli_out_by_default():
+    from kdlora.analysis.tables import glue_average
+
+    pt = pd.DataFrame({"family": "bert", "strategy": "fft", "variant": None, "method": "fft",
+                       "task": ["rte", "sst2", "wnli"], "mean": [0.7, 0.9, 0.5]})
+    assert glue_average(pt)["average"].iloc[0] == pytest.approx(0.8)
+    assert glue_average(pt)["n_tasks"].iloc[0] == 2
+    assert glue_average(pt, "all")["average"].iloc[0] == pytest.approx(0.7)
+    only_wnli = glue_average(pt[pt["task"] == "wnli"])
+    assert len(only_wnli) == 1 and np.isnan(only_wnli["average"].iloc[0])
+
+
+def test_custom_task_gets_a_normalised_score():
+    from kdlora.analysis.tables import add_normalised
+
+    df = pd.DataFrame({"family": "minilm", "task": "reviews", "seed": 1, "strategy": ["fft", "lora"],
+                       "method": ["fft", "lora:lora"], "primary": [0.9, 0.6], "primary_name": "accuracy",
+                       "num_labels": 4.0})
+    out = add_normalised(df)
+    assert out["chance"].tolist() == [0.25, 0.25]
+    assert out["score_norm"].tolist() == pytest.approx([1.0, (0.6 - 0.25) / (0.9 - 0.25)])
+    mcc = add_normalised(df.assign(primary_name="mcc", num_labels=np.nan))
+    assert mcc["chance"].tolist() == [0.0, 0.0]
+
+
+def test_kd_lora_full_cost_shares_the_teacher():
+    from kdlora.analysis.efficiency import with_teacher_share
+
+    df = pd.DataFrame({"run_id": ["t", "s1", "s2"], "strategy": ["fft", "kd-lora", "kd-lora"],
+                       "teacher_run_id": [None, "t", "t"], "train_time_s": [100.0, 10.0, 20.0],
+                       "teacher_cache_build_s": [np.nan, 6.0, 0.0], "energy_j": [1000.0, 50.0, 50.0]})
+    for col in ("trainable_params", "peak_memory_bytes"):
+        df[col] = 1.0
+    out = with_teacher_share(df).set_index("run_id")
+    assert out.loc["s1", "train_time_s"] == 10 + (100 + 6) / 2 and out.loc["s2", "train_time_s"] == 20 + 53
+    assert out.loc["s1", "energy_j"] == 550 and out["trainable_params"].isna().all()

@@ -50,6 +50,7 @@ def test_smoke_writes_the_four_parts(smoke):
             assert row[strategy]["kdlora"]["samples_per_s"] > 0
             assert row[strategy]["hf_trainer"]["samples_per_s"] > 0 and row[strategy]["speedup_vs_hf"] > 0
         assert row["forward_teacher"]["samples_per_s"] > 0
+    assert "skipped" in smoke["speed"]["compile"]
     prof = smoke["speed"]["families"]["bert"]["profile_fft_step"]
     assert prof["wall_ms_per_step"] > 0 and prof["top_ops"]
     pk = smoke["packing"]
@@ -108,3 +109,9 @@ def test_nearest_profile_and_bad_arguments(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--budget-s", "x"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--budget-s" in proc.stderr
+    real = tmp_path / "gpu.json"
+    real.write_text(json.dumps({"meta": {"smoke": False, "gpu": "NVIDIA H200"}}))
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--smoke", "--out", str(real)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "holds a GPU measurement" in proc.stderr
+    assert json.loads(real.read_text())["meta"]["gpu"] == "NVIDIA H200"

@@ -110,3 +110,15 @@ def test_sweep_selects_the_teacher_then_runs_its_students(tmp_path, monkeypatch)
     kd = [r for r in records if r.config["strategy"] == "kd-lora"]
     assert len(kd) == 6 and {r.config["teacher_lr"] for r in kd} == {2e-5}
     assert len(records) == 6 + 6 + 6
+    status = runner.invoke(app, ["status", str(path), "--results", str(results)])
+    assert status.exit_code == 0, status.output
+    assert "completion: 18/18" in status.output
+
+
+def test_status_counts_students_that_wait_for_their_teacher(tmp_path):
+    search = {"fft": {"lr": [1e-5, 2e-5, 5e-5]}, "lora": {"lr": LRS}, "kd-lora": {"lr": LRS}}
+    path = write_grid(tmp_path, strategies=["fft", "lora", "kd-lora"], variants=["lora"], search=search)
+    (tmp_path / "empty").mkdir()
+    status = runner.invoke(app, ["status", str(path), "--results", str(tmp_path / "empty")])
+    assert status.exit_code == 0, status.output
+    assert "completion: 0/18" in status.output

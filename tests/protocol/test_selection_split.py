@@ -156,3 +156,24 @@ def test_kd_student_never_sees_the_selection_set(tiny_model_dirs, glue_dir, tmp_
     for cache in caches:
         trained = set(load_file(str(cache))["idx"].tolist())
         assert len(trained) == 120 - len(ids[0]) and not trained & set(ids[0])
+
+
+@pytest.mark.parametrize("sets,match", [
+    (["select_best_epoch=true"], "select_best_epoch needs a selection split"),
+    (["selection_fraction=0.7"], "selection_fraction must be in"),
+    (["param_budget={reference: lora, r: 8, tolerance: 0.001}"], "comes within"),
+])
+def test_train_refuses_bad_protocol_input_writing_nothing(tiny_model_dirs, glue_dir, tmp_path, sets, match):
+    from typer.testing import CliRunner
+
+    from kdlora.cli import app
+
+    args = ["train", "--family", "bert", "--task", "sst2", "--strategy", "lora", "--variant", "dora",
+            "--results", str(tmp_path / "results"), "--set", f"teacher_model={tiny_model_dirs['bert']}",
+            "--set", f"data_dir={glue_dir}"]
+    for s in sets:
+        args += ["--set", s]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and match in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists()

@@ -191,3 +191,54 @@ def test_cli_refuses_a_bad_runs_per_gpu_in_one_line(small_grid, tmp_path):
     assert out.exit_code == 2, out.output
     assert "--runs-per-gpu takes a whole number >= 1 or 'auto'" in out.output
     assert not (tmp_path / "r" / "runs").exists()
+
+
+def test_a_resumed_auto_sweep_knows_the_peaks_its_records_measured(tmp_path, monkeypatch):
+    import sweep_fake_runs
+
+    from kdlora.records import write_record
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    run = cfg(seed=3)
+    rec = sweep_fake_runs.write(run, tmp_path)
+    rec.efficiency.memory_kind, rec.efficiency.peak_memory_reserved_bytes = "cuda_max_allocated", 5 * GiB
+    write_record(tmp_path, rec)
+    executor = LocalExecutor(tmp_path, "sweep_fake_runs:quick", ExecutorOptions(runs_per_gpu="auto"),
+                             probe=FakeProbe({"0": 80 * GiB}))
+    try:
+        assert executor.packer.peak_bytes(cfg(seed=4)) == 5 * GiB + CONTEXT_BYTES  # same shape, other seed
+    finally:
+        executor.close()
+
+
+def test_runs_sharing_a_gpu_share_the_cores(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    one = LocalExecutor(tmp_path, "sweep_fake_runs:quick", ExecutorOptions())
+    four = LocalExecutor(tmp_path, "sweep_fake_runs:quick", ExecutorOptions(runs_per_gpu=4))
+    try:
+        assert (one.capacity, one.threads) == (2, None)  # one run per GPU: torch's own thread count
+        assert (four.capacity, four.threads) == (8, 2)
+    finally:
+        one.close(), four.close()
+
+
+def test_a_big_run_refused_for_memory_is_not_starved_by_small_ones():
+    probe = FakeProbe({"0": 30 * GiB})
+    packer = GpuPacker(["0"], "auto", probe=probe, max_per_gpu=16, probe_ttl_s=0)
+    lora = [cfg(seed=s) for s in range(10)]
+    fft = cfg("fft", family="deberta")
+    packer.place(lora[0])
+    packer.place(lora[1])
+    small, big = packer.peak_bytes(lora[2]), packer.peak_bytes(fft)
+    need_small = small + int(small * 0.1) + MARGIN_BYTES
+    assert big + int(big * 0.1) + MARGIN_BYTES > need_small + GiB // 2
+    probe.free["0"] = 2 * small + need_small + GiB // 2  # besides the two booked: one more small run, not the big one
+    assert packer.choose(fft) is None  # refused: now it holds its room
+    assert packer.choose(lora[2]) is None  # would fit alone, but not beside the big one's room
+    packer.release("0", lora[0])
+    packer.release("0", lora[1])
+    assert packer.choose(fft) == "0"  # the GPU emptied: the big run goes first
+    packer.place(fft)
+    probe.free["0"] = 80 * GiB
+    assert packer.choose(lora[2]) == "0" and big > small

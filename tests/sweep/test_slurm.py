@@ -134,11 +134,13 @@ def test_a_second_sweep_while_jobs_are_queued_submits_nothing_twice(slurm, env, 
     first = subprocess.Popen([sys.executable, "-c", "from kdlora.cli import main; main()",
                               *sweep_args(grid, results, "quick", "--slurm-array-parallelism", "1")],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while len(list((results / "jobs").glob("*.json"))) < 4 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    first.send_signal(signal.SIGKILL)  # the sweep process dies; its jobs stay queued in SLURM
-    first.wait()
+    try:
+        deadline = time.monotonic() + 60
+        while len(list((results / "jobs").glob("*.json"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        first.send_signal(signal.SIGKILL)  # the sweep process dies; its jobs stay queued in SLURM
+        first.wait()
     status = kdlora("status", str(grid), "--results", str(results), env=env)
     assert "SLURM jobs:" in status.stdout and "pending" in status.stdout, status.stdout
     assert "queued" in status.stdout

@@ -132,6 +132,23 @@ def test_nan_in_a_partly_accumulated_step_names_that_step(monkeypatch):
         run_toy(toy_batches(5), steps=6, bad_micro=5, grad_accum=2)
 
 
+def test_a_hook_that_fails_on_nan_weights_reports_the_nan(monkeypatch):
+    monkeypatch.setattr(loop, "CHECK_EVERY", 50)
+    calls = {"n": 0}
+
+    def hook(model, step):  # like a variant whose after-step code cannot cope with NaN weights
+        if any(not torch.isfinite(p).all() for p in model.parameters()):
+            raise RuntimeError("svd did not converge")
+
+    def loss_fn(batch, outputs):
+        calls["n"] += 1
+        return outputs.loss * float("nan") if calls["n"] == 4 else outputs.loss
+
+    with pytest.raises(loop.NanLoss, match="loss became nan in optimizer steps 1-4"):
+        loop.train_loop(Toy(), toy_batches(10), cfg=toy_cfg(), device=torch.device("cpu"), loss_fn=loss_fn,
+                        after_step=hook, total_steps=10, count_flops=False)
+
+
 def test_loss_and_token_sums_match_per_batch_values():
     batches = toy_batches(6)
     result = run_toy(batches, steps=12)

@@ -24,9 +24,10 @@ from typing import Callable
 TIMEOUT_S = 600  # a worker that died would otherwise leave the report waiting forever
 MAX_WORKERS = 2  # the main process keeps writing CSVs and LaTeX beside them
 NICENESS = 10
+FIGURE_WIDTHS = ("double", "single")  # plots.WIDTHS, named here without importing matplotlib
 # Figures by drawing time on the legacy study, costliest first (bench/bench_report.py profiles them).
-DRAWING_ORDER = ("completion_heatmap", "per_task_bars", "efficiency_performance_scatter", "critical_difference",
-                 "pareto_frontier", "paired_differences_forest", "parameter_efficiency")
+DRAWING_ORDER = ("per_task_bars", "efficiency_performance_scatter", "completion_heatmap", "paired_differences_forest",
+                 "pareto_frontier", "critical_difference")
 _UNPICKLED: dict[int, object] = {}  # per worker: the tables it was last sent
 _TOKENS = itertools.count()
 
@@ -40,20 +41,22 @@ def worker_count() -> int:
     return min(MAX_WORKERS, cores) if cores > 1 else 0
 
 
-def write_figure(analysis, name: str, out: Path) -> list[Path]:
+def write_figure(analysis, name: str, out: Path, width: str = "double") -> list[Path]:
     """One figure, as PNG and PDF, each written atomically (nothing when its tables are empty)."""
     from kdlora.analysis import plots
     from kdlora.records.store import atomic_write_bytes
 
-    fig = plots.FIGURES[name](analysis)
-    if fig is None:
-        return []
+    with plots.style():
+        fig = plots.FIGURES[name](analysis, width)
+        if fig is None:
+            return []
+        rendered = plots.render(fig, ("png", "pdf"), dpi=plots.DPI[width])
+        plots.close(fig)
     paths = []
-    for ext, data in plots.render(fig, ("png", "pdf")).items():
+    for ext, data in rendered.items():
         path = out / "figures" / f"{name}.{ext}"
         atomic_write_bytes(path, data)
         paths.append(path)
-    plots.close(fig)
     return paths
 
 
@@ -63,21 +66,21 @@ def _warm_up() -> None:
     slow down the main process computing the tables (the workers have nothing to draw before)."""
     os.nice(NICENESS)
     from matplotlib.backends import backend_agg, backend_pdf  # noqa: F401
-    import scikit_posthocs  # noqa: F401  (the critical-difference diagram)
 
     from kdlora.analysis import plots
 
-    fig = plots.new_figure(figsize=(1, 1))
-    fig.text(0.5, 0.5, "0")
-    plots.render(fig, ("png",))
+    with plots.style():  # fonts, and the PDF's TrueType subsetting (fontTools)
+        fig = plots.new_figure("single", 1.0)
+        fig.text(0.5, 0.5, "0 (s)")
+        plots.render(fig, ("png", "pdf"))
 
 
-def _draw(job: tuple[int, bytes, str, str]) -> list[Path]:
-    token, blob, name, out = job
+def _draw(job: tuple[int, bytes, str, str, str]) -> list[Path]:
+    token, blob, name, out, width = job
     if token not in _UNPICKLED:
         _UNPICKLED.clear()
         _UNPICKLED[token] = pickle.loads(blob)
-    return write_figure(_UNPICKLED[token], name, Path(out))
+    return write_figure(_UNPICKLED[token], name, Path(out), width)
 
 
 class FigureWorkers:
@@ -90,8 +93,13 @@ class FigureWorkers:
             figure_paths = paths()            # wait for them
     """
 
-    def __init__(self, enabled: bool = True, workers: int | None = None):
+    def __init__(self, enabled: bool = True, workers: int | None = None, width: str = "double"):
+        if width not in FIGURE_WIDTHS:
+            from kdlora.errors import UserError
+
+            raise UserError(f"unknown figure width {width!r}; choose one of: {', '.join(FIGURE_WIDTHS)}")
         self.enabled = enabled
+        self.width = width  # the figures' size: a paper's column (3.3 in) or its text width (6.9 in)
         n = (worker_count() if workers is None else workers) if enabled else 0
         self.pending: dict = {}  # figure name -> its AsyncResult
         self.pool = multiprocessing.get_context("fork").Pool(n, initializer=_warm_up) if n >= 2 else None
@@ -113,7 +121,7 @@ class FigureWorkers:
         if not self.enabled:
             return lambda: []
         if self.pool is None:
-            return lambda: [p for name in FIGURES for p in write_figure(analysis, name, out)]
+            return lambda: [p for name in FIGURES for p in write_figure(analysis, name, out, self.width)]
         self._submit(analysis, out, [name for name in FIGURES if name not in self.pending])
         pending, self.pending = self.pending, {}  # the next report starts afresh
         return lambda: [p for name in FIGURES for p in pending[name].get(TIMEOUT_S)]
@@ -123,7 +131,7 @@ class FigureWorkers:
         token = next(_TOKENS)
         # the costliest first, so that two workers finish at about the same time
         for name in sorted(names, key=lambda n: DRAWING_ORDER.index(n) if n in DRAWING_ORDER else 0):
-            self.pending[name] = self.pool.apply_async(_draw, ((token, blob, name, str(out)),))
+            self.pending[name] = self.pool.apply_async(_draw, ((token, blob, name, str(out), self.width),))
 
     def close(self) -> None:
         if self.pool is not None:

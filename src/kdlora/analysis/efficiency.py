@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis import stats
-from kdlora.analysis.methods import ADAPTER_STRATEGIES, REFERENCE
+from kdlora.analysis.methods import ADAPTER_STRATEGIES, REFERENCE, TAUGHT_STRATEGIES
 from kdlora.analysis.model import Settings
+from kdlora.analysis.tidy import EFFICIENCY as EFFICIENCY_COLUMNS
 from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import BLOCK, method_order
 
@@ -96,8 +97,10 @@ def gains(df: pd.DataFrame) -> pd.DataFrame:
     """Efficiency of PEFT against FFT, and of KD-LoRA against LoRA-only: ratios baseline / group
     for costs and group / baseline for rates, of means and of medians (> 1 = the group is better)."""
     groups = {"FFT": df[df["strategy"] == REFERENCE], "PEFT (all)": df[df["strategy"] != REFERENCE],
-              **{STRATEGY_LABEL[s]: df[df["strategy"] == s] for s in ADAPTER_STRATEGIES}}
-    pairs = [("FFT", "PEFT (all)"), ("FFT", "LoRA-only"), ("FFT", "KD-LoRA"), ("LoRA-only", "KD-LoRA")]
+              **{STRATEGY_LABEL[s]: df[df["strategy"] == s] for s in ADAPTER_STRATEGIES},
+              WITH_TEACHER: with_teacher_share(df)}
+    pairs = [("FFT", "PEFT (all)"), ("FFT", "LoRA-only"), ("FFT", "KD-LoRA"), ("FFT", WITH_TEACHER),
+             ("LoRA-only", "KD-LoRA"), ("LoRA-only", WITH_TEACHER)]
     columns = present(df)
     blocks = {name: g.groupby(BLOCK)[columns].mean() for name, g in groups.items()}  # one groupby per group
     rows = []
@@ -108,6 +111,30 @@ def gains(df: pd.DataFrame) -> pd.DataFrame:
                 rows.append({**_gain(col, base, group, a[col], b[col]),
                              **_paired_ratio(col, blocks[base][col], blocks[group][col])})
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["measure", "label", "baseline", "group"])
+
+
+WITH_TEACHER = "KD-LoRA + teacher share"
+SHARED_COSTS = ("train_time_s", "energy_j")  # what a teacher spends once for all its students
+
+
+def with_teacher_share(df: pd.DataFrame) -> pd.DataFrame:
+    """KD-LoRA runs with their full cost (docs/record-schema.md): own train time plus the
+    teacher's train time and every logit-cache build for it, divided by the number of students
+    that used that teacher (energy likewise); other measures empty, so only these are compared.
+    Runs whose teacher is not among the records are left out."""
+    kd = df[df["strategy"].isin(TAUGHT_STRATEGIES) & df["teacher_run_id"].notna()]
+    teachers = df[~df["strategy"].isin(TAUGHT_STRATEGIES)].set_index("run_id")
+    kd = kd[kd["teacher_run_id"].isin(teachers.index)]
+    students = kd.groupby("teacher_run_id")["run_id"].transform("size")
+    builds = kd["teacher_cache_build_s"].fillna(0).groupby(kd["teacher_run_id"]).transform("sum")
+    out = kd.copy()
+    for col in EFFICIENCY_COLUMNS:
+        if col not in SHARED_COSTS:
+            out[col] = np.nan
+    teacher = teachers.loc[kd["teacher_run_id"], list(SHARED_COSTS)].set_axis(kd.index)
+    out["train_time_s"] = kd["train_time_s"] + (teacher["train_time_s"] + builds) / students
+    out["energy_j"] = kd["energy_j"] + teacher["energy_j"] / students
+    return out
 
 
 def _paired_ratio(col: str, a: pd.Series, b: pd.Series) -> dict:

@@ -10,10 +10,10 @@ from typing import Iterator
 
 import pandas as pd
 
+from kdlora.analysis import labels
 from kdlora.analysis.fmt import ci, num, pval, signed, stars
 from kdlora.analysis.model import Analysis
 from kdlora.analysis.tables import method_order, task_order
-from kdlora.analysis.tidy import method_label
 
 NOTE = r"\multicolumn{%d}{l}{\footnotesize %s}\\"
 
@@ -27,7 +27,8 @@ def to_booktabs(frame: pd.DataFrame, caption: str, label: str, note: str = "") -
 
 
 def _escape(s: str) -> str:
-    return s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+    return (s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace(labels.MINUS, "$-$")
+            .replace("\u03c1", r"$\rho$"))
 
 
 def statistical_tests(a: Analysis) -> str | None:
@@ -35,7 +36,7 @@ def statistical_tests(a: Analysis) -> str | None:
     if t.empty:
         return None
     frame = pd.DataFrame({
-        "Comparison": [_escape(f"{f}: {c}") for f, c in zip(t["test_family"], t["comparison"])],
+        "Comparison": [_escape(labels.comparison(f, x, y)) for f, x, y in zip(t["test_family"], t["a"], t["b"])],
         "Pairs": t["n_pairs"].astype(int),
         "Mean diff.": [signed(d) + stars(p) for d, p in zip(t["mean_diff"], t["p_wilcoxon_holm"])],
         f"{a['settings']['confidence_pct'].iloc[0]:g}\\% CI": [ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
@@ -53,7 +54,7 @@ def legacy_tests(a: Analysis) -> str | None:
     if t.empty:
         return None
     frame = pd.DataFrame({
-        "Comparison": [_escape(f"{f}: {c}") for f, c in zip(t["test_family"], t["comparison"])],
+        "Comparison": [_escape(labels.legacy_comparison(f, c)) for f, c in zip(t["test_family"], t["comparison"])],
         "Mean A (n)": [f"{num(m)} ({int(n)})" for m, n in zip(t["mean_a"], t["n_a"])],
         "Mean B (n)": [f"{num(m)} ({int(n)})" for m, n in zip(t["mean_b"], t["n_b"])],
         "Diff.": [signed(d) + stars(p) for d, p in zip(t["diff"], t["p"])],
@@ -71,7 +72,7 @@ def efficiency(a: Analysis) -> str:
                                  ("memory_mb", "Memory (MB)", 1), ("train_samples_per_s_mean", "Samples/s", 1)):
         if column in e and e[column].notna().any():
             frame[head] = [num(x, digits) for x in e[column]]
-    kinds = ", ".join(sorted(set(e["memory_kind"].dropna()))).replace("_", " ")
+    kinds = ", ".join(labels.memory(k) for k in sorted(set(e["memory_kind"].dropna())))
     return to_booktabs(frame, "Efficiency by variant and strategy (means over runs)", "tab:efficiency",
                        f"Memory kind: {kinds or 'none'}.")
 
@@ -83,13 +84,14 @@ def per_task(a: Analysis) -> Iterator[tuple[str, str]]:
         cell = {(r.method, r.task): f"{r.mean_x100:.1f}" + ("" if pd.isna(r.std_x100) else f"$\\pm${r.std_x100:.1f}")
                 for r in part.itertuples()}
         methods = method_order(part["method"])
-        frame = pd.DataFrame({"Method": [method_label(m) for m in methods]})
+        frame = pd.DataFrame({"Method": [labels.method(m) for m in methods]})
         for t in tasks:
-            frame[t] = [cell.get((m, t), "--") for m in methods]
+            frame[_escape(labels.task(t))] = [cell.get((m, t), "--") for m in methods]
         av = avg[avg["family"] == family].set_index("method")["average_x100"]
-        frame["Avg."] = [f"{av[m]:.1f}" for m in methods]
-        yield f"per_task_{family}", to_booktabs(frame, f"{family}: primary metric per task (percent, mean $\\pm$ std "
-                                                "over seeds)", f"tab:per-task-{family}")
+        frame["Avg."] = ["--" if pd.isna(av[m]) else f"{av[m]:.1f}" for m in methods]
+        rule = "WNLI included" if avg["convention"].iloc[0] == "all" else "WNLI excluded"
+        yield f"per_task_{family}", to_booktabs(frame, f"{labels.family(family)}: primary metric per task (percent, "
+                                                f"mean $\\pm$ std over seeds; average {rule})", f"tab:per-task-{family}")
 
 
 def all_tables(a: Analysis) -> Iterator[tuple[str, str]]:

@@ -15,6 +15,7 @@ import pandas as pd
 from kdlora.analysis.fmt import ci, compact, integer, mean_sd, missing, num, pct, pval, ratio, signed
 from kdlora.analysis.methods import TAUGHT_STRATEGIES
 from kdlora.analysis.model import Analysis
+from kdlora.analysis.protocol_section import bias_lines, protocol_section
 from kdlora.analysis.rules import verdict_counts
 from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import method_order, task_order
@@ -56,7 +57,7 @@ def header(a: Analysis) -> str:
     by = lambda dim: ", ".join(f"{r.level} ({r.runs})" for r in c[c["dimension"] == dim].itertuples())
     strategies = ", ".join(f"{STRATEGY_LABEL.get(r.level, r.level)} ({r.runs})"
                            for r in c[c["dimension"] == "strategy"].itertuples())
-    lines = ["# kdlora report", "",
+    lines = ["# kdlora report", "", *bias_lines(a),
              f"- **Runs analysed**: {_count(a, 'total', 'all')} completed runs",
              f"- **Model families**: {by('family')}",
              f"- **Strategies**: {strategies}",
@@ -379,7 +380,10 @@ def _gains(a: Analysis) -> str:
     return "\n".join(head + [
         "Ratios are baseline ÷ group for costs and group ÷ baseline for rates (above 1: the group is "
         "cheaper or faster): of pooled means and medians, which depend on each group's task mix, and the "
-        "median of per-block ratios over (family, task, seed) blocks both groups ran.", "",
+        "median of per-block ratios over (family, task, seed) blocks both groups ran. *KD-LoRA + teacher share* "
+        "is KD-LoRA's full cost: each student's own train time (and energy) plus its FFT teacher's and the "
+        "teacher's logit-cache builds, divided by the number of students that used that teacher; plain "
+        "*KD-LoRA* leaves the teacher out, as if it were free.", "",
         md_table(gains, [("Measure", text("label")), ("Baseline", text("baseline")), ("Group", text("group")),
                          ("Baseline mean", show("baseline_mean_display")), ("Group mean", show("group_mean_display")),
                          ("Ratio of means", col("ratio_of_means", ratio)),
@@ -447,7 +451,7 @@ def per_task_section(a: Analysis) -> str:
     names = pt.drop_duplicates("task").set_index("task")["primary_name"]
     out = ["## 7. Per-task results (primary metric in percent, mean ± std over seeds)", "",
            "Primary metric per task: " + ", ".join(f"{t} {names[t]}" for t in tasks) + ". "
-           "Average = mean of the task means present (n tasks).", ""]
+           + _average_rule(a), ""]
     for family, part in pt.groupby("family", sort=True):
         cell = {(r.method, r.task): mean_sd(r.mean_x100, r.std_x100) for r in part.itertuples()}
         rows = pd.DataFrame({"method": method_order(part["method"])})
@@ -459,17 +463,42 @@ def per_task_section(a: Analysis) -> str:
     return "\n".join(out)
 
 
+def _average_rule(a: Analysis) -> str:
+    if a["settings"]["glue_average"].iloc[0] == "all":
+        return "Average = mean of the task means present, WNLI included (`--glue-average all`) (n tasks)."
+    return ("Average = mean of the task means present, WNLI excluded as in the BERT and RoBERTa papers (its "
+            "column stays; `--glue-average all` includes it) (n tasks).")
+
+
 def files_section(a: Analysis, figures: Sequence[Path]) -> str:
     out = ["## Files", "", "CSV: " + ", ".join(f"`{n}.csv`" for n in a.tables), "",
            "LaTeX (booktabs): `tables/*.tex`", ""]
-    if figures:
-        out += ["Figures:", ""] + [f"- [{p.stem}]({p.as_posix()})" for p in figures if p.suffix == ".png"]
+    out += figures_list(a, figures)
     return "\n".join(out) + "\n"
 
 
+def figures_list(a: Analysis, figures: Sequence[Path]) -> list[str]:
+    """The figures with their captions (PNG and PDF; `--figure-width` sets their size), the status
+    figure apart from the results, and why a figure the report usually has is missing."""
+    from kdlora.analysis.plots import CAPTIONS, FIGURES, STATUS_FIGURES, missing_reason
+
+    if not figures:
+        return []
+    pngs = {p.stem: p for p in figures if p.suffix == ".png"}
+    line = lambda n: f"- [{n}]({pngs[n].as_posix()}) ([PDF]({pngs[n].with_suffix('.pdf').as_posix()})): {CAPTIONS[n]}"  # noqa: E731
+    out = ["Figures (`figures/`, PNG and PDF):", ""]
+    out += [line(n) for n in FIGURES if n in pngs and n not in STATUS_FIGURES]
+    out += [f"- {reason}." for n in FIGURES if n not in pngs and (reason := missing_reason(a, n))]
+    status = [line(n) for n in STATUS_FIGURES if n in pngs]
+    if status:
+        out += ["", "Status of the study (not a result):", "", *status]
+    return out
+
+
 def render(a: Analysis, figures: Sequence[Path] = ()) -> str:
-    sections = [header(a), design_section(a), executive_summary(a), lora_vs_kd(a), vs_fft_and_families(a), ranking(a),
-                power_note(a), sensitivity_section(a), ablation_section(a), efficiency_section(a), parameter_section(a), teacher_section(a),
+    sections = [header(a), protocol_section(a), design_section(a), executive_summary(a), lora_vs_kd(a),
+                vs_fft_and_families(a), ranking(a), power_note(a), sensitivity_section(a), ablation_section(a),
+                efficiency_section(a), parameter_section(a), teacher_section(a),
                 findings(a, "recommendations", "5. Recommendations"), findings(a, "limitations", "6. Limitations"),
                 per_task_section(a), files_section(a, figures)]
     return "\n".join(s for s in sections if s)

@@ -15,6 +15,7 @@ STRATEGY_LABEL = {s.name: s.label for s in ordered_strategies()}
 STRATEGY_SHORT_LABEL = {s.name: s.short_label or s.label for s in ordered_strategies()}
 STRATEGY_COLOR = {s.name: s.color for s in ordered_strategies()}
 STRATEGY_COLORMAP = {s.name: s.colormap for s in ordered_strategies()}
+VARIANT_MARKER = {name: VARIANTS.get(name).marker for name in VARIANTS if VARIANTS.get(name).marker}
 VARIANT_LABEL = {name: VARIANTS.get(name).label for name in VARIANTS}
 REFERENCE = reference_strategy()  # "fft": every other strategy is compared with it
 ADAPTER_STRATEGIES = tuple(s.name for s in ordered_strategies() if s.uses_adapters)

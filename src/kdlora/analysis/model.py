@@ -32,6 +32,7 @@ class Settings:
     equivalence_margin: float = 0.01  # TOST margin in the primary metric
     equivalence_margin_norm: float = 0.02  # TOST margin in FFT-normalised units
     glue_average: str = "no-wnli"  # the per-task tables' average: "no-wnli" (BERT/RoBERTa papers) or "all"
+    select: str | None = None  # protocol selection: "selection" (selection split) or "reported" (biased)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pool", check_pool(self.pool))
@@ -39,6 +40,8 @@ class Settings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
                 raise UserError(f"--{name.replace('_', '-')} must be a number > 0 (got {value})")
+        if self.select not in (None, "selection", "reported"):
+            raise UserError(f"--select must be selection or reported (got {self.select!r})")
         if self.glue_average not in GLUE_AVERAGES:
             raise UserError(f"--glue-average must be one of {', '.join(GLUE_AVERAGES)} (got {self.glue_average!r})")
 
@@ -51,6 +54,7 @@ class Settings:
             "pooled_settings": ", ".join(self.pool), "equivalence_margin": self.equivalence_margin,
             "equivalence_margin_norm": self.equivalence_margin_norm, "glue_average": self.glue_average,
             "min_blocks_test": MIN_BLOCKS_TEST, "min_blocks_bootstrap": MIN_BLOCKS_BOOTSTRAP,
+            "select": self.select or "",
         }])
 
 

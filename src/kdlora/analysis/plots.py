@@ -3,47 +3,101 @@
 Figures are built on matplotlib's object API (no pyplot state, no display backend), so a report
 can run in a headless worker. matplotlib is imported when the first figure is made: the report
 draws its figures in worker processes, and the process that computes the tables never loads it.
+
+One look for every figure, so that they can go into a paper as they are:
+- two sizes, a paper's column (`single`, 3.3 in) and its full width (`double`, 6.9 in), with
+  fonts of 7–8 pt at that size; PDFs embed TrueType fonts (pdf.fonttype 42), never Type 3;
+- one colour per strategy (Okabe–Ito, safe for colour-blind readers) and one marker per variant,
+  the same in every figure, explained by one legend outside the data;
+- human labels (kdlora.analysis.labels) and a unit on every axis that measures something;
+- log axes ticked at 1, 2, 5 × 10^k in plain numbers of the axis's unit.
+The figures carry no overall title: the report gives each one a caption (CAPTIONS).
 """
 
 from __future__ import annotations
 
 import io
+import math
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import pandas as pd
+
+from kdlora.analysis import labels
 from kdlora.analysis.efficiency import memory_kind_of
-from kdlora.analysis.methods import REFERENCE, STRATEGY_COLOR, STRATEGY_COLORMAP
+from kdlora.analysis.methods import ADAPTER_STRATEGIES, REFERENCE, STRATEGY_COLOR, VARIANT_MARKER
 from kdlora.analysis.model import Analysis
-from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 from kdlora.analysis.tables import method_order, task_order
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-COLORS = STRATEGY_COLOR  # from the strategy registry
+WIDTHS = {"single": 3.3, "double": 6.9}  # inches: a paper's column and its full text width
+DPI = {"single": 300, "double": 200}  # PNG resolution: about 1000 / 1400 pixels across
+RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+      "legend.fontsize": 7, "legend.frameon": False, "legend.handletextpad": 0.3, "legend.columnspacing": 1.0,
+      "pdf.fonttype": 42, "ps.fonttype": 42, "axes.spines.top": False, "axes.spines.right": False,
+      "axes.linewidth": 0.6, "xtick.major.width": 0.6, "ytick.major.width": 0.6, "xtick.major.size": 2.5,
+      "ytick.major.size": 2.5, "lines.linewidth": 1.0, "axes.titlepad": 4, "axes.labelpad": 2,
+      "font.family": "DejaVu Sans"}
+# Okabe & Ito (2008): distinguishable with every common colour-vision deficiency. Each strategy's
+# colour and each variant's marker is declared by the plug-in (the registries); unregistered
+# names get a spare one.
+COLORS = STRATEGY_COLOR
+SPARE_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+MARKERS = VARIANT_MARKER
+SPARE_MARKERS = ("X", "d", "p", "<", ">", "h")
+FFT_MARKER = "*"
 RASTER_ABOVE = 2000  # runs; beyond this the scatter's points are embedded in the PDF as an image
+CAPTIONS = {
+    "efficiency_performance_scatter": "Each run's primary metric (its task's own) against what it cost; "
+                                      "log axes.",
+    "pareto_frontier": "Each method's mean score against its mean cost (log axes); the line joins the "
+                       "methods no other method beats on both.",
+    "per_task_bars": "Primary metric per task and method, mean ± s.d. over runs (all families and seeds); "
+                     "each panel has its own scale.",
+    "paired_differences_forest": "Mean paired differences with bootstrap confidence intervals, runs paired on "
+                                 "family, task and seed (families: on task, method and seed); filled markers are "
+                                 "significant after Holm correction (Wilcoxon).",
+    "critical_difference": "Mean ranks of the variants over complete blocks (1 = best); variants joined "
+                           "by a bar do not differ significantly (Nemenyi), CD = critical difference.",
+    "ablations": "Each varied setting against its levels: score (mean with its CI over blocks that share every "
+                 "other factor), trainable parameters, memory and train time, a line per method.",
+    "completion_heatmap": "Status: runs completed per (family, method, task) cell.",
+}
+STATUS_FIGURES = ("completion_heatmap",)  # about the study's progress, not its results
 
 
-def new_figure(**kwargs) -> Figure:
+# ----- style ---------------------------------------------------------------------------------------
+@contextmanager
+def style():
+    """The figures' rc settings, for building and saving one figure."""
+    import matplotlib
+
+    with matplotlib.rc_context(RC):
+        yield
+
+
+def new_figure(width: str = "double", height: float = 3.0) -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(**kwargs)
+    return Figure(figsize=(WIDTHS[width], height))
 
 
 def close(fig: Figure) -> None:
     fig.clear()
 
 
-def render(fig: Figure, formats: tuple[str, ...], dpi: int = 100) -> dict[str, bytes]:
+def render(fig: Figure, formats: tuple[str, ...], dpi: int = 200) -> dict[str, bytes]:
     """The figure in each format, cropped to its content.
 
     The crop box is computed once from text extents and reused: bbox_inches="tight" would draw
-    the whole figure an extra time per format, a third of the report's drawing time.
+    the whole figure an extra time per format.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    bbox = fig.get_tightbbox(FigureCanvasAgg(fig).get_renderer()).padded(0.1)
+    bbox = fig.get_tightbbox(FigureCanvasAgg(fig).get_renderer()).padded(0.03)
     out = {}
     for ext in formats:
         buf = io.BytesIO()
@@ -54,213 +108,519 @@ def render(fig: Figure, formats: tuple[str, ...], dpi: int = 100) -> dict[str, b
     return out
 
 
-def log_x(ax) -> None:
-    """Log x axis labelled '100k', '1M' in plain text, without minor ticks: mathtext labels
-    ($10^{5}$) and the dozens of minor tick objects dominated the figures' drawing time."""
-    from matplotlib.ticker import EngFormatter, NullLocator
-
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.xaxis.set_minor_locator(NullLocator())
+def color(strategy: str) -> str:
+    if strategy in COLORS:
+        return COLORS[strategy]
+    return SPARE_COLORS[sum(map(ord, strategy)) % len(SPARE_COLORS)]
 
 
-def _color(method: str) -> str:
-    return COLORS.get(method.partition(":")[0], "#7f7f7f")
+def marker(variant) -> str:
+    if variant is None or (isinstance(variant, float) and math.isnan(variant)) or variant == "":
+        return FFT_MARKER
+    if variant in MARKERS:
+        return MARKERS[variant]
+    return SPARE_MARKERS[sum(map(ord, str(variant))) % len(SPARE_MARKERS)]
 
 
-def efficiency_scatter(a: Analysis) -> Figure | None:
-    df = a["runs"]
-    measures = [("train_time_s", "train time (s)"), ("trainable_params", "trainable parameters"),
-                ("peak_memory_bytes", "memory (bytes)"), ("train_samples_per_s", "train samples/s")]
-    if memory_kind_of(df["memory_kind"]) in (None, "mixed"):
+def split(method: str) -> tuple[str, str | None]:
+    """'kd-lora:dora' -> ('kd-lora', 'dora'); an arm 'lora:lora r=16' -> ('lora', 'lora');
+    'fft' and 'fft: lr=1e-05' -> ('fft', None)."""
+    strategy, _, variant = method.partition(" ")[0].partition(":")
+    return strategy, variant or None
+
+
+def msize(variant) -> float:
+    """Marker area (pt²): the star reads small at the same area."""
+    return 1.8 if marker(variant) == FFT_MARKER else 1.0
+
+
+def log_axis(ax, which: str, values, scale: float = 1.0, max_ticks: int = 6) -> None:
+    """A log axis over `values` (divided by `scale`), ticked at 1, 2, 5 × 10^k, in plain numbers,
+    at most `max_ticks` of them (every other decade when there are more)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    v = np.asarray(values, dtype=float) / scale
+    v = v[np.isfinite(v) & (v > 0)]
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    if v.size == 0:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    if hi / lo < 1.5:  # a narrow range: widen it so that at least two ticks fit
+        lo, hi = lo / 1.25, hi * 1.25
+    pad = (hi / lo) ** 0.06
+    lo, hi = lo / pad, hi * pad
+    (ax.set_xlim if which == "x" else ax.set_ylim)(lo, hi)
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    ticks: list[float] = []
+    for subs in ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [s * 10.0 ** d for d in decades for s in subs if lo <= s * 10.0 ** d <= hi]
+        if len(ticks) >= 3:
+            break
+    while len(ticks) > max_ticks:  # many decades: every other one
+        decade_ticks = [t for t in ticks if abs(math.log10(t) - round(math.log10(t))) < 1e-9]
+        ticks = decade_ticks if len(decade_ticks) < len(ticks) else ticks[::2]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda x, _pos: _plain(x)))
+    axis.set_minor_locator(NullLocator())
+
+
+def _plain(x: float) -> str:
+    if x >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.10g}"
+
+
+def strategy_variant_legend(fig, methods: list[str], anchor_ax=None, width: str = "double") -> None:
+    """The legend of strategy (colour) and variant (marker): one row each, under the figure's
+    lowest axes and their labels, outside the data. With `anchor_ax` (an axes with nothing in it)
+    it fills that axes instead."""
+    from matplotlib.lines import Line2D
+
+    strategies = list(dict.fromkeys(split(m)[0] for m in methods))
+    variants = list(dict.fromkeys(v for m in methods if (v := split(m)[1]) is not None))
+    first = [Line2D([], [], ls="", marker="s", ms=6, color=color(s), label=labels.strategy(s))
+             for s in strategies if s != REFERENCE]
+    if REFERENCE in strategies:
+        first.insert(0, Line2D([], [], ls="", marker=FFT_MARKER, ms=7, color=color(REFERENCE),
+                               label=labels.strategy(REFERENCE)))
+    second = [Line2D([], [], ls="", marker=marker(v), ms=5, mfc="none", color="#555555", label=v) for v in variants]
+    if anchor_ax is not None:
+        anchor_ax.set_axis_off()
+        anchor_ax.legend(handles=first + second, loc="center", ncol=2)
+        return
+    y = _below_axes(fig)
+    per_row = 6 if width == "double" else 3
+    fig.legend(handles=first, loc="upper center", bbox_to_anchor=(0.5, y), ncol=len(first),
+               borderaxespad=0, borderpad=0.2)
+    if second:
+        rows = math.ceil(len(second) / per_row)
+        fig.legend(handles=second, loc="upper center", bbox_to_anchor=(0.5, y - 0.19 / fig.get_figheight()),
+                   ncol=math.ceil(len(second) / rows), borderaxespad=0, borderpad=0.2)
+
+
+def _below_axes(fig) -> float:
+    """Figure y (fraction) just under the lowest visible axes with its tick labels and x label
+    (estimated from font sizes, without drawing the figure)."""
+    low, offset = 1.0, 0.0
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.axison:
+            continue
+        y0 = ax.get_position().y0
+        inches = 0.06
+        if ax.xaxis.get_visible() and len(ax.get_xticks()) and any(t.get_text() for t in ax.get_xticklabels()):
+            longest = max((len(t.get_text()) for t in ax.get_xticklabels()), default=0)
+            rotated = any(t.get_rotation() == 90 for t in ax.get_xticklabels())
+            inches += 0.06 * longest if rotated else 0.14
+        elif ax.xaxis.get_visible() and len(ax.get_xticks()):
+            inches += 0.14
+        if ax.get_xlabel():
+            inches += 0.16 * (1 + ax.get_xlabel().count("\n"))
+        if y0 - inches / fig.get_figheight() < low - offset:
+            low, offset = y0, inches / fig.get_figheight()
+    return low - offset - 0.04 / fig.get_figheight()
+
+
+# ----- figures ---------------------------------------------------------------------------------------
+def _measures(df: pd.DataFrame) -> list[tuple[str, str, float]]:
+    """(column, axis label with unit, divisor) of the per-run cost measures present."""
+    kind = memory_kind_of(df["memory_kind"])
+    unit, div = labels.bytes_unit(df["peak_memory_bytes"].max())
+    measures = [("train_time_s", "train time (s)", 1.0),
+                ("trainable_params", "trainable parameters (M)", 1e6),
+                ("peak_memory_bytes", f"{labels.memory(kind)} ({unit})", div),
+                ("train_samples_per_s", "throughput (samples/s)", 1.0)]
+    if kind in (None, "mixed"):
         measures = [m for m in measures if m[0] != "peak_memory_bytes"]
-    measures = [m for m in measures if df[m[0]].notna().any()]
+    return [m for m in measures if df[m[0]].notna().any()]
+
+
+def efficiency_scatter(a: Analysis, width: str = "double") -> Figure | None:
+    df = a["runs"]
+    measures = _measures(df)
     if not measures:
         return None
-    fig = new_figure(figsize=(4.2 * len(measures), 3.8))
-    axes = fig.subplots(1, len(measures), squeeze=False)[0]
-    for ax, (column, label) in zip(axes, measures):
-        for strategy, part in df.groupby("strategy"):
-            ax.scatter(part[column], part["primary"], s=8, alpha=0.5, color=COLORS.get(strategy),
-                       label=STRATEGY_LABEL.get(strategy, strategy), rasterized=len(df) > RASTER_ABOVE)
-        log_x(ax)
+    cols = 2 if len(measures) > 1 else 1
+    rows = math.ceil(len(measures) / cols)
+    panel_h = 1.55 if width == "double" else 1.45
+    fig = new_figure(width, panel_h * rows + 0.5)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    methods = method_order(df["method"])
+    groups = {m: part for m, part in df.groupby("method")}
+    size = 6 if len(df) > 300 else 12
+    for ax, (column, label, div) in zip(axes.ravel(), measures):
+        for m in methods:
+            part = groups[m]
+            s, v = split(m)
+            ax.scatter(part[column] / div, part["primary"], s=size * msize(v), marker=marker(v), color=color(s),
+                       alpha=0.55, linewidths=0, rasterized=len(df) > RASTER_ABOVE)
+        log_axis(ax, "x", df[column], div, max_ticks=6 if width == "double" else 4)
         ax.set_xlabel(label)
+    for ax in axes[:, 0]:
         ax.set_ylabel("primary metric")
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Efficiency vs performance (one point per run)")
+    for ax in axes.ravel()[len(measures):]:
+        ax.set_visible(False)
+    fig.subplots_adjust(hspace=0.45, wspace=0.12 if width == "double" else 0.3, bottom=0.06, top=0.98)
+    strategy_variant_legend(fig, methods, width=width)
     return fig
 
 
-def parameter_efficiency(a: Analysis) -> Figure | None:
-    pe = a["parameter_efficiency"]
-    pe = pe[pe["strategy"] != REFERENCE].dropna(subset=["performance_per_million"])
-    if pe.empty:
-        return None
-    pe = pe.sort_values("performance_per_million")
-    fig = new_figure(figsize=(7, 0.35 * len(pe) + 1.5))
-    ax = fig.subplots()
-    ax.barh(pe["label"], pe["performance_per_million"], color=[_color(m) for m in pe["method"]])
-    ax.set_xlabel("mean primary metric per million trainable parameters")
-    ax.set_title("Parameter efficiency")
-    return fig
+def _score_label(a: Analysis) -> str:
+    summary = a["efficiency_summary_by_variant"]
+    return ("normalised score (FFT = 1)" if summary["score_norm_mean"].notna().all()
+            else "mean primary metric")
 
 
-def pareto(a: Analysis) -> Figure | None:
+PARETO_COSTS = {"trainable params": ("trainable parameters (M)", "trainable_params_mean"),
+                "memory": ("memory", "peak_memory_bytes_mean"),
+                "train time": ("train time (s)", "train_time_s_mean")}
+
+
+def pareto(a: Analysis, width: str = "double") -> Figure | None:
+    """Score against trainable parameters, memory and time: one point per method, its frontier."""
     front = a["pareto_frontier"]
     if front.empty:
         return None
     costs = list(dict.fromkeys(front["cost"]))
-    fig = new_figure(figsize=(4.6 * len(costs), 4))
-    axes = fig.subplots(1, len(costs), squeeze=False)[0]
-    for ax, cost in zip(axes, costs):
+    summary = a["efficiency_summary_by_variant"]
+    if width == "double":
+        fig = new_figure(width, 2.1)
+        axes = list(fig.subplots(1, len(costs), squeeze=False, sharey=True)[0])
+        legend_ax = None
+    else:
+        fig = new_figure(width, 3.4)
+        grid = fig.subplots(2, 2, squeeze=False).ravel()
+        axes, legend_ax = list(grid[:len(costs)]), (grid[len(costs)] if len(costs) < 4 else None)
+        for ax in grid[len(costs) + 1:]:
+            ax.set_visible(False)
+    for i, (ax, cost) in enumerate(zip(axes, costs)):
         part = front[front["cost"] == cost]
-        ax.scatter(part["cost_value"], part["score"], color=[_color(m) for m in part["method"]], s=25)
+        label, div = PARETO_COSTS.get(cost, (cost, None))[0], 1.0
+        if cost == "trainable params":
+            div = 1e6
+        elif cost == "memory":
+            kind = memory_kind_of(summary["memory_kind"])
+            unit, div = labels.bytes_unit(part["cost_value"].max())
+            label = f"{labels.memory(kind)} ({unit})"
         on = part[part["on_frontier"]].sort_values("cost_value")
-        ax.step(on["cost_value"], on["score"], where="post", color="black", lw=1, label="Pareto frontier")
-        for r in on.itertuples():
-            ax.annotate(r.label, (r.cost_value, r.score), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        log_x(ax)
-        ax.set_xlabel(f"mean {cost}")
-        ax.set_ylabel("mean score")
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Pareto frontier: score vs cost (methods)")
+        ax.step(on["cost_value"] / div, on["score"], where="post", color="#999999", lw=0.8, zorder=1)
+        for r in part.itertuples():
+            s, v = split(r.method)
+            ax.scatter([r.cost_value / div], [r.score], marker=marker(v), color=color(s), s=22 * msize(v),
+                       edgecolors="white", linewidths=0.4, zorder=3)
+        log_axis(ax, "x", part["cost_value"], div, max_ticks=5 if width == "double" else 4)
+        ax.set_xlabel(label)
+        if width == "double" and i == 0 or width == "single" and i % 2 == 0:
+            ax.set_ylabel(_score_label(a))
+    methods = method_order(front["method"].unique())
+    if width == "double":
+        fig.subplots_adjust(wspace=0.12, bottom=0.08, top=0.98)
+        strategy_variant_legend(fig, methods, width=width)
+    else:
+        fig.subplots_adjust(wspace=0.35, hspace=0.6)
+        strategy_variant_legend(fig, methods, anchor_ax=legend_ax)
     return fig
 
 
-def completion_heatmap(a: Analysis) -> Figure | None:
+def completion_heatmap(a: Analysis, width: str = "double") -> Figure | None:
+    """Status figure: share of the grid's runs done per (family, method, task), one panel a family."""
     cells = a.tables.get("completion_cells")
     if cells is not None and not cells.empty:
-        grid = cells.pivot_table(index=["family", "method"], columns="task", values="completion_pct")
-        title, vmax = "Completion against the grid (%)", 100
+        values, bar_label, vmax = "completion_pct", "runs completed (% of the grid)", 100
     else:
-        grid = a["cells"].pivot_table(index=["family", "method"], columns="task", values="runs", fill_value=0)
-        title, vmax = "Completed runs per cell (no grid given)", None
-    grid = grid[task_order(grid.columns)]
-    order = [(f, m) for f in sorted(grid.index.get_level_values(0).unique())
-             for m in method_order(grid.loc[f].index)]
-    grid = grid.loc[order]
-    fig = new_figure(figsize=(1 + 0.6 * grid.shape[1], 1 + 0.22 * grid.shape[0]))
-    ax = fig.subplots()
-    im = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
-    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=45, ha="right")
-    ax.set_yticks(range(grid.shape[0]), [f"{f} {method_label(m)}" for f, m in grid.index], fontsize=6)
-    fig.colorbar(im, ax=ax)
-    ax.set_title(title)
+        cells = a["cells"]
+        values, bar_label, vmax = "runs", "completed runs", None
+    tasks = task_order(cells["task"])
+    methods = method_order(cells["method"])
+    families = [f for f in labels.FAMILY if f in set(cells["family"])] + sorted(
+        set(cells["family"]) - set(labels.FAMILY))
+    grid = cells.pivot_table(index=["family", "method"], columns="task", values=values, aggfunc="sum")
+    vmax = vmax or float(np.nanmax(grid.to_numpy())) or 1.0
+    per_row = 0.13 if width == "double" else 0.12
+    stacked = width == "single" and len(families) > 1  # one family a row: 9 task names fit a column
+    if stacked:
+        fig = new_figure(width, (0.3 + per_row * len(methods)) * len(families) + 0.5)
+        axes = fig.subplots(len(families), 1, squeeze=False, sharex=True)[:, 0]
+    else:
+        fig = new_figure(width, 0.9 + per_row * len(methods))
+        axes = fig.subplots(1, len(families), squeeze=False, sharey=True)[0]
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    im = None
+    for i, (ax, fam) in enumerate(zip(axes, families)):
+        part = grid.loc[fam] if fam in grid.index.get_level_values(0) else pd.DataFrame()
+        part = part.reindex(index=methods, columns=tasks)
+        im = ax.imshow(part.to_numpy(dtype=float), aspect="auto", cmap=cmap, vmin=0, vmax=vmax,
+                       interpolation="nearest")
+        ax.set_xticks(range(len(tasks)), [labels.task(t) for t in tasks], rotation=90)
+        ax.set_title(labels.family(fam))
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if stacked:
+            ax.set_yticks(range(len(methods)), [labels.method(m) for m in methods])
+            ax.tick_params(axis="x", labelbottom=i == len(families) - 1)
+    axes[0].set_yticks(range(len(methods)), [labels.method(m) for m in methods])
+    w = fig.get_figwidth()
+    left = (0.054 * max(len(labels.method(m)) for m in methods) + 0.1) / w  # the method names fit
+    fig.subplots_adjust(wspace=0.08, hspace=0.35 if stacked else 0.2, left=left, right=1 - 0.72 / w)
+    top, bottom = axes[0].get_position().y1, axes[-1].get_position().y0
+    cax = fig.add_axes((1 - 0.62 / w, bottom, 0.1 / w, top - bottom))
+    cbar = fig.colorbar(im, cax=cax)
+    cbar.set_label(bar_label)
+    cbar.outline.set_linewidth(0.4)
     return fig
 
 
-def per_task_bars(a: Analysis) -> Figure | None:
-    """Grouped bars: tasks along x, one bar per method (mean ± std over runs), one legend.
-
-    One axes rather than a panel per task: each panel costs as much to draw as the whole chart.
-    """
+def per_task_bars(a: Analysis, width: str = "double") -> Figure | None:
+    """One panel per task, each on its own scale: a bar per method (colour = strategy, marker at its
+    top = variant), mean ± s.d. over runs. A panel's axis starts at zero unless its bars all stand
+    so high that zero would flatten their differences; such panels say where they start."""
     df = a["runs"]
     tasks, methods = task_order(df["task"]), method_order(df["method"])
     stat = df.groupby(["task", "method"])["primary"].agg(["mean", "std"])
-    palette = _palette(methods)
-    width = 0.8 / len(methods)
-    fig = new_figure(figsize=(max(6.0, 1.3 * len(tasks)) + 2.0, 3.8))
-    ax = fig.subplots()
-    x = np.arange(len(tasks))
-    for i, (method, color) in enumerate(zip(methods, palette)):
-        part = stat.xs(method, level="method").reindex(tasks) if method in stat.index.get_level_values(1) else None
-        if part is None:
-            continue
-        ax.bar(x - 0.4 + (i + 0.5) * width, part["mean"], width, yerr=part["std"].fillna(0), color=color,
-               label=method_label(method), error_kw={"elinewidth": 0.5})
     names = df.drop_duplicates("task").set_index("task")["primary_name"]
-    ax.set_xticks(x, [f"{t}\n{names[t]}" for t in tasks], fontsize=7)
-    ax.set_ylabel("primary metric")
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set_title("Per-task primary metric (mean ± std over runs)")
+    ncols = (3 if width == "double" else 2) if len(tasks) > 2 else len(tasks)
+    nrows = math.ceil(len(tasks) / ncols)
+    panel_h = 1.25 if width == "double" else 1.0
+    fig = new_figure(width, panel_h * nrows + 0.45)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    x, gap = [], 0.0  # a gap between strategies
+    for i, m in enumerate(methods):
+        if i and split(m)[0] != split(methods[i - 1])[0]:
+            gap += 0.6
+        x.append(i + gap)
+    x = np.asarray(x)
+    bar_w = 0.8
+    for ax, t in zip(axes.ravel(), tasks):
+        part = stat.xs(t, level="task").reindex(methods)
+        mean, sd = part["mean"].to_numpy(), part["std"].fillna(0).to_numpy()
+        ok = ~np.isnan(mean)
+        lo_end, hi_end = np.nanmin((mean - sd)[ok]), np.nanmax((mean + sd)[ok])
+        floor = 0.0
+        if np.nanmin(mean[ok]) > 0 and lo_end > 0.35 * hi_end:  # zero would hide the differences
+            floor = max(0.0, lo_end - 0.15 * (hi_end - lo_end))
+        top = hi_end + 0.08 * (hi_end - min(floor, lo_end))
+        bottom = min(floor, lo_end - 0.05 * (hi_end - lo_end)) if lo_end < 0 else floor
+        colors = [color(split(m)[0]) for m in methods]
+        ax.bar(x[ok], (mean - bottom)[ok], bar_w, bottom=bottom, color=[c for c, k in zip(colors, ok) if k],
+               alpha=0.35, linewidth=0)
+        ax.errorbar(x[ok], mean[ok], yerr=sd[ok], fmt="none", ecolor="#333333", elinewidth=0.5, capsize=0)
+        for xi, m, y, k in zip(x, methods, mean, ok):
+            if k:
+                s, v = split(m)
+                ax.scatter([xi], [y], marker=marker(v), s=10 * msize(v), color=color(s), linewidths=0, zorder=3)
+        ax.set_ylim(bottom, top)
+        ax.set_xlim(x[0] - 0.7, x[-1] + 0.7)
+        ax.set_xticks([])
+        ax.spines["bottom"].set_visible(bottom == 0)
+        ax.set_title(labels.task(t), loc="left", pad=2)
+        ax.set_ylabel(labels.metric_short(names[t]), labelpad=1)
+        ax.yaxis.set_major_locator(_nice_locator())
+    for ax in axes.ravel()[len(tasks):]:
+        ax.set_visible(False)
+    fig.subplots_adjust(hspace=0.45, wspace=0.42 if width == "double" else 0.5, bottom=0.02, top=0.97)
+    strategy_variant_legend(fig, methods, width=width)
     return fig
 
 
-def _palette(methods: list[str]) -> list:
-    """Shades of the strategy's colour per variant, so strategy stays readable at a glance."""
-    from matplotlib import colormaps
+def _nice_locator():
+    from matplotlib.ticker import MaxNLocator
 
-    maps = STRATEGY_COLORMAP
-    out = []
-    for m in methods:
-        strategy = m.partition(":")[0]
-        same = [x for x in methods if x.partition(":")[0] == strategy]
-        shade = 0.45 + 0.5 * same.index(m) / max(len(same) - 1, 1)
-        out.append(colormaps[maps.get(strategy, "Greens")](shade))
-    return out
+    return MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10])
 
 
-def paired_forest(a: Analysis) -> Figure | None:
-    tests = a["statistical_tests"]
+def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
+    """Mean paired differences with their CIs, one panel per family of comparisons."""
+    tests = a["statistical_tests"].dropna(subset=["mean_diff"])
     if tests.empty:
         return None
-    tests = tests.iloc[::-1]
-    fig = new_figure(figsize=(7, 0.3 * len(tests) + 1.5))
-    ax = fig.subplots()
-    y = np.arange(len(tests))
-    colors = ["#d62728" if pd.notna(s) and bool(s) else "#1f77b4" for s in tests["significant"]]
-    ax.hlines(y, tests["ci_low"], tests["ci_high"], colors=colors)
-    ax.scatter(tests["mean_diff"], y, color=colors, zorder=3, s=14)
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, [f"{f}: {c}" for f, c in zip(tests["test_family"], tests["comparison"])], fontsize=7)
-    ax.set_xlabel("mean paired difference (a − b) with bootstrap CI; red = significant after Holm")
-    ax.set_title("Paired differences")
+    fams = list(dict.fromkeys(tests["test_family"]))
+    sizes = [int((tests["test_family"] == f).sum()) for f in fams]
+    row, gap, top, bottom = 0.15, 0.34, 0.2, 0.42  # inches: a row, between panels (a title), margins
+    height = row * (sum(sizes) + 0.6 * len(fams)) + gap * (len(fams) - 1) + top + bottom
+    fig = new_figure(width, height)
+    axes = fig.subplots(len(fams), 1, squeeze=False, sharex=True,
+                        gridspec_kw={"height_ratios": [s + 0.6 for s in sizes]})[:, 0]
+    mean_h = row * (sum(sizes) + 0.6 * len(fams)) / len(fams)
+    longest = max(len(labels.comparison(f, x, y)) for f, x, y in zip(tests["test_family"], tests["a"], tests["b"]))
+    left = (0.054 * longest + 0.12) / fig.get_figwidth()  # the comparisons' names fit beside the axes
+    fig.subplots_adjust(top=1 - top / height, bottom=bottom / height, hspace=gap / mean_h, left=left, right=0.98)
+    conf = float(a["settings"]["confidence_pct"].iloc[0])
+    for ax, fam in zip(axes, fams):
+        part = tests[tests["test_family"] == fam].iloc[::-1]
+        y = np.arange(len(part))
+        for yi, r in zip(y, part.itertuples()):
+            base = r.a.partition(" ")[0]
+            s, v = split(r.a) if (":" in base or base == REFERENCE) else ("", None)
+            c = color(s) if s else "#000000"
+            mk = marker(v) if ":" in base else "o"
+            sig = pd.notna(r.significant) and bool(r.significant)
+            if pd.notna(r.ci_low) and pd.notna(r.ci_high):
+                ax.hlines(yi, r.ci_low, r.ci_high, colors=c, lw=0.9)
+            ax.scatter([r.mean_diff], [yi], marker=mk, s=16 * msize(v), zorder=3,
+                       facecolors=c if sig else "white", edgecolors=c, linewidths=0.8)
+        ax.axvline(0, color="#777777", lw=0.6, zorder=0)
+        ax.set_yticks(y, [labels.comparison(fam, r.a, r.b) for r in part.itertuples()])
+        ax.set_ylim(-0.6, len(part) - 0.4)
+        box = ax.get_position()
+        fig.text(0.005, box.y1 + 0.06 / height, labels.test_family(fam), ha="left", va="bottom", fontsize=8)
+        ax.tick_params(axis="y", length=0)
+        ax.spines["left"].set_visible(False)
+    axes[-1].set_xlabel(f"mean paired difference in primary metric ({conf:g} % bootstrap CI)" if width == "double"
+                        else f"mean paired difference\n({conf:g} % bootstrap CI)")
+    from matplotlib.ticker import MaxNLocator
+
+    axes[-1].xaxis.set_major_locator(MaxNLocator(nbins=7 if width == "double" else 4, steps=[1, 2, 5, 10]))
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="o", ms=5, color="#333333", label="significant (Holm)"),
+               Line2D([], [], ls="", marker="o", ms=5, mfc="white", color="#333333", label="not significant")]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, _below_axes(fig)), ncol=2,
+               borderaxespad=0, borderpad=0.2)
     return fig
 
 
-def critical_difference(a: Analysis) -> Figure | None:
-    import scikit_posthocs as sp
-
+def critical_difference(a: Analysis, width: str = "double") -> Figure | None:
+    """Demšar's critical-difference diagram per strategy, drawn here so that its title, its CD bar
+    and its rank axis never share space."""
     fr, ranks, nem = a["friedman"], a["friedman_ranks"], a["nemenyi"]
     if fr.empty:
         return None
-    fig = new_figure(figsize=(8, 3.2 * len(fr)))
-    axes = fig.subplots(len(fr), 1, squeeze=False).ravel()
-    fig.subplots_adjust(hspace=0.9)  # room for each panel's labels below its axis
-    for ax, r in zip(axes, fr.itertuples()):
-        rk = ranks[ranks["strategy"] == r.strategy].set_index("variant")["mean_rank"]
-        sig = _square(nem[nem["strategy"] == r.strategy], list(rk.index))
-        sp.critical_difference_diagram(rk, sig, ax=ax, cd=r.critical_difference,
-                                       alpha=float(a["settings"]["alpha"].iloc[0]))
-        ax.set_title(f"{r.label}: mean ranks over {int(r.n_blocks)} blocks (Nemenyi)", fontsize=9, pad=24)
+    alpha = float(a["settings"]["alpha"].iloc[0])
+    panels = []
+    for r in fr.itertuples():
+        rk = ranks[ranks["strategy"] == r.strategy].set_index("variant")["mean_rank"].sort_values()
+        if len(rk) < 2:
+            continue
+        panels.append((r, rk, _cliques(rk, nem[nem["strategy"] == r.strategy], alpha)))
+    if not panels:
+        return None
+    side_by_side = width == "double" and len(panels) > 1
+    units = max(_cd_units(rk, cl) for _, rk, cl in panels)
+    panel_h = 0.15 * units
+    if side_by_side:
+        fig = new_figure(width, panel_h)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        fig.subplots_adjust(wspace=0.25, left=0.01, right=0.99, top=1, bottom=0)
+    else:
+        fig = new_figure(width, (panel_h + 0.1) * len(panels))
+        axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+        fig.subplots_adjust(hspace=0.1 / panel_h, left=0.01, right=0.99, top=1, bottom=0)
+    for ax, (r, rk, cl) in zip(axes, panels):
+        _cd_panel(ax, rk, cl, float(r.critical_difference), int(len(rk)),
+                  f"{labels.strategy(r.strategy)}, {int(r.n_blocks)} blocks", units,
+                  fig.get_figwidth() * ax.get_position().width)
     return fig
 
 
-def _square(long: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    m = pd.DataFrame(1.0, index=names, columns=names)
-    for r in long.itertuples():
-        m.loc[r.a, r.b] = m.loc[r.b, r.a] = r.p_nemenyi
-    return m
+CD_TOP = 3.5  # y units above the rank axis: the title, the CD bar, the tick labels
 
 
-def ablation_figure(a: Analysis) -> Figure | None:
-    """One row per varied setting: score (with CI), trainable parameters, memory and train time
-    against the setting's levels, a line per (strategy, variant) in its strategy's colour."""
+def _cd_units(rk: pd.Series, cliques) -> float:
+    """Height of one diagram in text rows: above the axis, the cliques, one row per label pair."""
+    return CD_TOP + 0.55 + 0.5 * len(cliques) + 0.55 + math.ceil(len(rk) / 2) - 1 + 0.6
+
+
+def _cliques(rk: pd.Series, nem: pd.DataFrame, alpha: float) -> list[tuple[float, float]]:
+    """Maximal runs of rank-adjacent variants with no pair significantly different (Nemenyi)."""
+    names = list(rk.index)
+    p = {}
+    for r in nem.itertuples():
+        p[(r.a, r.b)] = p[(r.b, r.a)] = r.p_nemenyi
+    out, last_end = [], -1
+    for i in range(len(names)):
+        j = i
+        while j + 1 < len(names) and all(p.get((names[k], names[j + 1]), 1.0) >= alpha for k in range(i, j + 1)):
+            j += 1
+        if j > i and j > last_end:
+            out.append((float(rk.iloc[i]), float(rk.iloc[j])))
+            last_end = j
+    return out
+
+
+def _cd_panel(ax, rk: pd.Series, cliques, cd: float, k: int, title: str, units: float, inches: float) -> None:
+    """One diagram in data units: x = rank (1 left, best), y = text rows of 1 unit, 0 = the axis.
+    The labels beside the axis get the room their length needs (`inches`: the axes' width)."""
+    n_side = math.ceil(len(rk) / 2)
+    lo, hi = 1, max(k, math.ceil(rk.max()))
+    span = hi - lo
+    label_in = 0.062 * max(len(f"{name} ({value:.2f})") for name, value in rk.items()) + 0.12
+    margin = span * label_in / max(inches - 2 * label_in, 0.5 * inches) + 0.12 * span  # in ranks
+    ax.set_xlim(lo - margin, hi + margin)
+    ax.set_ylim(CD_TOP - units, CD_TOP)
+    ax.set_axis_off()
+    ink = "#222222"
+    # the title, then the CD bar, then the rank axis with its tick labels: three rows apart
+    ax.text(lo - margin, 3.3, title, ha="left", va="top", fontsize=8)
+    ax.plot([lo, lo + cd], [1.9, 1.9], color=ink, lw=1.2, solid_capstyle="butt")
+    for xe in (lo, lo + cd):
+        ax.plot([xe, xe], [1.7, 2.1], color=ink, lw=0.8)
+    ax.text(lo + cd + 0.05 * span, 1.9, f"CD = {cd:.2f}", ha="left", va="center", fontsize=7)
+    ax.plot([lo, hi], [0, 0], color=ink, lw=0.8)
+    for t in range(lo, hi + 1):
+        ax.plot([t, t], [0, 0.25], color=ink, lw=0.6)
+        ax.text(t, 0.45, str(t), ha="center", va="bottom", fontsize=7)
+    # cliques just under the axis, then one row per variant
+    for j, (a0, a1) in enumerate(cliques):
+        yb = -0.55 - 0.5 * j
+        ax.plot([a0 - 0.03, a1 + 0.03], [yb, yb], color=ink, lw=2.2, solid_capstyle="round")
+    first_row = -0.55 - 0.5 * len(cliques) - 0.55
+    order = list(rk.items())
+    left, right = order[:n_side], order[n_side:][::-1]
+    for i, (name, value) in enumerate(left):
+        yy = first_row - i
+        ax.plot([value, value, lo - 0.1 * span], [0, yy, yy], color=ink, lw=0.6)
+        ax.text(lo - 0.12 * span, yy, f"{name} ({value:.2f})", ha="right", va="center", fontsize=7)
+    for i, (name, value) in enumerate(right):
+        yy = first_row - i
+        ax.plot([value, value, hi + 0.1 * span], [0, yy, yy], color=ink, lw=0.6)
+        ax.text(hi + 0.12 * span, yy, f"({value:.2f}) {name}", ha="left", va="center", fontsize=7)
+
+
+def ablation_figure(a: Analysis, width: str = "double") -> Figure | None:
+    """One row of panels per varied setting: score (with its CI over matched blocks), trainable
+    parameters, memory and train time against the setting's levels; a line per method in its
+    strategy's colour with its variant's marker."""
     abl = a.tables.get("ablations")
     if abl is None or abl.empty:
         return None
-    axes_names = list(dict.fromkeys(abl["axis"]))
-    panels = [("score_mean", "score"), ("trainable_params_mean", "trainable params"),
-              ("peak_memory_bytes_mean", "memory (bytes)"), ("train_time_s_mean", "train time (s)")]
-    panels = [p for p in panels if abl[p[0]].notna().any()]
-    fig = new_figure(figsize=(3.6 * len(panels), 3.0 * len(axes_names)))
-    grid = fig.subplots(len(axes_names), len(panels), squeeze=False)
-    for row, axis in zip(grid, axes_names):
-        part = abl[abl["axis"] == axis]
-        for method, line in part.groupby("method", sort=False):
-            x = np.arange(len(line))
-            for ax, (column, label) in zip(row, panels):
+    settings = list(dict.fromkeys(abl["axis"]))
+    kind = memory_kind_of(abl["memory_kind"]) if "memory_kind" in abl else None
+    unit, div = labels.bytes_unit(abl["peak_memory_bytes_mean"].max())
+    score_label = ("normalised score (FFT = 1)" if (abl["score"] == "score_norm").all() else "primary metric")
+    panels = [("score_mean", score_label, 1.0), ("trainable_params_mean", "trainable parameters (M)", 1e6),
+              ("peak_memory_bytes_mean", f"{labels.memory(kind)} ({unit})", div),
+              ("train_time_s_mean", "train time (s)", 1.0)]
+    panels = [p for p in panels if abl[p[0]].notna().any() and (p[0] != "peak_memory_bytes_mean" or
+                                                                kind not in (None, "mixed"))]
+    per_row = len(panels) if width == "double" else 2
+    rows_per_setting = math.ceil(len(panels) / per_row)
+    fig = new_figure(width, 1.55 * rows_per_setting * len(settings) + 0.3)
+    grid = fig.subplots(rows_per_setting * len(settings), per_row, squeeze=False)
+    for i, setting in enumerate(settings):
+        part = abl[abl["axis"] == setting]
+        axes = grid[i * rows_per_setting:(i + 1) * rows_per_setting].ravel()
+        name = labels.SETTING.get(setting, setting.replace("_", " "))
+        for ax, (column, label, scale) in zip(axes, panels):
+            for method, line in part.groupby("method", sort=False):
+                s, v = split(method)
+                x = np.arange(len(line))
                 err = None
                 if column == "score_mean" and line["score_ci_low"].notna().all():
                     err = [line["score_mean"] - line["score_ci_low"], line["score_ci_high"] - line["score_mean"]]
-                ax.errorbar(x, line[column], yerr=err, marker="o", ms=3, lw=1, capsize=2, color=_color(method),
-                            label=method_label(method))
-                ax.set_xticks(x, line["level"], fontsize=7)
-                ax.set_xlabel(axis)
-                ax.set_ylabel(label, fontsize=8)
-        row[0].set_title(f"{axis}: {part['score'].iloc[0]} (CI over matched blocks)", fontsize=8)
-        row[0].legend(fontsize=6)
-    fig.suptitle("Ablations: each varied setting against its levels")
+                ax.errorbar(x, line[column] / scale, yerr=err, marker=marker(v), ms=4, lw=0.9, capsize=0,
+                            elinewidth=0.6, color=color(s))
+                ax.set_xticks(x, [str(level) for level in line["level"]])
+            ax.set_xlim(-0.4, len(part["level"].unique()) - 0.6)
+            ax.set_xlabel(name)
+            ax.set_ylabel(label)
+            ax.yaxis.set_major_locator(_nice_locator())
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+    fig.subplots_adjust(wspace=0.55 if width == "double" else 0.5, hspace=0.6, bottom=0.05, top=0.98)
+    strategy_variant_legend(fig, method_order(abl["method"]), width=width)
     return fig
 
 
@@ -268,20 +628,39 @@ def ablation_figure(a: Analysis) -> Figure | None:
 # while the statistics are still being computed.
 EARLY_FIGURES = ("efficiency_performance_scatter", "per_task_bars", "completion_heatmap")
 
-FIGURES: dict[str, Callable[[Analysis], Figure | None]] = {
+FIGURES: dict[str, Callable[..., Figure | None]] = {
     "efficiency_performance_scatter": efficiency_scatter,
-    "parameter_efficiency": parameter_efficiency,
     "pareto_frontier": pareto,
-    "completion_heatmap": completion_heatmap,
     "per_task_bars": per_task_bars,
     "paired_differences_forest": paired_forest,
     "critical_difference": critical_difference,
     "ablations": ablation_figure,
+    "completion_heatmap": completion_heatmap,
 }
 
 
-def all_figures(a: Analysis) -> Iterator[tuple[str, Figure]]:
-    for name, make in FIGURES.items():
-        fig = make(a)
-        if fig is not None:
-            yield name, fig
+def all_figures(a: Analysis, width: str = "double") -> Iterator[tuple[str, Figure]]:
+    """Every figure the tables allow, built under the figures' style (render them inside `style()`
+    too, or the PDF's fonts are not the style's)."""
+    with style():
+        for name, make in FIGURES.items():
+            fig = make(a, width)
+            if fig is not None:
+                yield name, fig
+
+
+def missing_reason(a: Analysis, name: str) -> str | None:
+    """Why a figure is not in the report (None when it is, or should be)."""
+    if name == "critical_difference" and a["friedman"].empty:
+        from kdlora.analysis.comparisons import variant_matrix
+
+        df = a["runs"]
+        shapes = {s: variant_matrix(df, s).shape for s in ADAPTER_STRATEGIES if (df["strategy"] == s).any()}
+        have = "; ".join(f"{labels.strategy(s)}: {n} complete block(s) of {k} variant(s)"
+                         for s, (n, k) in shapes.items()) or "no adapter runs"
+        return ("no critical-difference diagram: it ranks a strategy's variants by a Friedman test over "
+                "complete (family, task, seed) blocks, which needs at least 2 blocks holding the same 3 or more "
+                f"variants ({have})")
+    if name == "paired_differences_forest" and a["statistical_tests"].dropna(subset=["mean_diff"]).empty:
+        return "no paired-differences figure: no comparison has matched (family, task, seed) pairs"
+    return None

@@ -49,11 +49,13 @@ def analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None = 
 def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
              sources: list[str], grid: str | None, early: Callable[[Analysis], None] | None) -> Analysis:
     all_runs = check_table(loaded.table)
-    df, axes = design.add_arms(completed(all_runs), settings.pool)
+    done = completed(all_runs)
+    runs, protocol = _select(done, settings, grid)
+    df, axes = design.add_arms(runs, settings.pool)
     df = tables.add_normalised(df)
     if df.empty:
         raise UserError("no completed runs with a primary metric to analyse")
-    t: dict[str, pd.DataFrame] = {"settings": settings.table(), "runs": df}
+    t: dict[str, pd.DataFrame] = {"settings": settings.table(), "runs": df, **protocol}
     t["design"] = design.design_table(df, axes)
     t["design_settings"] = design.settings_table(df, axes, settings.pool)
     t["problems"] = pd.DataFrame({"problem": loaded.problems})
@@ -61,7 +63,7 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
     t["counts"], t["strategy_task_counts"], t["cells"] = (
         tables.counts(df), tables.strategy_task_counts(df), tables.cells(df))
     if expected is not None:
-        t["completion"], t["completion_cells"] = tables.completion(df, expected)
+        t["completion"], t["completion_cells"] = tables.completion(done, expected)  # candidates count as done
     if early is not None:
         early(Analysis(settings, dict(t), sources, grid))
     t["scores"] = tables.scores(df, settings)
@@ -72,7 +74,7 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
     t["ablations"] = ablations.ablations(df, axes, settings)
     _efficiency_tables(t, df, settings)
     t["per_task_results"] = tables.per_task(df)
-    t["glue_average"] = tables.glue_average(t["per_task_results"])
+    t["glue_average"] = tables.glue_average(t["per_task_results"], settings.glue_average)
     t["teacher_student"] = tables.teacher_student(df)
     t["teacher_student_summary"] = tables.teacher_student_summary(t["teacher_student"])
     t["collapsed_runs"] = tables.collapsed_runs(df)
@@ -82,6 +84,18 @@ def _analyse(loaded: Loaded, settings: Settings, expected: pd.DataFrame | None,
     t["recommendations"] = rules.apply(rules.RECOMMENDATIONS, t)
     t["limitations"] = rules.apply(rules.LIMITATIONS, t)
     return Analysis(settings, t, sources, grid)
+
+
+def _select(runs: pd.DataFrame, settings: Settings, grid: str | None) -> tuple[pd.DataFrame, dict]:
+    """--select: only the chosen candidate of each searched method is analysed (analysis/selection.py)."""
+    if settings.select is None:
+        return runs, {}
+    from kdlora.analysis import selection
+
+    searched = (selection.searched_from_grid(grid) if grid is not None
+                else selection.searched_from_runs(runs, settings.pool))
+    chosen = selection.select(runs, settings.select, searched)
+    return chosen.runs, {"selection": chosen.selection, "candidates": chosen.candidates, "protocol": chosen.protocol}
 
 
 def _efficiency_tables(t: dict[str, pd.DataFrame], df: pd.DataFrame, settings: Settings) -> None:
@@ -95,13 +109,16 @@ def _efficiency_tables(t: dict[str, pd.DataFrame], df: pd.DataFrame, settings: S
 
 
 # ----- inputs ------------------------------------------------------------------------------------------
-def expected_from_grid(path: str | Path) -> pd.DataFrame:
-    """The grid file's runs as keys, through the sweep's own grid expansion."""
+def expected_from_grid(path: str | Path, results: Iterable[str | Path] = ()) -> pd.DataFrame:
+    """The grid file's runs as keys, through the sweep's own grid expansion (KD-LoRA students that
+    wait for the protocol's teacher choice: as the sweep chose it from the first results directory)."""
     try:
-        from kdlora.grid import expand_grid, load_grid
+        from kdlora.grid import load_grid
+        from kdlora.sweep.teachers import expected_runs
     except ImportError as exc:  # pragma: no cover - the sweep module ships with kdlora
         raise UserError(f"--grid needs kdlora.grid ({exc})") from None
-    return tables.expected_keys(expand_grid(load_grid(path)))
+    results = list(results)
+    return tables.expected_keys(expected_runs(load_grid(path), results[0] if results else None))
 
 
 def build(results: Iterable[str | Path], policy: str = "glue", grid: str | Path | None = None,
@@ -113,7 +130,7 @@ def build(results: Iterable[str | Path], policy: str = "glue", grid: str | Path 
     results = [Path(r) for r in results]
     if not results:
         raise UserError("give at least one --results DIR (or --legacy DIR)")
-    expected = expected_from_grid(grid) if grid is not None else None
+    expected = expected_from_grid(grid, results) if grid is not None else None
     loaded = load_results(results, policy)
     settings = settings or Settings(policy=policy)
     return analyse(loaded, settings, expected, [str(r) for r in results], None if grid is None else str(grid),
@@ -142,9 +159,10 @@ def write_latex(analysis: Analysis, out: Path) -> list[Path]:
 
 
 def write_report(analysis: Analysis, out: str | Path, figures: bool = True,
-                 workers: FigureWorkers | None = None) -> Path:
+                 workers: FigureWorkers | None = None, figure_width: str = "double") -> Path:
     """Every output under OUT; report.md is written last, after everything it links to.
-    The figures are drawn by `workers` (forked here if not given) while the tables are written."""
+    The figures are drawn by `workers` (forked here if not given, at `figure_width`: "double",
+    6.9 in, or "single", 3.3 in) while the tables are written."""
     from kdlora.analysis.markdown import render
 
     out = Path(out)
@@ -152,7 +170,7 @@ def write_report(analysis: Analysis, out: str | Path, figures: bool = True,
         raise UserError(f"--out {str(out)!r} exists and is not a directory")
     with contextlib.ExitStack() as stack:
         if workers is None:
-            workers = stack.enter_context(FigureWorkers(enabled=figures))
+            workers = stack.enter_context(FigureWorkers(enabled=figures, width=figure_width))
         drawn = workers.start(analysis, out) if figures else (lambda: [])
         write_csvs(analysis, out)
         write_latex(analysis, out)

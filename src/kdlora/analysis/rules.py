@@ -322,8 +322,19 @@ def skipped_inputs(t: Tables) -> list[dict]:
     return out
 
 
+def imported_with_notes(t: Tables) -> list[dict]:
+    runs = t["runs"]
+    noted = runs[runs["import_notes"] > 0] if "import_notes" in runs else runs.iloc[0:0]
+    if noted.empty:
+        return []
+    text = (f"{len(noted)} legacy runs were imported with a note (a setting missing from their args, taken "
+            "from the folder name or not applying to the run, or settings kdlora would refuse for a new run, "
+            "imported as recorded); `import_notes` in runs.csv counts them per run, the records hold the notes.")
+    return [finding("imported_with_notes", "legacy records whose import needed a note", text, value=len(noted))]
+
+
 LIMITATIONS: list[Rule] = [incomplete, imbalance, missing_cells, single_seed, collapsed, memory_not_peak,
-                           mixed_metrics, low_power, not_normalisable, skipped_inputs]
+                           mixed_metrics, low_power, not_normalisable, skipped_inputs, imported_with_notes]
 
 
 def apply(rules: list[Rule], tables: Tables) -> pd.DataFrame:

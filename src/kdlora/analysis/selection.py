@@ -10,10 +10,13 @@ possible only when asked, and the report then says its numbers are optimisticall
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+
+from kdlora.errors import UserError
 
 GROUP = ("strategy", "variant", "family", "task")
 SELECTION_SCORE = "selection_primary"  # metrics_selection.primary of a run's record
@@ -64,9 +67,10 @@ def choose(table: pd.DataFrame, settings: Sequence[str], score: str = SELECTION_
 
 
 def edge(value, searched: Iterable) -> str:
-    """"low" / "high" when a chosen numeric value is the smallest / largest of 3+ searched values."""
+    """"low" / "high" when a chosen numeric value is the smallest / largest of the values searched
+    (with two values, always: the optimum may lie beyond either)."""
     values = sorted({v for v in searched if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    if len(values) < 3 or not isinstance(value, (int, float)):
+    if len(values) < 2 or not isinstance(value, (int, float)):
         return ""
     return "low" if value == values[0] else "high" if value == values[-1] else ""
 
@@ -92,4 +96,111 @@ def searched_settings(table: pd.DataFrame, candidates: Iterable[str], by: Sequen
             .groupby(list(by), dropna=False)[c].nunique(dropna=False)
         if len(counts) and int(np.max(counts)) > 1:
             out.append(c)
+    return out
+
+
+# ----- the report's selection -----------------------------------------------------------------------
+MODES = ("selection", "reported")
+SCORES = {"selection": SELECTION_SCORE, "reported": REPORTED_SCORE}
+BIAS_WARNING = ("**Warning: optimistically biased.** Settings were selected on the reported split "
+                "(`--select reported`): the numbers below are the best of a search scored on the same examples, "
+                "so they overstate what the chosen settings would score on new data.")
+
+
+@dataclass
+class Selected:
+    runs: pd.DataFrame  # the chosen arms' runs (all seeds): what the analysis compares
+    candidates: pd.DataFrame  # every other candidate's runs
+    selection: pd.DataFrame  # one row per (strategy, variant, family, task): the chosen value per setting
+    protocol: pd.DataFrame  # one row per method: searched settings and values, candidates, runs, steps
+
+
+def select(runs: pd.DataFrame, mode: str, searched: dict[tuple[str, str | None], list[str]]) -> Selected:
+    """Keep, per (method, family, task), the runs of the candidate setting with the best mean score
+    over seeds. `searched` maps (strategy, variant) to the settings searched for it (methods not in
+    it, or with none, keep all their runs)."""
+    if mode not in MODES:
+        raise UserError(f"--select must be one of {', '.join(MODES)} (got {mode!r})")
+    score = SCORES[mode]
+    settings = sorted({s for cols in searched.values() for s in cols})
+    with_search = runs[[bool(searched.get((st, _key(v)))) for st, v in zip(runs["strategy"], runs["variant"])]]
+    if mode == "selection" and with_search[score].isna().any():
+        n = int(with_search[score].isna().sum())
+        raise UserError(f"--select selection: {n} candidate run(s) have no selection-set metric (trained without a "
+                        "selection split: selection_fraction 0); rerun them with selection_fraction > 0, or use "
+                        "--select reported (the report then says its numbers are optimistically biased)")
+    keep = pd.Series(True, index=runs.index)
+    rows, protocol = [], []
+    for (strategy, variant), cols in searched.items():
+        same_variant = runs["variant"].isna() if variant is None else runs["variant"] == variant
+        part = runs[(runs["strategy"] == strategy) & same_variant]
+        if part.empty:
+            continue
+        chosen = choose(part, cols, score) if cols else pd.DataFrame()
+        if cols:
+            keep[part.index] = selected_mask(part, chosen, cols)
+            rows.append(chosen)
+        protocol.append(_protocol_row(strategy, variant, part, cols))
+    selection = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=[*GROUP, *settings])
+    selection = selection.reindex(columns=[*GROUP, *settings, "score_mean", "n_seeds", "n_candidates",
+                                           *(f"{s}_edge" for s in settings)])
+    selection = selection.rename(columns={"score_mean": f"{score}_mean"})
+    return Selected(runs[keep].copy(), runs[~keep].copy(), selection, pd.DataFrame(protocol))
+
+
+def _protocol_row(strategy: str, variant, part: pd.DataFrame, cols: list[str]) -> dict:
+    space = "; ".join(f"{c} " + ", ".join(_fmt(v) for v in sorted(part[c].dropna().unique())) for c in cols)
+    cells = part.groupby(["family", "task", "seed"]).size()
+    steps = pd.to_numeric(part.get("train_steps"), errors="coerce")
+    return {"strategy": strategy, "variant": variant, "searched": space or "not searched",
+            "candidates_per_cell": float(cells.mean()) if len(cells) else 0.0, "runs": len(part),
+            "train_steps": float(steps.sum()) if steps is not None and steps.notna().any() else np.nan}
+
+
+def _fmt(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def edge_warnings(selection: pd.DataFrame) -> list[str]:
+    """One line per chosen value on the edge of its search range."""
+    from kdlora.analysis.tidy import method_of as method_name
+
+    out = []
+    for c in (c for c in selection.columns if c.endswith("_edge")):
+        setting = c.removesuffix("_edge")
+        for r in selection[selection[c].isin(["low", "high"])].to_dict("records"):
+            method = method_name(r["strategy"], None if pd.isna(r["variant"]) else r["variant"])
+            out.append(f"{method} on {r['family']}/{r['task']}: {setting} = {_fmt(r[setting])} is the "
+                       f"{'smallest' if r[c] == 'low' else 'largest'} value searched; the best may lie beyond it")
+    return out
+
+
+def searched_from_runs(runs: pd.DataFrame, pool: tuple[str, ...] = ()) -> dict[tuple[str, str | None], list[str]]:
+    """Without a grid: every setting a method varies within a (family, task) cell is a candidate axis."""
+    from kdlora.analysis.design import varied_axes
+
+    pairs = runs[["method", "strategy", "variant"]].drop_duplicates("method")
+    method_of = {m: (st, _key(v)) for m, st, v in pairs.itertuples(index=False, name=None)}
+    return {method_of[m]: cols for m, cols in varied_axes(runs, pool).items() if m in method_of}
+
+
+def searched_from_grid(path) -> dict[tuple[str, str | None], list[str]]:
+    """The grid's search: settings per (strategy, variant) (a student distilled from every teacher
+    candidate also searches its teacher's settings)."""
+    from kdlora.grid import load_grid, search_space
+
+    from kdlora.strategies import STRATEGIES
+
+    grid = load_grid(path)
+    out: dict[tuple[str, str | None], list[str]] = {}
+    for strategy in grid.strategies:
+        s = STRATEGIES.get(strategy)
+        # a student distilled from every teacher candidate also searches its teacher's settings
+        theirs = {field: mine for mine, field in s.teacher_fields.items()}
+        teacher = ([theirs[k] for k in search_space(grid, s.teacher_strategy, None) if k in theirs]
+                   if s.teacher_strategy and grid.teachers == "every" else [])
+        for variant in (grid.variants if s.uses_adapters else [None]):
+            out[(strategy, variant)] = list(search_space(grid, strategy, variant)) + teacher
+        if s.teacher_strategy and s.teacher_strategy not in grid.strategies:
+            out[(s.teacher_strategy, None)] = list(search_space(grid, s.teacher_strategy, None))
     return out

@@ -59,7 +59,10 @@ def add_normalised(df: pd.DataFrame) -> pd.DataFrame:
     cache: dict[tuple[str, str], float] = {}
     out["chance"] = [cache.setdefault((t, n), chance_of_primary(t, n))
                      for t, n in zip(out["task"], out["primary_name"])]
-    fft = out[out["strategy"] == REFERENCE]
+    # custom tasks: 1/k for accuracy-like metrics (and macro-F1, 1/k for balanced classes)
+    uniform = out["primary_name"].isin(UNIFORM_CHANCE) & (out["num_labels"] > 1)
+    out["chance"] = out["chance"].fillna((1.0 / out["num_labels"]).where(uniform))
+    fft = out[out["method"] == fft_reference(out)]
     by_seed = fft.groupby(BLOCK)["primary"].mean().rename("_fft_seed")
     by_cell = fft.groupby(["family", "task"])["primary"].mean().rename("_fft_cell")
     out = out.join(by_seed, on=BLOCK).join(by_cell, on=["family", "task"])
@@ -67,6 +70,18 @@ def add_normalised(df: pd.DataFrame) -> pd.DataFrame:
     denom = out["fft_ref"] - out["chance"]
     out["score_norm"] = ((out["primary"] - out["chance"]) / denom).where(denom > 0)
     return out.drop(columns=["_fft_seed", "_fft_cell"])
+
+
+UNIFORM_CHANCE = ("accuracy", "matched_accuracy", "mismatched_accuracy", "macro_f1")
+
+
+def fft_reference(df: pd.DataFrame) -> str | None:
+    """The FFT arm that anchors normalised scores: the only one, or the one with the most runs."""
+    sizes = df.loc[df["strategy"] == REFERENCE, "method"].value_counts()
+    if sizes.empty:
+        return None
+    best = sizes[sizes == sizes.max()].index
+    return method_order(best)[0]
 
 
 # ----- counts -------------------------------------------------------------------------------------
@@ -154,13 +169,25 @@ def per_task(df: pd.DataFrame) -> pd.DataFrame:
     return _sort_cells(out)
 
 
-def glue_average(per_task_table: pd.DataFrame) -> pd.DataFrame:
-    """Mean over tasks of the per-task means; `complete` says whether all nine GLUE tasks are in."""
-    g = per_task_table.groupby(["family", "strategy", "variant", "method"], dropna=False)
-    out = g.agg(n_tasks=("task", "nunique"), average=("mean", "mean")).reset_index()
-    tasks = per_task_table.groupby(["family", "method"])["task"].agg(set)
-    out["complete"] = [set(GLUE_TASKS) <= tasks[(f, m)] for f, m in zip(out["family"], out["method"])]
+EXCLUDED_FROM_AVERAGE = {"no-wnli": ("wnli",), "all": ()}
+
+
+def glue_average(per_task_table: pd.DataFrame, convention: str = "no-wnli") -> pd.DataFrame:
+    """Mean over tasks of the per-task means. By default WNLI is left out of the average, as the
+    BERT and RoBERTa papers did (its column stays in the per-task table); `convention="all"`
+    keeps it. `complete` says whether every GLUE task the convention averages is in."""
+    keys = ["family", "strategy", "variant", "method"]
+    excluded = EXCLUDED_FROM_AVERAGE[convention]
+    used = per_task_table[~per_task_table["task"].isin(excluded)]
+    groups = per_task_table.groupby(keys, dropna=False).size().index
+    out = used.groupby(keys, dropna=False).agg(n_tasks=("task", "nunique"), average=("mean", "mean"))
+    out = out.reindex(groups).reset_index()
+    out["n_tasks"] = out["n_tasks"].fillna(0).astype(int)
+    tasks = used.groupby(["family", "method"])["task"].agg(set)
+    wanted = set(GLUE_TASKS) - set(excluded)
+    out["complete"] = [wanted <= tasks.get((f, m), set()) for f, m in zip(out["family"], out["method"])]
     out["average_x100"] = out["average"] * 100
+    out["convention"] = convention
     return _sort_cells(out)
 
 

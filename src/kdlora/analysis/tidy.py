@@ -25,7 +25,8 @@ from kdlora.analysis.methods import STRATEGY_LABEL, STRATEGY_ORDER, has_teacher,
 from kdlora.config import EXECUTION_FIELDS, RunConfig, build_config
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
 from kdlora.errors import UserError
-from kdlora.records.schema import RunRecord
+from kdlora.records.legacy import IMPORT_NOTE  # notes the legacy importer adds when it bent a rule
+from kdlora.records.schema import RunRecord, as_failed_if_nonfinite
 from kdlora.strategies import teacher_run_id
 
 KEY = ("family", "task", "strategy", "variant", "seed")
@@ -40,8 +41,8 @@ TEXT = ("run_id", "family", "task", "strategy", "variant", "method", "status", "
 # The settings that define an experiment: every RunConfig field its run_id hashes, except the key.
 SETTINGS = tuple(f for f in RunConfig.model_fields if f not in (*KEY, *EXECUTION_FIELDS))
 COLUMNS = ("run_id", "family", "task", "seed", "strategy", "variant", "method", "status",
-           *METRICS, "primary", "primary_name", *EFFICIENCY, "memory_kind", "teacher_run_id", "source",
-           "import_notes", *SETTINGS)
+           *METRICS, "primary", "primary_name", "selection_primary", *EFFICIENCY, "memory_kind", "teacher_run_id",
+           "source", "import_notes", "num_labels", *SETTINGS)
 
 
 @dataclass
@@ -79,13 +80,38 @@ def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
         "source": source,
     }
     row.update({m: _number(metrics.get(m)) for m in METRICS})
+    row["selection_primary"] = _number(record.metrics_selection.get("primary"))  # the protocol's choosing metric
     row.update({e: _number(eff.get(e)) for e in EFFICIENCY})
     row["import_notes"] = sum(1 for n in record.notes if n.startswith(IMPORT_NOTE)) or None
+    row["num_labels"] = None if task in GLUE_TASKS else num_labels_of(record)
     row.update(settings_of(cfg))
     return row
 
 
-IMPORT_NOTE = "legacy import:"  # notes the legacy importer adds when it had to bend a rule
+def num_labels_of(record: RunRecord) -> int | None:
+    """A custom task's number of classes: from the record's task identity, else from its task
+    YAML where that is still readable; None when neither says (the chance level is then unknown)."""
+    stored = (record.task or {}).get("num_labels")
+    if stored is not None:
+        try:
+            return int(stored)
+        except (TypeError, ValueError):
+            return None
+    return _labels_in_task_file(str(record.config.get("task", "")))
+
+
+@functools.lru_cache(maxsize=256)
+def _labels_in_task_file(path: str) -> int | None:
+    if not path.endswith((".yaml", ".yml")) or not Path(path).is_file():
+        return None
+    from kdlora.data.tasks import load_task_file
+
+    try:
+        return load_task_file(path).num_labels
+    except (UserError, OSError, ValueError):
+        return None
+
+
 
 
 @functools.lru_cache(maxsize=None)
@@ -145,11 +171,12 @@ def _typed(table: pd.DataFrame) -> pd.DataFrame:
     for col in TEXT:
         table[col] = table[col].astype(object).where(table[col].notna(), None)
     table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
-    for col in (*METRICS, "primary", *EFFICIENCY, *NUMERIC_SETTINGS):
+    for col in (*METRICS, "primary", "selection_primary", *EFFICIENCY, *NUMERIC_SETTINGS):
         table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
     for col in TEXT_SETTINGS:
         table[col] = table[col].astype(object).where(table[col].notna(), None)
     table["import_notes"] = pd.to_numeric(table["import_notes"], errors="coerce").fillna(0).astype(int)
+    table["num_labels"] = pd.to_numeric(table["num_labels"], errors="coerce").astype(float)
     return table
 
 
@@ -210,6 +237,10 @@ def load_results(paths: Iterable[str | Path], policy: str) -> Loaded:
         legacy = is_legacy_dir(path)
         found = iter_legacy_records(path, problems) if legacy else iter_records(path, problems)
         for record in found:
+            record, bad = as_failed_if_nonfinite(record)
+            if bad:
+                problems.append(f"{path}: run {record.run_id}: non-finite {', '.join(bad)}; counted as "
+                                f"{record.status}, never averaged")
             if record.run_id in seen:
                 problems.append(f"{path}: duplicate run_id {record.run_id} ignored")
                 continue
@@ -220,4 +251,8 @@ def load_results(paths: Iterable[str | Path], policy: str) -> Loaded:
         where = ", ".join(str(p) for p in paths)
         raise UserError(f"no valid run records in {where}; expected RESULTS/runs/*.json "
                         "(kdlora train/sweep) or the legacy layout {fft,lora,kd-lora}/task_*/...")
-    return Loaded(records_to_table(pairs, policy), problems)
+    table = records_to_table(pairs, policy)
+    unscored = table[(table["status"] == "completed") & table["primary"].isna()]
+    for run_id, source, name in zip(unscored["run_id"], unscored["source"], unscored["primary_name"]):
+        problems.append(f"{source}: run {run_id}: completed without a primary metric ({name}); not used")
+    return Loaded(table, problems)

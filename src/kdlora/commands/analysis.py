@@ -20,6 +20,8 @@ def report(
     metric_policy: str = typer.Option("glue", "--metric-policy", help="Primary metric policy: glue or legacy."),
     out: Path = typer.Option(..., "--out", help="Output directory for report.md, CSVs, LaTeX and figures."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures (PNG and PDF)."),
+    figure_width: str = typer.Option("double", "--figure-width", help="Figure size: double (6.9 in, a paper's "
+                                     "text width) or single (3.3 in, one column); fonts 7-8 pt at that size."),
     pool: List[str] = typer.Option([], "--pool", help="A setting (RunConfig field, e.g. r) whose values are pooled "
                                    "instead of forming separate arms; repeatable."),
     equivalence_margin: float = typer.Option(0.01, "--equivalence-margin", help="TOST equivalence margin in the "
@@ -28,19 +30,31 @@ def report(
                                                   "in FFT-normalised units (> 0)."),
     glue_average: str = typer.Option("no-wnli", "--glue-average", help="Per-task tables' average: no-wnli (the "
                                      "BERT/RoBERTa papers' convention) or all."),
+    select: Optional[str] = typer.Option(None, "--select", help="Protocol: per (method, family, task) keep the "
+                                         "searched setting with the best mean selection-split metric over seeds "
+                                         "(selection), or on the reported split (reported: optimistically biased); "
+                                         "see docs/protocol.md."),
 ) -> None:
     """Analyse results: statistics, efficiency, recommendations and limitations, into OUT/report.md."""
+    import warnings
+
     from kdlora.analysis.drawing import FigureWorkers
+
+    # Non-finite inputs are failed runs listed in problems.csv, and statistics of too few values
+    # are n/a in the report: numpy's RuntimeWarnings about them would only repeat that, without
+    # saying which run (set before the figure workers fork, so they inherit it).
+    warnings.simplefilter("ignore", RuntimeWarning)
 
     # Forked before pandas is imported: the figure workers load matplotlib while this process
     # loads the records and computes the tables.
-    with FigureWorkers(enabled=figures) as workers:
+    with FigureWorkers(enabled=figures, width=figure_width) as workers:
         from kdlora.analysis.report import build, write_report
         from kdlora.analysis.summary import print_summary
         from kdlora.analysis.model import Settings
 
         settings = Settings(policy=metric_policy, pool=tuple(pool), equivalence_margin=equivalence_margin,
-                            equivalence_margin_norm=equivalence_margin_norm, glue_average=glue_average)
+                            equivalence_margin_norm=equivalence_margin_norm, glue_average=glue_average,
+                            select=select)
 
         analysis = build([*results, *legacy], metric_policy, grid, settings, early=workers.early(out))
         path = write_report(analysis, out, figures=figures, workers=workers)

@@ -8,7 +8,7 @@ from typing import Callable, TypeVar
 
 import typer
 
-from kdlora.errors import UserError
+from kdlora.errors import UserError, storage_error
 
 F = TypeVar("F", bound=Callable)
 
@@ -23,5 +23,20 @@ def user_errors(fn: F) -> F:
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(code=2) from None
+        except OSError as exc:  # a full or read-only disk: one line naming the path and the fix
+            error = storage_error(exc)
+            if error is None:
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_results_dir(results) -> None:
+    """--results must be a directory (or not exist yet): refused before anything trains."""
+    from pathlib import Path
+
+    path = Path(results)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--results {str(path)!r} is a file, not a directory; give a directory for the records")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from kdlora.commands.common import user_errors
+from kdlora.commands.common import check_results_dir, user_errors
 from kdlora.errors import UserError
 
 GridArg = typer.Argument(..., help="grid YAML file (see docs/sweeps.md)", show_default=False)
@@ -152,8 +152,10 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
     from kdlora.grid import check_budgets, expand_grid, grid_budgets, needs_teacher_selection
     from kdlora.sweep.teachers import choose_teachers
 
+    check_results_dir(results)
     spec, runs = _load(grid)
     check_budgets(spec, grid_budgets(spec))
+    check_targets(runs)
     resolve_run_fn(run_fn)  # a typo is refused here, not once per run
     from kdlora.executors.packing import parse_runs_per_gpu
 
@@ -197,6 +199,19 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
         console.print(f"failed runs keep their reason in their record; `kdlora status {grid} --results {results}` "
                       "lists them, rerunning this command retries them", highlight=False)
         raise typer.Exit(code=1)
+
+
+def check_targets(runs) -> None:
+    """target_modules that name no module of the model are refused before anything runs."""
+    chosen = {}
+    for cfg in runs:
+        if cfg.target_modules and cfg.variant is not None:  # a strategy with adapters
+            chosen.setdefault((cfg.strategy, cfg.family, cfg.teacher_model, cfg.student_model, cfg.target_modules), cfg)
+    if chosen:
+        from kdlora.strategies import STRATEGIES
+
+        for cfg in chosen.values():
+            STRATEGIES.get(cfg.strategy).check(cfg)
 
 
 def executor_options(executor: str, grid_section: dict, *, workers, ray_address, gpus_per_run, cpus_per_run,
@@ -268,7 +283,10 @@ def status(grid: Path = GridArg, results: Path = ResultsOpt,
 
     if not results.is_dir():
         raise UserError(f"results directory {str(results)!r} not found")
-    _, runs = _load(grid)
+    from kdlora.sweep.teachers import expected_runs
+
+    spec, _ = _load(grid)
+    runs = expected_runs(spec, results)  # with an FFT search: the chosen teachers' students too
     table = st.run_table(runs, results)
     console = _console()
     queue_line = _slurm_queue(table, results)

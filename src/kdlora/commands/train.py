@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from kdlora.commands.common import user_errors
+from kdlora.commands.common import check_results_dir, user_errors
 from kdlora.strategies import STRATEGIES, ordered_strategies, teacher_of
 from kdlora.variants import VARIANTS
 
@@ -22,7 +22,7 @@ def train(
     task: str = typer.Option(..., help="A GLUE task name (cola, sst2, ...) or the path of a task YAML."),
     strategy: str = typer.Option(..., help=f"One of: {STRATEGY_HELP}."),
     variant: Optional[str] = typer.Option(None, help=f"One of: {VARIANT_HELP} (default lora; not for {NO_VARIANT})."),
-    seed: int = typer.Option(42, help="Random seed (model init, adapters, data order)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (model init, adapters, data order) [default: 42]."),
     results: Path = typer.Option(..., help="Results directory; the record goes to RESULTS/runs/<run_id>.json."),
     config: Optional[Path] = typer.Option(None, help="YAML file of run settings (hyperparameters, model paths)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting: key=value (repeatable)."),
@@ -31,15 +31,23 @@ def train(
 ) -> None:
     """Train one experiment and write its run record."""
     from kdlora.config import build_config, parse_overrides, read_yaml
+    from kdlora.errors import UserError
 
+    check_results_dir(results)
+    overrides = parse_overrides(set_)
+    flags = {"family": family, "task": task, "strategy": strategy, "seed": seed, "variant": variant}
+    for key, value in flags.items():
+        if value is not None and key in overrides and overrides[key] != value:
+            raise UserError(f"--set {key}={overrides[key]} contradicts --{key} {value}; give {key} once")
     data = read_yaml(config) if config else {}
-    data.update(family=family, task=resolve_task_arg(task), strategy=strategy, seed=seed)
+    data.update(family=family, task=resolve_task_arg(task), strategy=strategy,
+                seed=seed if seed is not None else overrides.get("seed", 42))
     takes_variant = strategy not in STRATEGIES or STRATEGIES.get(strategy).uses_adapters
     if variant is not None:
         data["variant"] = variant
     elif takes_variant and "variant" not in data:
         data["variant"] = "lora"
-    data.update(parse_overrides(set_))
+    data.update({k: v for k, v in overrides.items() if k != "task"})
     cfg = build_config(data)
     if not takes_variant and variant not in (None, "none"):
         typer.echo(f"note: --variant {variant} is ignored for {strategy} (no adapters)", err=True)

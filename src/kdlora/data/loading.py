@@ -212,7 +212,10 @@ def _load_glue(spec: TaskSpec, data_dir: str | None):
 # ----- custom tasks ---------------------------------------------------------------------------
 
 def read_table(path: str | Path) -> pd.DataFrame:
+    from kdlora.data.tasks import check_header
+
     path = Path(path)
+    check_header(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":

@@ -192,6 +192,7 @@ def load_task_file(path: str | Path) -> TaskSpec:
         if not file.is_file():
             raise UserError(f"task file {path}: {split} file {file} not found "
                             f"(paths are relative to the task file)")
+        check_header(file)
         files[split] = str(file)
     metrics = tf.metric_names
     return TaskSpec(
@@ -202,6 +203,26 @@ def load_task_file(path: str | Path) -> TaskSpec:
         source=str(path), files=files, majority_baseline=tf.majority_baseline,
         selection_file="validation" if tf.test else None,
     )
+
+
+def check_header(path: Path) -> None:
+    """Refuse a CSV/TSV whose header names a column twice (pandas would read `label.1` and train
+    on the first one silently)."""
+    import csv
+    from collections import Counter
+
+    delimiter = {".csv": ",", ".tsv": "\t", ".tab": "\t"}.get(path.suffix.lower())
+    if delimiter is None:
+        return
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f, delimiter=delimiter), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return  # reading the data reports it
+    twice = [name for name, n in Counter(h.strip() for h in header).items() if n > 1]
+    if twice:
+        raise UserError(f"{path}: column {twice[0]!r} appears {Counter(h.strip() for h in header)[twice[0]]} times "
+                        "in the header; give each column its own name")
 
 
 def resolve_task(task: str) -> TaskSpec:

@@ -122,7 +122,8 @@ class LocalExecutor(Executor):
             if options.runs_per_gpu == "auto":
                 self._learn_peaks()
         self.capacity = max(1, options.workers or (self.packer.capacity if self.packer else 1))
-        self.threads = None if self.gpus else cpu_threads_per_run(self.capacity)
+        # one run per GPU keeps torch's own thread count; runs sharing GPUs (or CPU runs) share the cores
+        self.threads = None if self.gpus and self.capacity <= len(self.gpus) else cpu_threads_per_run(self.capacity)
         self.mps_env = start_mps() if options.mps else {}
         self.ctx = mp.get_context("forkserver")
         module = run_fn.partition(":")[0] if ":" in run_fn else run_fn.rpartition(".")[0]

@@ -10,7 +10,9 @@ in its own process) keep it busy. Two ways to say how many:
   the one measured by an earlier run of the same shape (model, strategy, micro-batch, length:
   read from its record), else an estimate from the model's size (ESTIMATE_SHAPES). A GPU with no
   run of ours always takes one, so a sweep can never stall; at most `max_per_gpu` per GPU (each
-  run's Python thread launches its own kernels: more runs than CPU cores only queue).
+  run's Python thread launches its own kernels: more runs than CPU cores only queue). The first
+  run refused for memory holds its room: later runs start only where both fit, so a large FFT
+  run is not kept out for ever by a stream of small LoRA runs.
 
 Nothing here imports torch: free memory comes from an injectable probe (NVML, else nvidia-smi),
 so the admission rule is tested on CPU with a fake probe.
@@ -30,6 +32,7 @@ GiB = 1024**3
 # What a CUDA process holds beyond the allocator's peak: its context and cuBLAS/cuDNN workspaces.
 CONTEXT_BYTES = 1 * GiB
 MARGIN_FRACTION, MARGIN_BYTES = 0.10, 1 * GiB  # admission margin: 10 % of the peak plus 1 GiB
+WAITING_TTL_S = 30.0  # a refused run not asked about for this long no longer holds room
 
 # (parameters, hidden size, layers, attention has SDPA) of the models the families name.
 ESTIMATE_SHAPES = {
@@ -123,6 +126,7 @@ class GpuPacker:
 
     probe_ttl_s: float = 2.0  # a probe (an NVML call, or an nvidia-smi process) serves this long
     _probed: dict[str, tuple[float, int | None]] = field(default_factory=dict)
+    _waiting: tuple[str, int, float] | None = None  # (run_id, bytes it needs, when it last asked)
 
     def __post_init__(self) -> None:
         self.placed = {g: {} for g in self.gpus}
@@ -154,6 +158,7 @@ class GpuPacker:
             return gpu if len(self.placed[gpu]) < self.runs_per_gpu else None
         need = self.peak_bytes(cfg)
         need += int(need * MARGIN_FRACTION) + MARGIN_BYTES
+        held = self._held_for_other(cfg)
         best, best_room = None, None
         for gpu in self.gpus:
             ours = self.placed[gpu]
@@ -167,9 +172,26 @@ class GpuPacker:
             # Runs placed here may not have allocated yet: count each one's whole peak again,
             # on top of what the GPU already reports in use (safe, at the price of admitting less).
             room = free - sum(ours.values())
-            if room >= need and (best_room is None or room > best_room):
+            if room >= need + held and (best_room is None or room > best_room):
                 best, best_room = gpu, room
+        if best is None and self._waiting is None and any(len(self.placed[g]) < self.max_per_gpu for g in self.gpus):
+            # refused for memory: hold its room, so that smaller runs cannot keep it out forever
+            self._waiting = (cfg.run_id, need, time.monotonic())
         return best
+
+    def _held_for_other(self, cfg) -> int:
+        """Room held for the run refused first (a big FFT run among small LoRA ones): others are
+        admitted only where both fit, until it starts or stops asking (WAITING_TTL_S)."""
+        if self._waiting is None:
+            return 0
+        run_id, need, asked = self._waiting
+        if run_id == cfg.run_id:
+            self._waiting = (run_id, need, time.monotonic())
+            return 0
+        if time.monotonic() - asked > WAITING_TTL_S:  # it no longer waits (settled, or taken elsewhere)
+            self._waiting = None
+            return 0
+        return need
 
     def place(self, cfg) -> str:
         gpu = self.choose(cfg)
@@ -177,6 +199,8 @@ class GpuPacker:
             raise RuntimeError(f"no GPU has room for {cfg.run_id}; ask choose() first")
         self.placed[gpu][cfg.run_id] = self.peak_bytes(cfg)
         self._probed.pop(gpu, None)
+        if self._waiting is not None and self._waiting[0] == cfg.run_id:
+            self._waiting = None
         return gpu
 
     def release(self, gpu: str, cfg, peak_bytes: int | None = None) -> None:

@@ -9,6 +9,8 @@ nothing listens beyond 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,58 @@ def ray_init_kwargs(address: str | None, workers: int | None, cpus_per_run: floa
     """Arguments for ray.init: connect to `address`, or start a private local instance."""
     if address:
         return {"address": address, "log_to_driver": False}
-    kwargs: dict[str, Any] = {"include_dashboard": False, "dashboard_host": "127.0.0.1",
-                              "log_to_driver": False}
+    # address "local": always a new private instance, never a cluster that `ray start` left behind.
+    # Node IP 127.0.0.1 (with loopback_cluster) makes GCS, raylet, workers and driver listen on
+    # loopback only; no dashboard.
+    kwargs: dict[str, Any] = {"address": "local", "include_dashboard": False, "dashboard_host": "127.0.0.1",
+                              "log_to_driver": False, "_node_ip_address": "127.0.0.1"}
     if workers:
         kwargs["num_cpus"] = max(1, int(workers * max(cpus_per_run, 1)))
     return kwargs
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of "host:port" or "ray://host:port"; None for "auto" and other forms."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Try a plain TCP connection first: ray.init retries a refused address for minutes."""
+    hp = host_port(address)
+    if hp is None:
+        return
+    try:
+        socket.create_connection(hp, timeout=timeout).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UserError(f"cannot connect to Ray at {address!r}: {why.lower()} (is `ray start --head` "
+                        "running there, and is the port the head's --port?)") from None
+
+
+@contextlib.contextmanager
+def loopback_cluster(address: str | None):
+    """Joining a head that listens on 127.0.0.1 only, or starting the private local instance
+    (address None): Ray would otherwise replace a loopback address by this machine's outward IP
+    (where nothing listens) and bind its servers to every interface."""
+    hp = host_port(address) if address else None
+    if address and (hp is None or hp[0] not in LOOPBACK):
+        yield
+        return
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False  # services.get_node_ip_address then answers 127.0.0.1
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def _ray_run(run_fn: str, cfg_json: str, results_dir: str, log_file: str, attempt: int) -> None:
@@ -50,8 +99,11 @@ class RayExecutor(Executor):
         ray = self.ray = _import_ray()
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
+            if options.ray_address:
+                check_reachable(options.ray_address)
             try:
-                ray.init(**ray_init_kwargs(options.ray_address, options.workers, options.cpus_per_run))
+                with loopback_cluster(options.ray_address):
+                    ray.init(**ray_init_kwargs(options.ray_address, options.workers, options.cpus_per_run))
             except ConnectionError as exc:
                 raise UserError(f"cannot connect to Ray at {options.ray_address!r}: {exc}") from None
         resources = ray.cluster_resources()

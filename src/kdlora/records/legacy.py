@@ -19,6 +19,7 @@ No torch here: the analysis reads legacy results directly through this module.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,10 @@ from kdlora.config import RunConfig, build_config
 from kdlora.data.metrics import primary_metric
 from kdlora.errors import UserError
 from kdlora.records.schema import Efficiency, RunRecord
-from kdlora.records.store import write_record
+from kdlora.records.store import atomic_write_text, write_record
 from kdlora.strategies import STRATEGIES, teacher_run_id
+
+IMPORT_NOTE = "legacy import:"  # the report counts records with such notes (analysis/tidy.py)
 
 STRATEGY_DIRS = {"fft": "fft", "lora": "lora", "kd-lora": "kd-lora"}  # legacy folder -> strategy
 METRIC_NAMES = {
@@ -45,6 +48,7 @@ METRIC_NAMES = {
 MB = 1_000_000  # torch.cuda.memory_allocated() / 1e6, as the legacy script logged it
 MILLION = 1_000_000
 RUN_DIR = re.compile(r"^task_(?P<task>[a-z0-9]+)_(?P<family>[a-z0-9]+)_(?P<seed>\d+)$")
+BASE_DIR = re.compile(r"^base_(?P<batch>\d+)_(?P<lr>[^_]+)_(?P<wd>[^_]+)$")
 PEFT_DIR = re.compile(r"^peft_(?P<variant>[a-z]+)_(?P<alpha>[^_]+)_(?P<dropout>[^_]+)_(?P<rank>\d+)$")
 GLOB = "*/task_*/base_*/peft_*/metrics.json"
 NOTES = [
@@ -110,10 +114,13 @@ def parse_legacy_file(file: Path, root: Path) -> RunRecord:
 
 
 def _to_record(raw: dict[str, Any], file: Path, root: Path) -> RunRecord:
-    where = _path_fields(file)
+    where, folder = _path_fields(file)
     args, train = raw["args"], raw["train"]
+    if not isinstance(args, dict):
+        raise ValueError("args is not an object")
     _check_agrees(where, args)
-    config = _config(where, args)
+    notes: list[str] = []
+    config = _config(where, args, folder, notes)
     metrics = _metrics(raw)
     if not metrics:
         raise ValueError("no task metric (eval_* or matched_accuracy)")
@@ -132,53 +139,90 @@ def _to_record(raw: dict[str, Any], file: Path, root: Path) -> RunRecord:
         started_at="unknown",
         finished_at="unknown",
         teacher_run_id=teacher,
-        notes=NOTES + ([] if teacher is None else [
+        notes=NOTES + notes + ([] if teacher is None else [
             "teacher_run_id links the FFT run of the same family/task/seed and teacher settings; "
             "the legacy files do not say which teacher checkpoint was used"]),
     )
 
 
-def _path_fields(file: Path) -> dict[str, Any]:
-    strategy_dir, run_dir, _base, peft_dir = file.parts[-5:-1]
-    run, peft = RUN_DIR.match(run_dir), PEFT_DIR.match(peft_dir)
+def _path_fields(file: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """(the run's key, the settings its folder names spell: batch, lr, weight decay, alpha, dropout, rank)."""
+    strategy_dir, run_dir, base_dir, peft_dir = file.parts[-5:-1]
+    run, base, peft = RUN_DIR.match(run_dir), BASE_DIR.match(base_dir), PEFT_DIR.match(peft_dir)
     if run is None or peft is None:
         raise ValueError(f"unexpected folder names {run_dir!r} / {peft_dir!r}")
     strategy = STRATEGY_DIRS[strategy_dir]
-    return {"strategy": strategy, "task": run["task"], "family": run["family"],
-            "seed": int(run["seed"]), "variant": peft["variant"] if STRATEGIES.get(strategy).uses_adapters else None}
+    where = {"strategy": strategy, "task": run["task"], "family": run["family"],
+             "seed": int(run["seed"]), "variant": peft["variant"] if STRATEGIES.get(strategy).uses_adapters else None}
+    folder = {"lora_alpha": peft["alpha"], "lora_dropout": peft["dropout"], "rank": peft["rank"]}
+    if base is not None:
+        folder |= {"train_batch_size": base["batch"], "teacher_learning_rate": base["lr"], "weight_decay": base["wd"]}
+    return where, folder
 
 
 def _check_agrees(where: dict[str, Any], args: dict[str, Any]) -> None:
-    """The folder names and the stored args must describe the same run."""
-    stored = {"task": args["task"], "family": args["model_family"], "seed": int(args["seed"])}
-    if where["variant"] is not None:
+    """The folder names and the stored args must describe the same run (where args say)."""
+    stored = {k: args[a] for k, a in (("task", "task"), ("family", "model_family")) if a in args}
+    if "seed" in args:
+        stored["seed"] = int(args["seed"])
+    if where["variant"] is not None and "peft" in args:
         stored["variant"] = args["peft"]
     wrong = {k: (where[k], v) for k, v in stored.items() if where[k] != v}
     if wrong:
         raise ValueError(f"folder and args disagree on {sorted(wrong)}")
 
 
-def _config(where: dict[str, Any], args: dict[str, Any]) -> RunConfig:
+# RunConfig field <- legacy args key, and whether the field applies to FFT runs.
+LEGACY_ARGS = {"epochs": ("num_train_epochs", float, True), "batch_size": ("train_batch_size", int, True),
+               "weight_decay": ("weight_decay", float, True), "r": ("rank", int, False),
+               "lora_alpha": ("lora_alpha", float, False), "lora_dropout": ("lora_dropout", float, False)}
+
+
+def _setting(key: str, args: dict[str, Any], folder: dict[str, str], applies: bool, notes: list[str]):
+    """A legacy setting from args; missing there: None if it does not apply to the run, else the
+    folder name's value; each noted. Missing from both and applicable: a partial record."""
+    if args.get(key) is not None:
+        return args[key]
+    if not applies:
+        notes.append(f"{IMPORT_NOTE} {key} missing from args (it does not apply to this run)")
+        return None
+    if key in folder:
+        notes.append(f"{IMPORT_NOTE} {key} missing from args; taken from the folder name ({folder[key]})")
+        return folder[key]
+    raise KeyError(key)
+
+
+def _config(where: dict[str, Any], args: dict[str, Any], folder: dict[str, str], notes: list[str]) -> RunConfig:
     strategy = STRATEGIES.get(where["strategy"])
-    student = strategy.uses_adapters  # adapter runs log the student learning rate
+    fft = not strategy.uses_adapters
     data: dict[str, Any] = {
         **where,
         "teacher_model": args.get("teacher_model_name"),
         "student_model": args.get("student_model_name") if strategy.trains_student else None,
         "metric_policy": "legacy",
-        "lr": float(args["student_learning_rate"] if student else args["teacher_learning_rate"]),
-        "epochs": float(args["num_train_epochs"]),
-        "batch_size": int(args["train_batch_size"]),
-        "weight_decay": float(args["weight_decay"]),
-        "r": int(args["rank"]),
-        "lora_alpha": float(args["lora_alpha"]),
-        "lora_dropout": float(args["lora_dropout"]),
     }
+    for field, (key, kind, for_fft) in LEGACY_ARGS.items():
+        value = _setting(key, args, folder, for_fft or not fft, notes)
+        if value is not None:
+            data[field] = kind(float(value)) if kind is int else kind(value)
+    teacher_lr = _setting("teacher_learning_rate", args, folder, fft or "teacher_lr" in strategy.teacher_fields, notes)
+    data["lr"] = float(teacher_lr) if fft else float(_setting("student_learning_rate", args, folder, True, notes))
     if "teacher_lr" in strategy.teacher_fields:
-        data["teacher_lr"] = float(args["teacher_learning_rate"])
+        data["teacher_lr"] = float(teacher_lr)
     if where["variant"] == "mrlora" and args.get("lora_ranks"):
         data["mrlora_ranks"] = tuple(int(r) for r in args["lora_ranks"])
-    return build_config(data)
+    try:
+        return build_config(data)
+    except UserError as exc:  # a finished run whose settings kdlora would refuse for a new run
+        notes.append(f"{IMPORT_NOTE} settings fail kdlora's validation for a new run ({exc}); imported as recorded")
+        return _unvalidated(data)
+
+
+def _unvalidated(data: dict[str, Any]) -> RunConfig:
+    """The RunConfig of recorded settings without the checks for new runs (defaults resolved as
+    RunConfig resolves them, so its run_id and canonical form are the usual ones)."""
+    resolved = RunConfig._resolve_defaults(dict(data))
+    return RunConfig.model_construct(**resolved)
 
 
 def _metrics(raw: dict[str, Any]) -> dict[str, float]:
@@ -186,6 +230,8 @@ def _metrics(raw: dict[str, Any]) -> dict[str, float]:
     for key, name in METRIC_NAMES.items():
         value = raw.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError(f"metric {key} is {value} (not a finite number)")
             out[name] = float(value)
     return out
 
@@ -233,4 +279,17 @@ def import_legacy(source: str | Path, results_dir: str | Path) -> ImportResult:
             continue
         seen[record.run_id] = where
         result.written.append(write_record(results_dir, record))
+    write_problems(results_dir, result.skipped)
     return result
+
+
+def write_problems(results_dir: str | Path, problems: list[str]) -> Path:
+    """RESULTS/problems.csv: one `problem` per line (the files not imported, and why)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["problem"])
+    writer.writerows([p] for p in problems)
+    return atomic_write_text(Path(results_dir) / "problems.csv", buf.getvalue())

@@ -7,6 +7,7 @@ taken is null, never a guess. See docs/record-schema.md.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -69,7 +70,7 @@ class RunRecord(BaseModel):
     finished_at: str
     teacher_run_id: str | None = None
     weights_fingerprint: str | None = None  # sha256 over the checkpoint folder's files (checkpoints.py)
-    task: dict[str, str] | None = None  # {"name", "fingerprint"} (data/identity.py); None in version 1
+    task: dict[str, str] | None = None  # {"name", "fingerprint", "num_labels"} (data/identity.py); None in version 1
     history: list[dict[str, Any]] = []  # per-epoch loss / eval, when asked for
     notes: list[str] = []  # e.g. "oom retry: micro-batch 16 x 2 accumulation"
 
@@ -84,3 +85,31 @@ class RunRecord(BaseModel):
     @property
     def task_fingerprint(self) -> str | None:
         return (self.task or {}).get("fingerprint")
+
+
+def nonfinite(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """'name=value' for every NaN or infinite number in `values` (JSON would write them as null,
+    and an average would take them in)."""
+    return [f"{prefix}{k}={v}" for k, v in values.items()
+            if isinstance(v, float) and not math.isfinite(v)]
+
+
+def record_nonfinite(record: RunRecord) -> list[str]:
+    """The non-finite metrics and efficiency figures of a record."""
+    return (nonfinite(record.metrics) + nonfinite(record.metrics_selection, "selection ")
+            + nonfinite(record.efficiency.model_dump(), "efficiency."))
+
+
+def as_failed_if_nonfinite(record: RunRecord) -> tuple[RunRecord, list[str]]:
+    """A completed record with NaN/inf numbers becomes a failed one naming them (they are set to
+    None); anything else is returned as it is."""
+    bad = record_nonfinite(record)
+    if not bad or record.status != "completed":
+        return record, bad
+    def clean(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
+
+    return record.model_copy(update={
+        "status": "failed", "error": f"non-finite result: {', '.join(bad)}", "metrics": clean(record.metrics),
+        "metrics_selection": clean(record.metrics_selection),
+        "efficiency": Efficiency(**clean(record.efficiency.model_dump()))}), bad

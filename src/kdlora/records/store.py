@@ -18,15 +18,37 @@ from kdlora.records.schema import RunRecord
 RUNS_DIR = "runs"
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc), else by setting
+    and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | Path, directory: bool = False) -> None:
+    """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the mode an ordinary
+    open()/mkdir() would have: group-readable by default, as a shared results directory needs."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 def atomic_replace(path: str | Path, write: Callable[[str], None]) -> Path:
     """Create `path` all at once: `write(tmp)` fills a temp file in the same directory, which is
-    then renamed over `path`; on any error the temp file goes and `path` is left as it was."""
+    then renamed over `path`; on any error the temp file goes and `path` is left as it was.
+    The file gets the mode the umask gives (not mkstemp's 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        honour_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -59,12 +81,18 @@ def write_record(results_dir: str | Path, record: RunRecord) -> Path:
 
 
 def read_record(path: str | Path) -> RunRecord:
-    """Parse one record; raises ValueError naming the file if it is not a valid record."""
+    """Parse one record; raises ValueError naming the file if it is not a valid record, or if a
+    file in RESULTS/runs holds another run than its name says (copied or renamed by hand)."""
     path = Path(path)
     try:
-        return RunRecord.model_validate_json(path.read_text())
+        record = RunRecord.model_validate_json(path.read_text())
     except (ValidationError, ValueError, OSError) as exc:
         raise ValueError(f"{path}: not a valid run record ({type(exc).__name__})") from exc
+    if path.parent.name == RUNS_DIR and path.suffix == ".json" and path.stem != record.run_id:
+        raise ValueError(f"{path}: holds run {record.run_id}, not the run its file name says; not used "
+                         f"(the run {path.stem} counts as missing; move the file to {record.run_id}.json "
+                         "if it is that run's record)")
+    return record
 
 
 def iter_records(results_dir: str | Path, errors: list[str] | None = None) -> Iterator[RunRecord]:

@@ -62,7 +62,9 @@ class Setup:
 
 # A config field a plug-in declares: (type, default, help). config.py adds it to RunConfig; a
 # strategy's fields are hashed only into its own runs, a variant's only into runs of that variant.
-FieldSpec = tuple[Any, Any, str]
+# An optional 4th element is its valid range (low, low included, high, high included), None = open,
+# checked when a config is built (config.RANGES).
+FieldSpec = tuple[Any, ...]
 
 
 class Strategy:

@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 
 from kdlora.errors import UserError
-from kdlora.models import load_classifier, model_names, student_layers
+from kdlora.models import check_target_modules, load_classifier, model_names, student_layers
 from kdlora.checkpoints import checkpoint_dir, teacher_problem
 from kdlora.seeding import seed_everything
 from kdlora.strategies.base import STRATEGIES, RunContext, Setup, Strategy, register
@@ -92,7 +92,7 @@ class KdLora(Strategy):
     name = "kd-lora"
     label = "KD-LoRA"
     order = 2
-    color, colormap = "#d62728", "Reds"
+    color, colormap = "#D55E00", "Reds"
     default_lr = 5e-4
     trains_student = True
     compare_with = "lora"  # per variant: distilled student vs LoRA-only on the teacher-size model
@@ -101,11 +101,14 @@ class KdLora(Strategy):
     teacher_fields = {"teacher_lr": "lr", "teacher_epochs": "epochs", "teacher_batch_size": "batch_size"}
     fields = {
         "student_model": (str | None, None, "hub id or local path of the student (default: the family's)"),
-        "kd_temperature": (float, 2.0, "softmax temperature T of the distillation term"),
-        "kd_alpha": (float, 0.5, "weight of the distillation term; 1 - kd_alpha weighs the label loss"),
-        "teacher_lr": (float | None, None, "the FFT teacher run's lr (default: FFT's default lr)"),
-        "teacher_epochs": (float | None, None, "the FFT teacher run's epochs (default: epochs)"),
-        "teacher_batch_size": (int | None, None, "the FFT teacher run's batch_size (default: batch_size)"),
+        "kd_temperature": (float, 2.0, "softmax temperature T of the distillation term", (0, False, None, False)),
+        "kd_alpha": (float, 0.5, "weight of the distillation term; 1 - kd_alpha weighs the label loss",
+                     (0, True, 1, True)),
+        "teacher_lr": (float | None, None, "the FFT teacher run's lr (default: FFT's default lr)",
+                       (0, False, None, False)),
+        "teacher_epochs": (float | None, None, "the FFT teacher run's epochs (default: epochs)", (0, False, None, False)),
+        "teacher_batch_size": (int | None, None, "the FFT teacher run's batch_size (default: batch_size)",
+                               (0, False, None, False)),
     }
 
     def resolve(self, data: dict) -> dict:
@@ -114,12 +117,6 @@ class KdLora(Strategy):
         data["teacher_epochs"] = data.get("teacher_epochs") or data.get("epochs", 3.0)
         data["teacher_batch_size"] = data.get("teacher_batch_size") or data.get("batch_size", 32)
         return data
-
-    def validate(self, cfg) -> None:
-        if not 0.0 <= cfg.kd_alpha <= 1.0:
-            raise ValueError(f"kd_alpha must be in [0, 1] (got {cfg.kd_alpha})")
-        if cfg.kd_temperature <= 0:
-            raise ValueError(f"kd_temperature must be > 0 (got {cfg.kd_temperature})")
 
     def teacher(self, cfg):
         """The FFT run whose fine-tuned model teaches this run: the student's shared settings,
@@ -131,6 +128,7 @@ class KdLora(Strategy):
         if model_names(cfg.family, cfg.teacher_model, cfg.student_model)[1] is None:
             raise UserError(f"family {cfg.family!r} has no student model; set --set student_model=NAME")
         VARIANTS.get(cfg.variant).check(cfg)
+        check_target_modules(model_names(cfg.family, cfg.teacher_model, cfg.student_model)[1], cfg.target_modules)
 
     def setup(self, ctx: RunContext) -> Setup:
         from kdlora.strategies.logit_cache import TeacherLogitCache

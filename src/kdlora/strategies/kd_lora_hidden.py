@@ -115,15 +115,10 @@ class KdLoraHidden(KdLora):
     label = "KD-LoRA + hidden"
     short_label = "KD-LoRA+h"
     order = 3
-    color, colormap = "#9467bd", "Purples"
+    color, colormap = "#009E73", "Greens"
     in_default_grid = False  # listed explicitly in a grid (the defaults stay the reference design)
     fields = {**KdLora.fields,
-              "kd_hidden_weight": (float, 1.0, "weight of the hidden-state MSE term (kd-lora-hidden)")}
-
-    def validate(self, cfg) -> None:
-        super().validate(cfg)
-        if cfg.kd_hidden_weight < 0:
-            raise ValueError(f"kd_hidden_weight must be >= 0 (got {cfg.kd_hidden_weight})")
+              "kd_hidden_weight": (float, 1.0, "weight of the hidden-state MSE term", (0, True, None, False))}
 
     def setup(self, ctx: RunContext) -> Setup:
         import torch

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kdlora.models import head_modules, load_classifier, model_names, target_modules
+from kdlora.models import check_target_modules, head_modules, load_classifier, model_names, target_modules
 from kdlora.strategies.base import RunContext, Setup, Strategy, register
 from kdlora.variants import VARIANTS, AdapterTargets
 
@@ -20,11 +20,12 @@ class LoraOnly(Strategy):
     label = "LoRA-only"
     short_label = "LoRA"
     order = 1
-    color, colormap = "#1f77b4", "Blues"
+    color, colormap = "#0072B2", "Blues"
     default_lr = 5e-4
 
     def check(self, cfg) -> None:
         VARIANTS.get(cfg.variant).check(cfg)
+        check_target_modules(model_names(cfg.family, cfg.teacher_model, cfg.student_model)[0], cfg.target_modules)
 
     def setup(self, ctx: RunContext) -> Setup:
         cfg = ctx.cfg

@@ -6,10 +6,16 @@ claims (a heartbeat in the file's mtime). A claim is stale when its process is g
 the pid is dead or belongs to a newer process) or when its heartbeat is older than
 `stale_after` (another host: we cannot see its processes). Taking over a stale claim happens
 under a lock so two sweeps cannot both take it over.
+
+A claim is written whole into a temp file and hard-linked into place (link fails if the claim
+exists: as atomic as O_EXCL), so a claim is never seen half-written: an empty or unreadable claim
+(a full disk, a damaged file) is stale at once, and a write that fails leaves no claim behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import socket
@@ -23,8 +29,14 @@ import psutil
 from filelock import FileLock
 
 CLAIMS_DIR = "claims"
+NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK}  # filesystems without link()
 STALE_AFTER_S = 600.0  # a claim from another host without heartbeat for this long is abandoned
 HEARTBEAT_S = 30.0
+
+
+def write_claim(path: Path, text: str) -> None:
+    with open(path, "x") as f:
+        f.write(text)
 
 
 def _process_started(pid: int) -> float | None:
@@ -69,18 +81,27 @@ class ClaimStore:
         return self._create(run_id)
 
     def _create(self, run_id: str) -> bool:
+        tmp = self.root / f".{run_id}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            fd = os.open(self.path(run_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            write_claim(tmp, json.dumps({**self.owner, "run_id": run_id, "claimed_at": time.time()}))
+            try:
+                os.link(tmp, self.path(run_id))
+            except OSError as exc:
+                if exc.errno not in NO_HARD_LINKS:
+                    raise
+                write_claim(self.path(run_id), tmp.read_text())  # O_EXCL: briefly empty while written
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({**self.owner, "run_id": run_id, "claimed_at": time.time()}, f)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         self.held.add(run_id)
         return True
 
     def release(self, run_id: str) -> None:
-        if run_id in self.held and self._is_mine(self.read(run_id)):
-            self.path(run_id).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only or full filesystem must not hide the first error
+            if run_id in self.held and self._is_mine(self.read(run_id)):
+                self.path(run_id).unlink(missing_ok=True)
         self.held.discard(run_id)
 
     def release_all(self) -> None:
@@ -114,6 +135,8 @@ class ClaimStore:
         info = self.read(run_id)
         if info is None:
             return True  # released meanwhile
+        if not info:
+            return True  # empty or unreadable: claims are never seen half-written, so no sweep holds it
         try:
             age = time.time() - self.path(run_id).stat().st_mtime
         except FileNotFoundError:
@@ -142,7 +165,7 @@ class ClaimStore:
         for run_id in list(self.held):
             try:
                 os.utime(self.path(run_id), (now, now))
-            except FileNotFoundError:
+            except OSError:  # gone, or the filesystem refuses: the sweep's own writes will say so
                 pass
 
     def start_heartbeat(self, every: float = HEARTBEAT_S) -> None:

@@ -17,6 +17,7 @@ from typing import Callable
 
 from kdlora.checkpoints import teacher_problem
 from kdlora.config import RunConfig
+from kdlora.errors import storage_error
 from kdlora.executors.base import Executor, Finished, Job
 from kdlora.records import RunRecord, read_record, record_path, write_record
 from kdlora.executors.child import failure_record, log_path
@@ -99,6 +100,11 @@ class Scheduler:
                 finished = self.executor.wait(self.poll_s if not started else 0.05)
                 for item in finished:
                     self._handle(item)
+        except OSError as exc:  # a full or read-only disk stops the sweep: one line, claims released
+            error = storage_error(exc)
+            if error is None:
+                raise
+            raise error from None
         finally:
             self.executor.close()
             self.claims.stop_heartbeat()

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdlora.grid import GridConfig, TeacherChoice, expand_grid, search_space, teacher_strategies
+from kdlora.grid import (GridConfig, TeacherChoice, expand_grid, needs_teacher_selection, pending_students,
+                         search_space, teacher_strategies)
 
 
 def choose_teachers(grid: GridConfig, results_dir: str | Path) -> TeacherChoice:
@@ -29,6 +30,17 @@ def choose_teachers(grid: GridConfig, results_dir: str | Path) -> TeacherChoice:
         rows.append({"family": cfg.family, "task": cfg.task, **{k: getattr(cfg, k) for k in keys},
                      SELECTION_SCORE: score})
     table = pd.DataFrame(rows, columns=["family", "task", *keys, SELECTION_SCORE])
-    table = table[[(f, t) not in unfinished for f, t in zip(table["family"], table["task"])]]
+    finished = [(f, t) not in unfinished for f, t in zip(table["family"], table["task"])]
+    table = table.loc[pd.Series(finished, index=table.index, dtype=bool)]
     chosen = choose(table, keys, by=("family", "task"))
     return {(row["family"], row["task"]): {k: row[k] for k in keys} for _, row in chosen.iterrows()}
+
+
+def expected_runs(grid: GridConfig, results_dir: str | Path | None) -> list:
+    """Every run the grid expects given what is in results_dir: the students of chosen teachers,
+    and, for cells whose teacher is not chosen yet, one stand-in per student (first FFT candidate
+    as teacher: counted as to do, never run under that id)."""
+    if not needs_teacher_selection(grid):
+        return expand_grid(grid)
+    choice = choose_teachers(grid, results_dir) if results_dir is not None and Path(results_dir).is_dir() else {}
+    return expand_grid(grid, choice) + [p for p in pending_students(grid) if (p.family, p.task) not in choice]

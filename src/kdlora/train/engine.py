@@ -171,16 +171,20 @@ def save_weights(model, variant, tokenizer, results_dir: Path, cfg) -> str:
     import tempfile
 
     from kdlora.checkpoints import checkpoint_dir, fingerprint
+    from kdlora.records.store import honour_umask
 
     final = checkpoint_dir(results_dir, cfg.run_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{cfg.run_id}."))
     try:
+        honour_umask(tmp, directory=True)  # mkdtemp's 0700 would lock the group out of a shared results dir
         if variant is None:
             model.save_pretrained(tmp, safe_serialization=True)
         else:
             variant.save(model, tmp)
         tokenizer.save_pretrained(tmp)
+        for file in tmp.rglob("*"):  # some writers (safetensors) make 0600 temp files too
+            honour_umask(file, directory=file.is_dir())
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

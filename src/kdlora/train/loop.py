@@ -179,7 +179,11 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
             scaler.update()
             scheduler.step()
             result.steps += 1
-            after_step(model, result.steps)  # AdaLoRA reads the gradients here, before zeroing
+            try:
+                after_step(model, result.steps)  # AdaLoRA reads the gradients here, before zeroing
+            except Exception:  # a NaN not yet checked may be what broke the hook: report the NaN then
+                check_finite(running, checked + 1, result.steps)
+                raise
             optimizer.zero_grad(set_to_none=True)
             # --- every CHECK_EVERY steps and on the last: one sync to see the loss is finite ---
             if result.steps % CHECK_EVERY == 0 or result.steps >= total_steps:

@@ -24,7 +24,9 @@ class AdapterTargets:
 
 
 # A config field a variant declares: (type, default, help); hashed only into runs of that variant.
-FieldSpec = tuple[Any, Any, str]
+# An optional 4th element is its valid range (low, low included, high, high included), None = open,
+# checked when a config is built (config.RANGES).
+FieldSpec = tuple[Any, ...]
 
 
 class Variant:
@@ -35,6 +37,7 @@ class Variant:
     # not rebuild the model from the original base checkpoint (see save()).
     changes_base_weights = False
     in_default_grid = True  # run by a grid that lists no variants (new plug-ins opt in by being listed)
+    marker = ""  # its matplotlib marker in figures ("": one is picked for it)
 
     def resolve(self, data: dict[str, Any]) -> dict[str, Any]:
         """Fill defaults that depend on other settings, before validation (returns a new dict)."""

@@ -12,13 +12,11 @@ from kdlora.variants.peft_lora import PeftLoraVariant
 @register
 class LoraPlus(PeftLoraVariant):
     name = "loraplus"
+    marker = "h"
     label = "LoRA+"
     in_default_grid = False  # listed explicitly in a grid (the defaults stay the reference design)
-    fields = {"loraplus_lr_ratio": (float, 16.0, "LoRA+'s learning-rate ratio of B to A (lr_B = lr x ratio)")}
-
-    def validate(self, cfg) -> None:
-        if cfg.loraplus_lr_ratio < 1:
-            raise ValueError(f"loraplus_lr_ratio must be >= 1 (got {cfg.loraplus_lr_ratio})")
+    fields = {"loraplus_lr_ratio": (float, 16.0, "LoRA+'s learning-rate ratio of B to A (lr_B = lr x ratio)",
+                                    (1, True, None, False))}
 
     def lr_scale(self, name: str, param, cfg) -> float:
         return cfg.loraplus_lr_ratio if "lora_B" in name or param.ndim == 1 else 1.0

@@ -20,6 +20,7 @@ def default_mrlora_ranks(r: int) -> tuple[int, ...]:
 @register
 class MrLora(Variant):
     name = "mrlora"
+    marker = "P"
     label = "MrLoRA"
     fields = {
         "mrlora_ranks": (tuple[int, ...] | None, None, "MrLoRA's block ranks (default: r, r/2, ..., 1)"),

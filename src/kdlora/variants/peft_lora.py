@@ -25,12 +25,14 @@ class PeftLoraVariant(Variant):
 @register
 class Lora(PeftLoraVariant):
     name = "lora"
+    marker = "o"
     label = "LoRA"
 
 
 @register
 class RsLora(PeftLoraVariant):
     name = "rslora"
+    marker = "s"
     label = "rsLoRA"
     extra = {"use_rslora": True}  # scaling alpha/sqrt(r) instead of alpha/r
 
@@ -38,6 +40,7 @@ class RsLora(PeftLoraVariant):
 @register
 class OLora(PeftLoraVariant):
     name = "olora"
+    marker = "^"
     label = "OLoRA"
     changes_base_weights = True
     extra = {"init_lora_weights": "olora"}  # QR-based orthonormal init; shifts the base weights
@@ -46,6 +49,7 @@ class OLora(PeftLoraVariant):
 @register
 class Dora(PeftLoraVariant):
     name = "dora"
+    marker = "D"
     label = "DoRA"
     extra = {"use_dora": True}  # weight-decomposed: a learned magnitude per output feature
 

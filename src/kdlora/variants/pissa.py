@@ -16,6 +16,7 @@ from kdlora.variants.peft_lora import PeftLoraVariant
 @register
 class Pissa(PeftLoraVariant):
     name = "pissa"
+    marker = "<"
     label = "PiSSA"
     extra = {"init_lora_weights": "pissa"}
     changes_base_weights = True

@@ -11,16 +11,14 @@ from kdlora.variants.base import AdapterTargets, Variant, register
 @register
 class Vera(Variant):
     name = "vera"
+    marker = ">"
     label = "VeRA"
     in_default_grid = False  # listed explicitly in a grid (the defaults stay the reference design)
     fields = {
-        "vera_d_initial": (float, 0.1, "VeRA's initial value of the d scaling vectors (b starts at 0)"),
-        "vera_projection_seed": (int, 0, "VeRA's seed of its shared random projections"),
+        "vera_d_initial": (float, 0.1, "VeRA's initial value of the d scaling vectors (b starts at 0)",
+                           (0, False, None, False)),
+        "vera_projection_seed": (int, 0, "VeRA's seed of its shared random projections", (0, True, 2**32 - 1, True)),
     }
-
-    def validate(self, cfg) -> None:
-        if cfg.vera_d_initial <= 0:
-            raise ValueError(f"vera_d_initial must be > 0 (got {cfg.vera_d_initial})")
 
     def layer_params(self, in_features: int, out_features: int, cfg) -> int:
         return cfg.r + out_features  # d and b; the shared projections are buffers
