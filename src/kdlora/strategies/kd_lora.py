@@ -39,7 +39,7 @@ def teacher_command(cfg) -> str:
     t = STRATEGIES.get(cfg.strategy).teacher(cfg)
     sets = "".join(f" --set {k}={v}" for k, v in (("lr", t.lr), ("epochs", t.epochs),
                                                    ("batch_size", t.batch_size)))
-    return (f"kdlora train --family {cfg.family} --task {cfg.task} --strategy fft --seed {cfg.seed} "
+    return (f"kdlora train --family {cfg.family} --task {cfg.task} --strategy {t.strategy} --seed {cfg.seed} "
             f"--results DIR{sets}")
 
 
