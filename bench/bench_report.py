@@ -99,14 +99,14 @@ def worker(argv: list[str]) -> None:
 
     from kdlora.analysis.drawing import FigureWorkers
 
-    workers = FigureWorkers()  # forked first, as `kdlora report` does
-    mark("fork_figure_workers")
     from kdlora.analysis import report as rep
     from kdlora.analysis.markdown import render
     from kdlora.analysis.summary import print_summary
     from kdlora.analysis.tidy import load_results
     from kdlora.records import atomic_write_text
     mark("imports")
+    workers = FigureWorkers()  # forked after the imports, as `kdlora report` does
+    mark("fork_figure_workers")
     argv = argv[1:] if argv[:1] == ["report"] else argv
     opts = dict(zip(argv[::2], argv[1::2]))
     results, grid, policy, out = (Path(opts["--results"]), opts["--grid"], opts["--metric-policy"],

@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-ORDER = ["e2e", "kd_overhead", "hw_efficiency", "report", "sweep_overhead", "memory"]
+ORDER = ["e2e", "kd_overhead", "hw_efficiency", "report", "sweep_overhead", "memory", "tracking"]
 RERUN = {
     "e2e": "python bench/bench_e2e.py", "kd_overhead": "python bench/bench_kd_overhead.py",
     "hw_efficiency": "python bench/bench_hw_efficiency.py", "report": "python bench/bench_report.py",
     "sweep_overhead": "python bench/bench_sweep.py", "memory": "python bench/bench_memory.py",
+    "tracking": "python bench/bench_tracking.py",
 }
 
 

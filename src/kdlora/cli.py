@@ -11,6 +11,7 @@ import typer
 from kdlora.commands import analysis as analysis_cmd
 from kdlora.commands import demo as demo_cmd
 from kdlora.commands import example as example_cmd
+from kdlora.commands import export as export_cmd
 from kdlora.commands import sweep as sweep_cmd
 from kdlora.commands import train as train_cmd
 
@@ -28,6 +29,7 @@ app.command("status")(sweep_cmd.status)
 app.command("report")(analysis_cmd.report)
 app.command("import-legacy")(analysis_cmd.import_legacy)
 app.command("demo")(demo_cmd.demo)
+app.command("export")(export_cmd.export)
 app.add_typer(example_cmd.app, name="example")
 
 

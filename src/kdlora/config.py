@@ -42,7 +42,7 @@ class ParamBudget(BaseModel):
     r: int = 8
     tolerance: float = 0.15  # refuse when no size comes within this fraction of the reference
 # How a run executes, not what it computes: excluded from the run_id.
-EXECUTION_FIELDS = ("grad_accum", "threads", "device", "compile")
+EXECUTION_FIELDS = ("grad_accum", "threads", "device", "compile", "track", "tracking_uri")
 # What a teacher run does not share with its student: the identity of the student's method and
 # the optimisation settings the strategy gives the teacher (teacher_lr -> lr, ...).
 NOT_SHARED_WITH_TEACHER = ("strategy", "variant", "lr", "epochs", "batch_size", "grad_accum", "param_budget")
@@ -132,6 +132,8 @@ class _RunConfigBase(BaseModel):
     threads: int | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False  # torch.compile the model's forward (train/loop.py); same numbers, maybe faster
+    track: str | None = None  # training curves to "tensorboard" and/or "mlflow" (comma-separated; kdlora/tracking.py)
+    tracking_uri: str | None = None  # MLflow tracking URI [default: sqlite:///RESULTS/mlflow.db]
 
     @model_validator(mode="before")
     @classmethod
@@ -161,6 +163,13 @@ class _RunConfigBase(BaseModel):
         if v not in STRATEGIES:
             raise ValueError(f"unknown strategy {v!r}; choose one of: {', '.join(STRATEGIES)}")
         return v
+
+    @field_validator("track", mode="before")
+    @classmethod
+    def _known_trackers(cls, v: Any) -> str | None:
+        from kdlora.tracking import parse_track
+
+        return parse_track(",".join(v) if isinstance(v, (list, tuple)) else v)
 
     @field_validator("variant")
     @classmethod

@@ -83,3 +83,41 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+CONTENDED_CPUS = 0.5  # other work keeping half a CPU busy on average makes timings suspect
+
+
+def host_snapshot() -> dict[str, Any]:
+    """What host_load compares: the clock, the load average, the machine's busy CPU seconds and
+    this process tree's own CPU seconds."""
+    import time
+
+    import psutil
+
+    try:
+        t = psutil.cpu_times()
+        busy = sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    except (psutil.Error, OSError):
+        busy = None
+    return {"time": time.monotonic(), "load": load_average(), "busy": busy, "own": cpu_seconds()}
+
+
+def host_load(start: dict[str, Any], end: dict[str, Any], cpus: int | None = None) -> dict[str, Any]:
+    """The host's load over a measurement: load average at start and end, and the CPUs kept busy
+    by other work on average (machine busy CPU time minus our own, over the wall time; None when
+    not measurable). `contended` when that is >= CONTENDED_CPUS, or, unmeasurable, when the load
+    average exceeded the CPU count."""
+    cpus = cpus or os.cpu_count()
+    wall = end["time"] - start["time"]
+    other = None
+    if None not in (start["busy"], end["busy"], start["own"], end["own"]) and wall > 0:
+        other = max(0.0, ((end["busy"] - start["busy"]) - (end["own"] - start["own"])) / wall)
+        other = round(other, 2)
+    loads = [x[0] for x in (start["load"], end["load"]) if x]
+    if other is not None:
+        contended = other >= CONTENDED_CPUS
+    else:
+        contended = bool(loads and cpus and max(loads) > cpus)
+    return {"load_avg_start": start["load"], "load_avg_end": end["load"], "cpu_count": cpus,
+            "other_cpus_busy": other, "contended": contended}

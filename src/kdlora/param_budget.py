@@ -61,6 +61,7 @@ class Match:
 def adapted_model(cfg: RunConfig) -> tuple[str, tuple[int, ...] | None]:
     """(model name, layers kept) of the model a run puts its adapters on."""
     from kdlora.models import model_names, student_layers
+    from kdlora.strategies import STRATEGIES
 
     teacher, student = model_names(cfg.family, cfg.teacher_model, cfg.student_model)
     if STRATEGIES.get(cfg.strategy).trains_student:

@@ -15,9 +15,10 @@ from typing import Any
 
 from kdlora.config import RunConfig
 from kdlora.errors import UserError
-from kdlora.host import environment, now
+from kdlora.host import environment, host_load, host_snapshot, now
 from kdlora.records import Efficiency, RunRecord, write_record
 from kdlora.records.schema import as_failed_if_nonfinite
+from kdlora.tracking import Tracking
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -90,17 +91,23 @@ def run_one(cfg: RunConfig, results_dir: str | Path) -> RunRecord:
     task = {**cfg.task_identity.as_dict(), "num_labels": str(spec.num_labels)}
     base = dict(run_id=cfg.run_id, config=cfg.model_dump(mode="json"), task=task,
                 environment=environment(device), started_at=started)
+    tracking = Tracking(cfg, results_dir)  # TensorBoard / MLflow when the run asks (track); else nothing
+    start = host_snapshot()  # what else the machine was doing, so contended timings are marked
     try:
-        outcome = execute(cfg, spec, results_dir, device)
-    except UserError:
-        raise
-    except Exception as exc:  # recorded with its reason; the sweep goes on
-        record = RunRecord(**base, status=failure_status(exc), error=describe(exc), metrics={},
-                           efficiency=Efficiency(), finished_at=now())
-    else:
-        record = RunRecord(**base, status="completed", error=None, finished_at=now(), **outcome)
-        record, _ = as_failed_if_nonfinite(record)  # a NaN/inf metric is no result: failed, with the reason
-    write_record(results_dir, record)
+        try:
+            outcome = execute(cfg, spec, results_dir, device, callbacks=tracking.callbacks)
+        except UserError:
+            raise
+        except Exception as exc:  # recorded with its reason; the sweep goes on
+            record = RunRecord(**base, status=failure_status(exc), error=describe(exc), metrics={},
+                               efficiency=Efficiency(), finished_at=now(), host_load=host_load(start, host_snapshot()))
+        else:
+            record = RunRecord(**base, status="completed", error=None, finished_at=now(),
+                               host_load=host_load(start, host_snapshot()), **outcome)
+            record, _ = as_failed_if_nonfinite(record)  # a NaN/inf metric is no result: failed, with the reason
+        tracking.finish(record, write_record(results_dir, record))
+    finally:
+        tracking.close()
     return record
 
 

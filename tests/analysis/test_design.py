@@ -53,7 +53,8 @@ def test_runs_csv_has_the_settings(rank_report):
 def test_one_arm_per_rank_counted_in_design(rank_report):
     analysis, out = rank_report
     design = pd.read_csv(out / "design.csv").set_index("arm")
-    assert list(design.columns[:3]) == ["label", "strategy", "variant"]
+    assert list(design.columns[:3]) == ["strategy", "variant", "r"]
+    assert list(design.columns[3:7]) == ["runs", "families", "tasks", "seeds"]
     for arm in ("lora:lora r=8", "lora:lora r=16", "kd-lora:lora r=8", "kd-lora:lora r=16", "lora:dora",
                 "kd-lora:dora", "fft"):
         assert design.loc[arm, "runs"] == BLOCKS, arm
@@ -136,3 +137,23 @@ def test_a_study_that_varies_nothing_has_no_ablations(synthetic_report):
     analysis, out = synthetic_report
     assert analysis["ablations"].empty and "## Ablations" not in (out / "report.md").read_text()
     assert (analysis["design"]["arm"] == analysis["design"]["arm"].str.partition(" ")[0]).all()
+
+
+def test_settings_that_vary_together_are_one_axis(tmp_path):
+    """LoRA-only lora at r = 8, 16, 32 with lora_alpha = 2r, KD-LoRA at T = 1, 2, 4: arms name both
+    settings, r and lora_alpha form one ablation axis, and LoRA-only meets KD-LoRA only at r = 8."""
+    base = grid_configs(families=("bert",), tasks=("rte", "sst2"), seeds=(1, 2, 3), variants=("lora",))
+    cfgs = [c for c in base if c.strategy == "fft"]
+    cfgs += [c.with_updates(r=r, lora_alpha=2 * r) for c in base if c.strategy == "lora" for r in (8, 16, 32)]
+    cfgs += [c.with_updates(kd_temperature=t) for c in base if c.strategy == "kd-lora" for t in (1.0, 2.0, 4.0)]
+    for rec in make_records(cfgs, seed=5, collapse_rate=0):
+        write_record(tmp_path / "res", rec)
+    analysis = build([tmp_path / "res"], "glue")
+    assert "lora:lora r=16 lora_alpha=32" in set(analysis["design"]["arm"])
+    abl = analysis["ablations"]
+    assert set(abl["axis"]) == {"r,lora_alpha", "kd_temperature"}
+    lora = abl[abl["axis"] == "r,lora_alpha"]
+    assert list(lora["level"]) == ["8/16", "16/32", "32/64"] and (lora["test"] == "friedman").all()
+    assert lora["score_mean"].is_monotonic_increasing
+    kd = analysis["statistical_tests"].query("test_family == 'lora_vs_kd'")
+    assert set(kd["a"]) == {"lora:lora r=8 lora_alpha=16"} and len(kd) == 3

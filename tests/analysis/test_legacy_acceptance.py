@@ -97,3 +97,21 @@ def test_report_command_output(legacy_report, out):
     assert (out / "figures" / "completion_heatmap.png").is_file()
     params = pd.read_csv(out / "efficiency_summary_by_variant.csv").set_index("method")["trainable_params_mean"]
     assert params["fft"] > 1e8 and params.drop("fft").max() < 1e7  # absolute counts, FFT >> adapters
+
+
+def test_paired_verdicts_per_variant_with_effect_cis(out):
+    """Issue 11: beside Table 1.1, LoRA-only vs KD-LoRA gets a verdict per variant with its effect CI."""
+    t = pd.read_csv(out / "statistical_tests.csv")
+    kd = t[t["test_family"] == "lora_vs_kd"].set_index("comparison")
+    assert sorted(kd.index) == ["adalora", "dora", "lora", "mrlora", "olora", "rslora"]
+    assert set(kd["verdict"]) <= {"a better", "b better", "equivalent", "inconclusive"}
+    assert (kd["effect_ci_low"] <= kd["effect"]).all() and (kd["effect"] <= kd["effect_ci_high"]).all()
+    directional = kd[kd["verdict"].isin(["a better", "b better"])]
+    assert ((directional["effect_ci_low"] > 0) | (directional["effect_ci_high"] < 0)).all()
+    assert (directional["p_wilcoxon_holm"] < 0.05).all()
+    assert kd["p_tost"].between(0, 1).all()
+    md = (out / "report.md").read_text()
+    assert "Effect (HL) [CI]" in md and "LoRA-only vs KD-LoRA per arm, paired verdicts:" in md
+    assert "no significant difference" not in md.lower()
+    design = pd.read_csv(out / "design.csv")
+    assert len(design) == 13 and design["runs"].sum() == 742  # nothing varies: one arm per method

@@ -59,7 +59,7 @@ def test_the_runner_records_a_nan_metric_as_failed(tmp_path, monkeypatch):
     from kdlora.runner import run_one
     from kdlora.train import engine
 
-    def fake_execute(cfg, spec, results_dir, device):
+    def fake_execute(cfg, spec, results_dir, device, **_):
         return {"metrics": {"accuracy": float("nan"), "primary": float("nan"), "primary_name": "accuracy"},
                 "efficiency": {"train_time_s": 1.0}, "teacher_run_id": None, "history": []}
 

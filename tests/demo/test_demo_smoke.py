@@ -71,3 +71,31 @@ def test_rerun_reuses_finished_runs(smoke):
     assert summary["fresh"] is False
     assert {p.name: p.read_text() for p in (out / "results" / "runs").glob("*.json")} == before
     assert "0 runs trained now, 3 reused" in again.output
+
+
+def test_demo_ends_with_the_reference_study_re_analysed(smoke):
+    """After its own one-seed study, the demo re-analyses the packaged reference study (legacy
+    policy, paper grid) and prints, read from that report, the reference's conclusion beside the
+    paired one for every variant."""
+    import pandas as pd
+
+    out, result = smoke
+    ref = json.loads((out / "demo_summary.json").read_text())["reference"]
+    report_dir = out / "reference-report"
+    assert (report_dir / "report.md").is_file() and ref["report"] == str(report_dir / "report.md")
+    assert ref["runs"] == 742 and len(list((out / "reference" / "results").rglob("metrics.json"))) == 742
+    assert "70.47 %" in (report_dir / "report.md").read_text()  # against configs/paper.yaml
+    rows = {r["variant"]: r for r in ref["lora_vs_kd"]}
+    assert set(rows) == {"adalora", "dora", "lora", "mrlora", "olora", "rslora"}
+    assert f"{rows['adalora']['reference_p']:.4f}" == "0.7154"  # the reference's own Table 1.1
+    paired = pd.read_csv(report_dir / "statistical_tests.csv").set_index(["test_family", "comparison"])
+    for variant, r in rows.items():
+        p = paired.loc[("lora_vs_kd", variant)]
+        assert (r["verdict"], r["pairs"]) == (p["verdict"], p["n_pairs"])
+        assert r["effect"] == pytest.approx(p["effect"]) and r["effect_ci_low"] == pytest.approx(p["effect_ci_low"])
+    screen = result.output
+    assert "The reference study re-analysed (742 GPU runs)" in screen
+    assert f"reference report: {report_dir / 'report.md'}" in screen
+    for variant, r in rows.items():
+        line = next(l for l in screen.splitlines() if l.strip().startswith(variant + " "))
+        assert f"{r['reference_p']:.3f}" in line and r["verdict_text"] in line and f"{r['effect']:+.3f}" in line

@@ -74,10 +74,18 @@ def test_every_variant_meets_the_budget_on_paper_shapes(shape_dirs, model_type):
 
 @pytest.mark.parametrize("strategy", ["lora", "kd-lora"])
 def test_every_variant_meets_the_budget_on_minilm(strategy):
-    for variant in VARIANTS:
+    """Through the variant registry: every registered variant is sized (or, where its parameters
+    hardly grow with its size, refused in one line); the six of the paper all meet the budget."""
+    from kdlora.variants import VARIANTS as REGISTRY
+
+    for variant in REGISTRY:
         cfg = build_config(dict(family="minilm", task="mnli", strategy=strategy, variant=variant,
                                 param_budget=BUDGET))
-        _, m = resolve(cfg)
+        try:
+            _, m = resolve(cfg)
+        except UserError as exc:
+            assert variant not in VARIANTS and "comes within" in str(exc), (variant, exc)
+            continue
         assert abs(m.ratio - 1) <= 0.15, (variant, m)
 
 

@@ -71,6 +71,30 @@ def test_same_losses_and_metrics_as_the_loop_before(tiny_model_dirs, glue_dir, t
             assert have["metrics"][key] == pytest.approx(value, abs=1e-6), (name, key)
 
 
+def test_host_decided_sdpa_mask_gives_the_same_numbers(tiny_model_dirs, glue_dir, tmp_path, monkeypatch):
+    """On CUDA the SDPA mask is decided from the host copy of the batch (no sync); forced on CPU
+    here, the recorded runs come out the same."""
+    monkeypatch.setattr(loop, "HOST_MASK_DEVICES", ("cuda", "cpu"))
+    calls = []
+    real = loop.sdpa_mask
+    monkeypatch.setattr(loop, "sdpa_mask", lambda h, d: calls.append(1) or real(h, d))
+    expected = json.loads(REFERENCE.read_text())
+    got = record_reference(tiny_model_dirs, glue_dir, tmp_path)  # BERT and (KD-LoRA) DistilBERT, both SDPA
+    assert calls
+    for name in CASES:
+        assert got[name]["losses"] == pytest.approx(expected[name]["losses"], abs=1e-6), name
+        for key, value in expected[name]["metrics"].items():
+            assert got[name]["metrics"][key] == pytest.approx(value, abs=1e-6), (name, key)
+
+
+def test_sdpa_mask_drops_a_mask_without_padding():
+    full = torch.ones(2, 5, dtype=torch.long)
+    assert loop.sdpa_mask(full, full) is None
+    padded = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    m = loop.sdpa_mask(padded, padded)
+    assert m.shape == (2, 1, 1, 3) and m.dtype == torch.bool and m[1, 0, 0].tolist() == [True, True, False]
+
+
 # ----- the loop on a toy model: nan detection, sync counting ---------------------------------------
 class Toy(torch.nn.Module):
     def __init__(self) -> None:

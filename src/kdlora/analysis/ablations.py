@@ -1,5 +1,6 @@
 """Ablations: for each setting a (strategy, variant) varies, its score and costs against the
-setting's values, with a paired test along the axis.
+setting's values, with a paired test along the axis. Settings that only ever vary together
+(lora_alpha = 2r) are one axis, `r,lora_alpha`, with levels such as `16/32`.
 
 Runs are matched on blocks that share every other factor: (family, task, seed) and the values of
 the method's other varied settings, so a level's mean and CI come from the same blocks as every
@@ -28,8 +29,12 @@ COLUMNS = ["axis", "strategy", "variant", "method", "level", "blocks", "runs", "
 
 def ablations(df: pd.DataFrame, axes: dict[str, list[str]], settings: Settings) -> pd.DataFrame:
     """ablations.csv: one row per (axis, strategy, variant, level)."""
-    parts = [_axis_rows(df[df["base_method"] == method], axis, [c for c in cols if c != axis], settings)
-             for method, cols in axes.items() for axis in cols]
+    parts = []
+    for method, cols in axes.items():
+        part = df[df["base_method"] == method]
+        groups = axis_groups(part, cols)
+        parts += [_axis_rows(part, g, [c for other in groups if other is not g for c in other], settings)
+                  for g in groups]
     parts = [p for p in parts if not p.empty]
     if not parts:
         return pd.DataFrame(columns=COLUMNS)
@@ -45,11 +50,33 @@ def ablations(df: pd.DataFrame, axes: dict[str, list[str]], settings: Settings) 
     return out[COLUMNS]
 
 
-def _axis_rows(part: pd.DataFrame, axis: str, others: list[str], s: Settings) -> pd.DataFrame:
+def axis_groups(part: pd.DataFrame, cols: list[str]) -> list[list[str]]:
+    """Varied settings that move together (each level of one always with the same level of the
+    other, e.g. lora_alpha = 2r) form one axis: neither can be varied with the other held."""
+    groups: list[list[str]] = []
+    for c in cols:
+        home = next((g for g in groups if _one_to_one(part, g[0], c)), None)
+        if home is None:
+            groups.append([c])
+        else:
+            home.append(c)
+    return groups
+
+
+def _one_to_one(part: pd.DataFrame, x: str, y: str) -> bool:
+    pairs = part[[x, y]].astype(object).fillna("∅").drop_duplicates()
+    return pairs[x].nunique() == len(pairs) == pairs[y].nunique()
+
+
+def _axis_rows(part: pd.DataFrame, group: list[str], others: list[str], s: Settings) -> pd.DataFrame:
     score = "score_norm" if part["score_norm"].notna().all() else "primary"
     keys = BLOCK + others
-    frame = part.assign(_level=part[axis].map(level_text), **{c: part[c].map(level_text) for c in others})
-    levels = sorted(frame["_level"].unique(), key=natural_key)
+    axis = ",".join(group)  # one field, or settings that only vary together
+    level = part[group[0]].map(level_text)
+    for c in group[1:]:
+        level = level + "/" + part[c].map(level_text)
+    frame = part.assign(_level=level, **{c: part[c].map(level_text) for c in others})
+    levels = sorted(frame["_level"].unique(), key=lambda v: tuple(natural_key(x) for x in v.split("/")))
     matrix = frame.pivot_table(index=keys, columns="_level", values=score, aggfunc="mean")
     matrix = matrix.reindex(columns=levels).dropna()
     test, p = _test(matrix, s.alpha)

@@ -161,17 +161,21 @@ def matched(table: pd.DataFrame, c: Comparison) -> pd.DataFrame:
     """Blocks where both sides have a value: columns a, b and task."""
     if c.a not in table or c.b not in table:
         return pd.DataFrame({"a": [], "b": [], "task": []})
-    both = table[[c.a, c.b]].dropna()
-    return pd.DataFrame({"a": both[c.a].to_numpy(), "b": both[c.b].to_numpy(),
-                         "task": both.index.get_level_values("task").to_numpy()})
+    values = table[[c.a, c.b]].to_numpy(dtype=float)
+    keep = ~np.isnan(values).any(axis=1)
+    return pd.DataFrame({"a": values[keep, 0], "b": values[keep, 1],
+                         "task": table.index.get_level_values("task").to_numpy()[keep]})
 
 
-def paired_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]] | None = None) -> pd.DataFrame:
+def paired_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]] | None = None,
+                 verdicts_only: bool = False) -> pd.DataFrame:
     """statistical_tests.csv: one row per comparison, paired statistics beside the legacy Welch,
-    the deciding test's effect with its CI, TOST equivalence p-values and the verdict."""
-    tables = {(layout, value): wide(df, layout, value) for layout in LAYOUTS for value in ("primary", "score_norm")
-              if value in df}
-    rows = [_paired_row(df, c, tables, settings) for c in all_comparisons(df, axes)]
+    the deciding test's effect with its CI, TOST equivalence p-values and the verdict
+    (`verdicts_only`: what a verdict needs, without bootstrap CIs, power and Welch)."""
+    values = ("primary",) if verdicts_only else ("primary", "score_norm")
+    tables = {(layout, value): wide(df, layout, value) for layout in LAYOUTS for value in values if value in df}
+    row = _verdict_row if verdicts_only else _paired_row
+    rows = [row(df, c, tables, settings) for c in all_comparisons(df, axes)]
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -200,8 +204,9 @@ def add_verdicts(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
     disagree = out["testable"] & (t_sig != w_sig)
     inside = out["verdict"].isin(["a better", "b better"]) & (out["p_tost"] < alpha)
     notes = [("; ".join(([f"paired t and Wilcoxon disagree (Holm p {pval(pt)} vs {pval(pw)})"] if d else [])
-                        + (["the difference is inside the equivalence margin"] if i else [])))
-             for d, i, pt, pw in zip(disagree, inside, out["p_t_holm"], out["p_wilcoxon_holm"])]
+                        + ([f"yet TOST puts the mean difference inside the equivalence margin (p {pval(q)})"]
+                           if i else [])))
+             for d, i, pt, pw, q in zip(disagree, inside, out["p_t_holm"], out["p_wilcoxon_holm"], out["p_tost"])]
     out["note"] = notes
     return out
 
@@ -229,6 +234,21 @@ def _paired_row(df: pd.DataFrame, c: Comparison, tables: dict, s: Settings) -> d
     row["testable"] = not stats.not_testable(diff.size, s.alpha, MIN_BLOCKS_TEST)
     if not row["testable"]:
         row.update(dict.fromkeys(UNTESTED, np.nan))
+    return row
+
+
+def _verdict_row(df: pd.DataFrame, c: Comparison, tables: dict, s: Settings) -> dict:
+    pairs = matched(tables[(c.layout, "primary")], c)
+    a, b = pairs["a"].to_numpy(float), pairs["b"].to_numpy(float)
+    _, p_t = stats.paired_t(a, b)
+    _, p_w = stats.wilcoxon(a, b)
+    effect, e_lo, e_hi = stats.hodges_lehmann(a - b, s.confidence)
+    row = {"test_family": c.test_family, "comparison": c.label, "a": c.a, "b": c.b, "n_pairs": a.size,
+           "p_t": p_t, "p_wilcoxon": p_w, "effect": effect, "effect_ci_low": e_lo, "effect_ci_high": e_hi,
+           "p_tost": stats.tost_paired(a, b, s.equivalence_margin) if a.size else np.nan,
+           "testable": not stats.not_testable(a.size, s.alpha, MIN_BLOCKS_TEST)}
+    if not row["testable"]:
+        row.update({k: np.nan for k in UNTESTED if k in row})
     return row
 
 
@@ -260,7 +280,7 @@ def sensitivity(df: pd.DataFrame, tests: pd.DataFrame, collapsed_ids, settings: 
     if tests.empty:
         return pd.DataFrame(columns=SENSITIVITY_COLUMNS)
     drop = set(collapsed_ids)
-    again = paired_tests(df[~df["run_id"].isin(drop)], settings, axes) if drop else tests
+    again = paired_tests(df[~df["run_id"].isin(drop)], settings, axes, verdicts_only=True) if drop else tests
     key = ["test_family", "comparison"]
     without = again[key + ["verdict", "n_pairs", "effect"]].rename(
         columns={"verdict": "verdict_without", "n_pairs": "n_pairs_without", "effect": "effect_without"})
@@ -314,7 +334,7 @@ def friedman_tables(df: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame,
     summary, ranks, posthoc = [], [], []
     for strategy in ADAPTER_STRATEGIES:
         m = variant_matrix(df, strategy)
-        if m.shape[1] < 3 or m.shape[0] < 2:
+        if m.shape[1] < 3 or m.shape[0] < MIN_BLOCKS_TEST:
             continue
         res = stats.friedman(m)
         cd = stats.critical_difference(m.shape[1], m.shape[0], settings.alpha)

@@ -77,20 +77,21 @@ def design_table(df: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFrame:
     for c in varied:
         out[c] = g[c].first().where(g[c].nunique() == 1)
     out = out.reindex(method_order(out.index)).rename_axis("arm").reset_index()
-    out.insert(1, "label", [method_label(a) for a in out["arm"]])
-    return out[["arm", "label", "strategy", "variant", *varied, "runs", "families", "tasks", "seeds"]]
+    out["label"] = [method_label(a) for a in out["arm"]]
+    return out[["arm", "strategy", "variant", *varied, "runs", "families", "tasks", "seeds", "label"]]
 
 
 def settings_table(df: pd.DataFrame, axes: dict[str, list[str]], pool: tuple[str, ...]) -> pd.DataFrame:
     """design_settings.csv: each setting that applies to some run: varied (by which methods),
     pooled, set per (family, task) cell, or fixed (its value)."""
     rows = []
-    for c in SETTINGS:
+    present = [c for c in SETTINGS if df[c].notna().any()]
+    cells = df[CELL[1:] + present].astype({c: object for c in present}).groupby(CELL[1:], sort=False)
+    per_cell_levels = cells[present].nunique().max()  # NaN (not applicable) is not a level
+    for c in present:
         values = df[c].dropna()
-        if values.empty:
-            continue
         methods = sorted(m for m, cols in axes.items() if c in cols)
-        per_cell = df.dropna(subset=[c]).groupby(CELL[1:], sort=False)[c].nunique().max() == 1
+        per_cell = per_cell_levels[c] == 1
         status = ("pooled" if c in pool else "varied" if methods else "not a factor" if c in NOT_FACTORS
                   else "fixed" if values.nunique() == 1 else "per family/task" if per_cell else "per method")
         shown = sorted({level_text(v) for v in values}, key=natural_key)

@@ -69,9 +69,9 @@ def _warm_up() -> None:
 
     from kdlora.analysis import plots
 
-    with plots.style():  # fonts, and the PDF's TrueType subsetting (fontTools)
+    with plots.style():  # fonts, and the PDFs' TrueType subset (every character the figures use)
         fig = plots.new_figure("single", 1.0)
-        fig.text(0.5, 0.5, "0 (s)")
+        fig.text(0.5, 0.5, plots.FONT_CHARACTERS)
         plots.render(fig, ("png", "pdf"))
 
 

@@ -43,6 +43,10 @@ def statistical_tests(a: Analysis) -> str | None:
         "$p_t$ (Holm)": [pval(p) for p in t["p_t_holm"]],
         "$p_W$ (Holm)": [pval(p) for p in t["p_wilcoxon_holm"]],
         "$d_z$": [signed(d, 2) for d in t["d_z"]],
+        "Effect (HL) [CI]": [f"{signed(e)} {ci(lo, hi)}" for e, lo, hi in
+                             zip(t["effect"], t["effect_ci_low"], t["effect_ci_high"])],
+        "$p_{TOST}$": [pval(p) for p in t["p_tost"]],
+        "Verdict": [_escape(str(v)) for v in t["verdict"]],
         "Welch $p$ (ref.)": [pval(p) for p in t["welch_p"]],
     })
     return to_booktabs(frame, "Paired comparisons (matched blocks) beside the reference's pooled Welch test",

@@ -57,9 +57,10 @@ CAPTIONS = {
                        "methods no other method beats on both.",
     "per_task_bars": "Primary metric per task and method, mean ± s.d. over runs (all families and seeds); "
                      "each panel has its own scale.",
-    "paired_differences_forest": "Mean paired differences with bootstrap confidence intervals, runs paired on "
-                                 "family, task and seed (families: on task, method and seed); filled markers are "
-                                 "significant after Holm correction (Wilcoxon).",
+    "paired_differences_forest": "Paired differences (Hodges–Lehmann, with the CI of the Wilcoxon test), runs "
+                                 "paired on family, task and seed (families: on task, method and seed); filled "
+                                 "markers are directional verdicts (Holm-adjusted Wilcoxon below alpha and the CI on "
+                                 "one side of zero).",
     "critical_difference": "Mean ranks of the variants over complete blocks (1 = best); variants joined "
                            "by a bar do not differ significantly (Nemenyi), CD = critical difference.",
     "ablations": "Each varied setting against its levels: score (mean with its CI over blocks that share every "
@@ -75,8 +76,49 @@ def style():
     """The figures' rc settings, for building and saving one figure."""
     import matplotlib
 
+    _cache_font_subsets()
     with matplotlib.rc_context(RC):
         yield
+
+
+# Every character the figures print, so that one TrueType subset per process serves every PDF.
+FONT_CHARACTERS = ("".join(chr(c) for c in range(32, 127)) + "\u2212\u03c1\u03b1\u00b1\u00d7\u00b7\u2013\u2014"
+                   "\u2026\u2264\u2265\u00b0\u00b5\u2205\u2208\u0394\u03b4\u03c3\u2009")
+_SUBSETS: dict = {}  # (font file, face) -> (glyphs, subset font bytes, glyph index map)
+
+
+class _SubsetFont:
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+def _cache_font_subsets() -> None:
+    """Embedding a TrueType font in a PDF (pdf.fonttype 42) subsets it with fontTools, about 0.1 s
+    a PDF, for glyphs that differ little from figure to figure. Subset once per process to a
+    superset that grows when needed, and reuse it: PDFs embed a few kB more of the same font.
+    Installed only where matplotlib's private helpers are as expected; else PDFs subset as usual."""
+    from matplotlib.backends import _backend_pdf_ps as pdf_ps
+
+    if getattr(pdf_ps, "_kdlora_subset_cache", False) or not all(
+            hasattr(pdf_ps, n) for n in ("get_glyphs_subset", "font_as_file", "SubsetResults")):
+        return
+    subset, as_file = pdf_ps.get_glyphs_subset, pdf_ps.font_as_file
+
+    @contextmanager
+    def cached_subset(fontfile, glyphs):
+        key = (str(getattr(fontfile, "path", fontfile)), getattr(fontfile, "face_index", 0))
+        want, hit = set(glyphs), _SUBSETS.get(key)
+        if hit is None or not want <= hit[0]:
+            every = want | (hit[0] if hit else set())
+            with subset(fontfile, every) as result:
+                hit = _SUBSETS[key] = (every, as_file(result.font).getvalue(), dict(result.glyph_index_map))
+        yield pdf_ps.SubsetResults(_SubsetFont(hit[1]), hit[2])
+
+    def cached_as_file(font):
+        return io.BytesIO(font.data) if isinstance(font, _SubsetFont) else as_file(font)
+
+    pdf_ps.get_glyphs_subset, pdf_ps.font_as_file = cached_subset, cached_as_file
+    pdf_ps._kdlora_subset_cache = True
 
 
 def new_figure(width: str = "double", height: float = 3.0) -> Figure:
@@ -127,6 +169,18 @@ def split(method: str) -> tuple[str, str | None]:
     'fft' and 'fft: lr=1e-05' -> ('fft', None)."""
     strategy, _, variant = method.partition(" ")[0].partition(":")
     return strategy, variant or None
+
+
+def points(ax, xs, ys, methods, size: float, edgecolors=None, **kwargs) -> None:
+    """One scatter call per marker (matplotlib draws one collection far faster than an artist a
+    point): colour from each method's strategy, marker from its variant."""
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(methods):
+        groups.setdefault(marker(split(m)[1]), []).append(i)
+    for mk, idx in groups.items():
+        colors = [color(split(methods[i])[0]) for i in idx]
+        ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], marker=mk, s=size * (1.8 if mk == FFT_MARKER else 1.0),
+                   c=colors, edgecolors=colors if edgecolors is None else edgecolors, **kwargs)
 
 
 def msize(variant) -> float:
@@ -304,10 +358,8 @@ def pareto(a: Analysis, width: str = "double") -> Figure | None:
             label = f"{labels.memory(kind)} ({unit})"
         on = part[part["on_frontier"]].sort_values("cost_value")
         ax.step(on["cost_value"] / div, on["score"], where="post", color="#999999", lw=0.8, zorder=1)
-        for r in part.itertuples():
-            s, v = split(r.method)
-            ax.scatter([r.cost_value / div], [r.score], marker=marker(v), color=color(s), s=22 * msize(v),
-                       edgecolors="white", linewidths=0.4, zorder=3)
+        points(ax, list(part["cost_value"] / div), list(part["score"]), list(part["method"]), 22,
+               edgecolors="white", linewidths=0.4, zorder=3)
         log_axis(ax, "x", part["cost_value"], div, max_ticks=5 if width == "double" else 4)
         ax.set_xlabel(label)
         if width == "double" and i == 0 or width == "single" and i % 2 == 0:
@@ -407,10 +459,9 @@ def per_task_bars(a: Analysis, width: str = "double") -> Figure | None:
         ax.bar(x[ok], (mean - bottom)[ok], bar_w, bottom=bottom, color=[c for c, k in zip(colors, ok) if k],
                alpha=0.35, linewidth=0)
         ax.errorbar(x[ok], mean[ok], yerr=sd[ok], fmt="none", ecolor="#333333", elinewidth=0.5, capsize=0)
-        for xi, m, y, k in zip(x, methods, mean, ok):
-            if k:
-                s, v = split(m)
-                ax.scatter([xi], [y], marker=marker(v), s=10 * msize(v), color=color(s), linewidths=0, zorder=3)
+        keep = [i for i, k in enumerate(ok) if k]
+        points(ax, [x[i] for i in keep], [mean[i] for i in keep], [methods[i] for i in keep], 10, linewidths=0,
+               zorder=3)
         ax.set_ylim(bottom, top)
         ax.set_xlim(x[0] - 0.7, x[-1] + 0.7)
         ax.set_xticks([])
@@ -432,8 +483,9 @@ def _nice_locator():
 
 
 def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
-    """Mean paired differences with their CIs, one panel per family of comparisons."""
-    tests = a["statistical_tests"].dropna(subset=["mean_diff"])
+    """Each comparison's effect (the verdict's: Hodges–Lehmann) with its CI, one panel per family of
+    comparisons; filled markers are directional verdicts."""
+    tests = a["statistical_tests"].dropna(subset=["effect"])
     if tests.empty:
         return None
     fams = list(dict.fromkeys(tests["test_family"]))
@@ -451,16 +503,21 @@ def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
     for ax, fam in zip(axes, fams):
         part = tests[tests["test_family"] == fam].iloc[::-1]
         y = np.arange(len(part))
+        rows = []  # (y, colour, marker, filled) of each comparison
         for yi, r in zip(y, part.itertuples()):
             base = r.a.partition(" ")[0]
             s, v = split(r.a) if (":" in base or base == REFERENCE) else ("", None)
-            c = color(s) if s else "#000000"
-            mk = marker(v) if ":" in base else "o"
-            sig = pd.notna(r.significant) and bool(r.significant)
-            if pd.notna(r.ci_low) and pd.notna(r.ci_high):
-                ax.hlines(yi, r.ci_low, r.ci_high, colors=c, lw=0.9)
-            ax.scatter([r.mean_diff], [yi], marker=mk, s=16 * msize(v), zorder=3,
-                       facecolors=c if sig else "white", edgecolors=c, linewidths=0.8)
+            differs = r.verdict in ("a better", "b better")  # filled: a directional verdict
+            rows.append((yi, color(s) if s else "#000000", marker(v) if ":" in base else "o", differs))
+        ci = (part["effect_ci_low"].notna() & part["effect_ci_high"].notna()).to_numpy()  # none where not testable
+        if ci.any():
+            ax.hlines(y[ci], part["effect_ci_low"].to_numpy()[ci], part["effect_ci_high"].to_numpy()[ci],
+                      colors=[c for (_, c, _, _), k in zip(rows, ci) if k], lw=0.9)
+        for mk in dict.fromkeys(m for _, _, m, _ in rows):
+            sel = [i for i, row in enumerate(rows) if row[2] == mk]
+            ax.scatter(part["effect"].to_numpy()[sel], y[sel], marker=mk, s=16 * (1.8 if mk == FFT_MARKER else 1),
+                       zorder=3, facecolors=[rows[i][1] if rows[i][3] else "white" for i in sel],
+                       edgecolors=[rows[i][1] for i in sel], linewidths=0.8)
         ax.axvline(0, color="#777777", lw=0.6, zorder=0)
         ax.set_yticks(y, [labels.comparison(fam, r.a, r.b) for r in part.itertuples()])
         ax.set_ylim(-0.6, len(part) - 0.4)
@@ -468,15 +525,16 @@ def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
         fig.text(0.005, box.y1 + 0.06 / height, labels.test_family(fam), ha="left", va="bottom", fontsize=8)
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
-    axes[-1].set_xlabel(f"mean paired difference in primary metric ({conf:g} % bootstrap CI)" if width == "double"
-                        else f"mean paired difference\n({conf:g} % bootstrap CI)")
+    axes[-1].set_xlabel(f"paired difference in primary metric (Hodges–Lehmann, {conf:g} % CI)" if width == "double"
+                        else f"paired difference\n(Hodges–Lehmann, {conf:g} % CI)")
     from matplotlib.ticker import MaxNLocator
 
     axes[-1].xaxis.set_major_locator(MaxNLocator(nbins=7 if width == "double" else 4, steps=[1, 2, 5, 10]))
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], ls="", marker="o", ms=5, color="#333333", label="significant (Holm)"),
-               Line2D([], [], ls="", marker="o", ms=5, mfc="white", color="#333333", label="not significant")]
+    handles = [Line2D([], [], ls="", marker="o", ms=5, color="#333333", label="one side better"),
+               Line2D([], [], ls="", marker="o", ms=5, mfc="white", color="#333333",
+                      label="inconclusive, equivalent or not testable")]
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, _below_axes(fig)), ncol=2,
                borderaxespad=0, borderpad=0.2)
     return fig
@@ -661,6 +719,6 @@ def missing_reason(a: Analysis, name: str) -> str | None:
         return ("no critical-difference diagram: it ranks a strategy's variants by a Friedman test over "
                 "complete (family, task, seed) blocks, which needs at least 2 blocks holding the same 3 or more "
                 f"variants ({have})")
-    if name == "paired_differences_forest" and a["statistical_tests"].dropna(subset=["mean_diff"]).empty:
+    if name == "paired_differences_forest" and a["statistical_tests"].dropna(subset=["effect"]).empty:
         return "no paired-differences figure: no comparison has matched (family, task, seed) pairs"
     return None

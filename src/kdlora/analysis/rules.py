@@ -72,8 +72,10 @@ def _separable(t: Tables, strategy: str, best: str, ranked: pd.DataFrame) -> str
     if hit.empty:
         return f" Runner-up: {runner}; no complete blocks to test the difference."
     p = float(hit["p_nemenyi"].iloc[0])
-    verdict = "differs significantly" if p < t["settings"]["alpha"].iloc[0] else "is not separable"
-    return f" Against the runner-up {runner} it {verdict} (Nemenyi p = {pval(p)})."
+    if p < t["settings"]["alpha"].iloc[0]:
+        return f" Against the runner-up {runner} it differs significantly (Nemenyi p = {pval(p)})."
+    return (f" The runner-up {runner} is not separated from it (Nemenyi p = {pval(p)}), which does not show "
+            "that the two perform alike.")
 
 
 def best_per_parameter(t: Tables) -> list[dict]:
@@ -333,8 +335,21 @@ def imported_with_notes(t: Tables) -> list[dict]:
     return [finding("imported_with_notes", "legacy records whose import needed a note", text, value=len(noted))]
 
 
+def contended(t: Tables) -> list[dict]:
+    runs = t["runs"]
+    marked = runs[runs["contended"].eq(True)] if "contended" in runs else runs.iloc[0:0]
+    if marked.empty:
+        return []
+    text = (f"{len(marked)} runs' efficiency figures (train time, throughput, latency) were measured while "
+            "other work loaded the host (half a CPU or more busy beside the run, or a load average above the "
+            "CPU count; `host_load` in their records); `contended` in runs.csv marks them, and their times "
+            "are upper bounds of what an idle machine gives.")
+    return [finding("contended", "efficiency measured under contention", text, value=len(marked))]
+
+
 LIMITATIONS: list[Rule] = [incomplete, imbalance, missing_cells, single_seed, collapsed, memory_not_peak,
-                           mixed_metrics, low_power, not_normalisable, skipped_inputs, imported_with_notes]
+                           mixed_metrics, low_power, not_normalisable, skipped_inputs, imported_with_notes,
+                           contended]
 
 
 def apply(rules: list[Rule], tables: Tables) -> pd.DataFrame:

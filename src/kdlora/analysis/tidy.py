@@ -37,12 +37,12 @@ EFFICIENCY = ("trainable_params", "total_params", "peak_memory_bytes", "peak_mem
               "flops_measured", "flops_analytic", "hf_total_flos", "energy_j", "gpu_util_mean",
               "gpu_power_mean_w", "eval_samples_per_s", "eval_latency_ms_b32", "teacher_cache_build_s")
 TEXT = ("run_id", "family", "task", "strategy", "variant", "method", "status", "primary_name",
-        "memory_kind", "teacher_run_id", "source")
+        "memory_kind", "teacher_run_id", "source", "contended")
 # The settings that define an experiment: every RunConfig field its run_id hashes, except the key.
 SETTINGS = tuple(f for f in RunConfig.model_fields if f not in (*KEY, *EXECUTION_FIELDS))
 COLUMNS = ("run_id", "family", "task", "seed", "strategy", "variant", "method", "status",
            *METRICS, "primary", "primary_name", "selection_primary", *EFFICIENCY, "memory_kind", "teacher_run_id",
-           "source", "import_notes", "num_labels", *SETTINGS)
+           "source", "import_notes", "num_labels", "contended", *SETTINGS)
 
 
 @dataclass
@@ -83,6 +83,8 @@ def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
     row["selection_primary"] = _number(record.metrics_selection.get("primary"))  # the protocol's choosing metric
     row.update({e: _number(eff.get(e)) for e in EFFICIENCY})
     row["import_notes"] = sum(1 for n in record.notes if n.startswith(IMPORT_NOTE)) or None
+    # efficiency measured while other work loaded the host (records from before have no host_load)
+    row["contended"] = (record.host_load or {}).get("contended")
     row["num_labels"] = None if task in GLUE_TASKS else num_labels_of(record)
     row.update(settings_of(cfg))
     return row

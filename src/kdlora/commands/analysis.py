@@ -45,12 +45,14 @@ def report(
     # saying which run (set before the figure workers fork, so they inherit it).
     warnings.simplefilter("ignore", RuntimeWarning)
 
-    # Forked before pandas is imported: the figure workers load matplotlib while this process
-    # loads the records and computes the tables.
+    from kdlora.analysis.model import Settings
+    from kdlora.analysis.report import build, write_report
+    from kdlora.analysis.summary import print_summary
+
+    # Forked after the analysis's imports (pandas, scipy), which the workers then share instead of
+    # importing them again on the same cores: they load matplotlib while this process loads the
+    # records and computes the tables.
     with FigureWorkers(enabled=figures, width=figure_width) as workers:
-        from kdlora.analysis.report import build, write_report
-        from kdlora.analysis.summary import print_summary
-        from kdlora.analysis.model import Settings
 
         settings = Settings(policy=metric_policy, pool=tuple(pool), equivalence_margin=equivalence_margin,
                             equivalence_margin_norm=equivalence_margin_norm, glue_average=glue_average,

@@ -86,7 +86,11 @@ def plan(grid: Path = GridArg,
     counts = breakdown(runs)
     console = _console()
     by_strategy = ", ".join(f"{n} {s}" for s, n in counts["strategy"].items())
-    console.print(f"[bold]{len(runs)}[/] runs expected by {grid} ({by_strategy})", highlight=False)
+    from kdlora.grid import pending_students
+
+    waiting = len(pending_students(spec))
+    later = f" + {waiting} KD-LoRA runs once their teachers are chosen" if waiting else ""
+    console.print(f"[bold]{len(runs)}[/] runs expected by {grid} ({by_strategy}){later}", highlight=False)
     table = Table(title="expected runs by strategy/variant x family")
     table.add_column("strategy/variant")
     for family in spec.families:
@@ -142,7 +146,13 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
                                                                "(slurm only) [default: no limit]"),
           runs_per_task: Optional[int] = typer.Option(None, "--slurm-runs-per-task", min=1,
                                                       help="runs one after another in one SLURM array task, "
-                                                           "for short runs (slurm only) [default: 1]")) -> None:
+                                                           "for short runs (slurm only) [default: 1]"),
+          track: Optional[str] = typer.Option(None, "--track",
+                                              help="training curves to tensorboard (DIR/tb/<run_id>/) and/or "
+                                                   "mlflow, comma-separated [default: off]"),
+          tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri",
+                                                     help="MLflow tracking URI [default: sqlite:///DIR/mlflow.db]"),
+          ) -> None:
     """Run every expected run of a grid not yet completed (rerun the same command to resume)."""
     from kdlora.executors import make_executor
     from kdlora.executors.child import resolve_run_fn
@@ -167,6 +177,8 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
     staged = needs_teacher_selection(spec)  # KD-LoRA students wait for the protocol's teacher choice
     if staged and results.is_dir():
         runs = expand_grid(spec, choose_teachers(spec, results))
+    tracked = tracking_settings(track, tracking_uri)
+    runs = with_tracking(runs, tracked)
     pool = make_executor(executor, results.resolve(), run_fn, options)  # refuses bad settings: nothing written yet
     try:
         pool.check_runs(runs)
@@ -194,11 +206,35 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
             break
         console.print(f"teachers chosen on the selection split: {len(more) - len(runs)} KD-LoRA runs follow",
                       highlight=False)
-        runs = more
+        runs = with_tracking(more, tracked)
     if failed:
         console.print(f"failed runs keep their reason in their record; `kdlora status {grid} --results {results}` "
                       "lists them, rerunning this command retries them", highlight=False)
         raise typer.Exit(code=1)
+
+
+def tracking_settings(track: str | None, uri: str | None) -> dict:
+    """--track / --tracking-uri as run-config updates (execution only: the run_ids stay the same)."""
+    import importlib.util
+
+    from kdlora.tracking import parse_track
+
+    if track is None:
+        if uri is not None:
+            raise UserError("--tracking-uri needs --track mlflow")
+        return {}
+    try:
+        names = parse_track(track)
+    except ValueError as exc:
+        raise UserError(f"--track: {exc}") from None
+    for name in (names or "").split(","):
+        if name and importlib.util.find_spec(name) is None:
+            raise UserError(f"--track {name} needs {name}: pip install 'kdlora[{name}]'")
+    return {"track": names, **({"tracking_uri": uri} if uri else {})}
+
+
+def with_tracking(runs: list, updates: dict) -> list:
+    return [r.model_copy(update=updates) for r in runs] if updates else runs
 
 
 def check_targets(runs) -> None:

@@ -98,6 +98,7 @@ class DemoResult:
     load_avg_start: list[float] | None
     load_avg_end: list[float] | None
     data_info: dict[str, Any] = field(default_factory=dict)
+    reference: Any = None  # kdlora.demo.reference.ReferenceResult: the reference study re-analysed
 
     @property
     def passed(self) -> bool:
@@ -123,6 +124,7 @@ class DemoResult:
             "best_per_strategy": _records(self.best),
             "quality": {"passed": self.passed, "fft_margin": FFT_MARGIN,
                         "checks": [asdict(c) for c in self.checks]},
+            "reference": None if self.reference is None else self.reference.summary(),
         }
 
 

@@ -69,6 +69,8 @@ class RunRecord(BaseModel):
     started_at: str
     finished_at: str
     teacher_run_id: str | None = None
+    # load average at start and end, CPUs kept busy by other work, contended (kdlora.host.host_load)
+    host_load: dict[str, Any] | None = None
     weights_fingerprint: str | None = None  # sha256 over the checkpoint folder's files (checkpoints.py)
     task: dict[str, str] | None = None  # {"name", "fingerprint", "num_labels"} (data/identity.py); None in version 1
     history: list[dict[str, Any]] = []  # per-epoch loss / eval, when asked for

@@ -49,7 +49,7 @@ def selection_loader(tokenized, tokenizer):
     return make_dataloader(tokenized[SELECTION], tokenizer, EVAL_BATCH, shuffle=False, seed=0, group_by_length=True)
 
 
-def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any]:
+def execute(cfg, spec, results_dir: Path, device: torch.device, callbacks=()) -> dict[str, Any]:
     from kdlora.data.tokenize import make_dataloader
 
     strategy = STRATEGIES.get(cfg.strategy)
@@ -91,7 +91,7 @@ def execute(cfg, spec, results_dir: Path, device: torch.device) -> dict[str, Any
 
     with measure.peak_memory(device) as mem, measure.gpu_energy(device) as energy:
         result = train_loop(model, loader, cfg=cfg, device=device, total_steps=total_steps,
-                            on_epoch_end=on_epoch_end, **prepared.loop_hooks())
+                            on_epoch_end=on_epoch_end, callbacks=callbacks, **prepared.loop_hooks())
 
     # --- evaluation and inference cost of the trained model (at the best epoch if asked) ---
     ev = evaluate(model, evals, spec, device, EVAL_BATCH)

@@ -7,7 +7,9 @@ after-step hook, zero. Evaluation is outside the timed part.
 Nothing in a micro-batch waits for the device: the loss and token counts are summed on it, and
 the host reads them (one sync) every CHECK_EVERY optimizer steps, on the last step and at each
 epoch's end, which is also when a NaN or infinite loss is caught, named by its range of steps.
-Batches come in pinned memory (CUDA) and are copied with non_blocking=True.
+Batches come in pinned memory (CUDA) and are copied with non_blocking=True; for SDPA models on
+CUDA the attention mask is decided from the batch's host copy (sdpa_mask), since transformers
+would ask the device whether there is padding at every forward.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import inspect
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
+from kdlora.train.callbacks import StepLog, TrainCallback
 from kdlora.train.measure import counting_flops
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
@@ -130,10 +133,25 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v if k == "idx" else v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+# Where the SDPA mask is decided on the host (sdpa_mask): where asking the device costs a sync.
+HOST_MASK_DEVICES = ("cuda",)
+
+
+def sdpa_mask(host_mask: torch.Tensor, device_mask: torch.Tensor) -> torch.Tensor | None:
+    """The attention mask for an SDPA model, decided on the host. transformers asks the device
+    whether a 2-D mask has any padding (`mask.all()`: a sync per forward) and drops the mask when
+    it has none; the host copy of the batch answers the same question without waiting. A 4-D mask
+    (batch, 1, 1, length; True = attend) is used by transformers as it is."""
+    if bool(host_mask.all()):  # a host tensor: no device sync
+        return None
+    return device_mask[:, None, None, :].bool()
+
+
 def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
                after_step: Callable[[Any, int], None], total_steps: int,
                on_epoch_end: Callable[[int], dict] | None = None, count_flops: bool = True,
-               extra_params=(), lr_scale: Callable[[str, Any], float] | None = None) -> LoopResult:
+               callbacks: Sequence[TrainCallback] = (), extra_params=(),
+               lr_scale: Callable[[str, Any], float] | None = None) -> LoopResult:
     from transformers import get_linear_schedule_with_warmup
 
     extra_params = list(extra_params)
@@ -146,8 +164,10 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
     # torch.compile (compile: true) wraps the forward; the parameters, and so the optimizer, are shared
     forward = torch.compile(model, dynamic=True) if getattr(cfg, "compile", False) else model
     accepted = set(model_inputs(model, dict.fromkeys(MODEL_KEYS)))  # once, not per micro-batch
+    sdpa = device.type in HOST_MASK_DEVICES and getattr(model.config, "_attn_implementation", None) == "sdpa"
     result = LoopResult()
     running = _Running(device)
+    log = StepLog(callbacks, device)  # tracking (train/callbacks.py); nothing without callbacks
     model.train()
     optimizer.zero_grad(set_to_none=True)
     start = time.perf_counter()
@@ -156,12 +176,16 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
         running.new_epoch()
         for batch in loader:
             # --- forward: the strategy decides the loss (labels, or labels + teacher) ---
+            host_mask = batch["attention_mask"]
             batch = to_device(batch, device)
             mask = batch["attention_mask"]
+            inputs = {k: v for k, v in batch.items() if k in accepted}
+            if sdpa:
+                inputs["attention_mask"] = sdpa_mask(host_mask, mask)
             # the first micro-batch's FLOPs are counted while it trains: no separate measuring step
             with counting_flops(count_flops and micro == 0) as counted:
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    outputs = forward(**{k: v for k, v in batch.items() if k in accepted})
+                    outputs = forward(**inputs)
                     loss = loss_fn(batch, outputs)
                 scaler.scale(loss / cfg.grad_accum).backward()
             if counted:
@@ -189,6 +213,7 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
             if result.steps % CHECK_EVERY == 0 or result.steps >= total_steps:
                 check_finite(running, checked + 1, result.steps)
                 checked = result.steps
+            log.step(result.steps, running, scheduler, synced=checked == result.steps)
             if result.steps >= total_steps:
                 break
         epoch += 1
@@ -204,6 +229,7 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
             start += time.perf_counter() - paused
             model.train()
         result.history.append(entry)
+        log.epoch(entry)
     if device.type == "cuda":
         torch.cuda.synchronize()
     result.seconds = time.perf_counter() - start

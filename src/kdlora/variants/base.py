@@ -38,6 +38,7 @@ class Variant:
     changes_base_weights = False
     in_default_grid = True  # run by a grid that lists no variants (new plug-ins opt in by being listed)
     marker = ""  # its matplotlib marker in figures ("": one is picked for it)
+    portable_adapter = True  # its adapter files load with plain PEFT (kdlora export writes them as they are)
 
     def resolve(self, data: dict[str, Any]) -> dict[str, Any]:
         """Fill defaults that depend on other settings, before validation (returns a new dict)."""
@@ -78,6 +79,29 @@ class Variant:
     def merge(self, model: nn.Module) -> nn.Module:
         """The model with adapters folded into the base weights, for inference."""
         return model.merge_and_unload()
+
+    # ----- export (kdlora.export) -----------------------------------------------------------
+    def load_adapter(self, model: nn.Module, cfg: RunConfig, targets: AdapterTargets, checkpoint) -> nn.Module:
+        """The trained run again: `model` (the base it trained on) with the adapter saved in `checkpoint`."""
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(checkpoint))
+
+    def merged_model(self, model: nn.Module) -> nn.Module:
+        """A plain transformers model with the adapter folded in (no adapter modules left)."""
+        return self.merge(model)
+
+    def export_adapter(self, model: nn.Module, out, base_ref: str) -> None:
+        """Write the adapter files to `out`, naming `base_ref` (a hub id or a path relative to
+        `out`) as their base model."""
+        import json
+        from pathlib import Path
+
+        model.save_pretrained(str(out), safe_serialization=True)
+        config = Path(out) / "adapter_config.json"
+        data = json.loads(config.read_text())
+        data["base_model_name_or_path"] = base_ref
+        config.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 BASE_WEIGHTS_NOTE = "BASE_WEIGHTS.md"

@@ -62,3 +62,28 @@ class MrLora(Variant):
 
         merge_mrlora(model)
         return model
+
+    # MrLoRA's adapter needs kdlora's layer to load: an export holds merged weights, plus these files.
+    portable_adapter = False
+
+    def load_adapter(self, model, cfg, targets: AdapterTargets, checkpoint):
+        from kdlora.variants.mrlora import load_mrlora
+
+        model = self.apply(model, cfg, targets, total_steps=1)
+        load_mrlora(model, Path(checkpoint) / "mrlora_adapter.safetensors")
+        return model
+
+    def merged_model(self, model):
+        self.merge(model)
+        return model.unload()  # the merged base layers, without the adapter wrappers
+
+    def export_adapter(self, model, out, base_ref: str) -> None:
+        import json
+
+        self.save(model, out)
+        config = model.peft_config["default"]
+        (Path(out) / "mrlora_config.json").write_text(json.dumps({
+            "base_model": base_ref, "ranks": list(config.mrlora_ranks), "scales": list(config.mrlora_scales or []),
+            "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
+            "target_modules": sorted(config.target_modules), "modules_to_save": list(config.modules_to_save or []),
+            "definition": "docs/mrlora.md of kdlora"}, indent=2))

@@ -43,6 +43,7 @@ class OLora(PeftLoraVariant):
     marker = "^"
     label = "OLoRA"
     changes_base_weights = True
+    portable_adapter = False  # relative to the residual base: kdlora export writes the merged model
     extra = {"init_lora_weights": "olora"}  # QR-based orthonormal init; shifts the base weights
 
 

@@ -20,4 +20,5 @@ class Pissa(PeftLoraVariant):
     label = "PiSSA"
     extra = {"init_lora_weights": "pissa"}
     changes_base_weights = True
+    portable_adapter = False  # relative to the residual base: kdlora export writes the merged model
     in_default_grid = False  # listed explicitly in a grid (the defaults stay the reference design)
