@@ -18,6 +18,7 @@ from kdlora.cli import app
 from kdlora.config import build_config
 from kdlora.export import export_run
 from kdlora.runner import run_one
+from kdlora.strategies import teacher_of
 from kdlora.testing.synthetic_data import write_custom_task
 from kdlora.variants import VARIANTS
 
@@ -27,7 +28,6 @@ LOADER = r'''
 import json, sys
 from pathlib import Path
 import torch
-from kdlora.strategies import teacher_of
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 jobs = json.loads(Path(sys.argv[1]).read_text())
