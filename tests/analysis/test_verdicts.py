@@ -81,3 +81,23 @@ def test_margin_is_in_the_primary_metric(base):
     shift = base + 0.005
     assert verdict_of(shift, base, equivalence_margin=0.01)["p_tost"] < 0.05
     assert verdict_of(shift, base, equivalence_margin=0.004)["p_tost"] > 0.05
+
+
+def test_sensitivity_recomputes_verdicts_without_collapsed_runs(base):
+    """a beats b by 3 points on 20 blocks; on 10 more, a's runs collapsed to a constant predictor
+    (far below b). With them the verdict is not directional; without them it is `a better`."""
+    from kdlora.analysis.comparisons import sensitivity
+
+    n = 30
+    a = np.r_[base[:20] + 0.03 + np.random.default_rng(9).normal(0, 0.003, 20), np.full(10, 0.3)]
+    b = np.r_[base[:20], base[:10]]
+    df = paired_frame(a, b)
+    settings = Settings()
+    tests = paired_tests(df, settings)
+    collapsed = df.loc[(df["strategy"] == "lora") & (df["primary"] == 0.3), "run_id"]
+    sens = sensitivity(df, tests, collapsed, settings).set_index("comparison").loc["lora"]
+    assert sens["n_pairs"] == n and sens["n_pairs_without"] == 20
+    assert sens["verdict"] not in ("a better", "b better") and sens["verdict_without"] == "a better"
+    assert bool(sens["changed"])
+    unchanged = sensitivity(df, tests, [], settings)
+    assert not unchanged["changed"].any()

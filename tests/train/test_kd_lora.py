@@ -256,3 +256,16 @@ def test_train_teacher_repairs_a_deleted_checkpoint_and_waits_for_a_concurrent_o
     assert trained == [teacher.run_id] and teacher_problem(fresh, teacher.run_id)[1] is None
     train_teacher_if_needed(teacher, fresh, counting_run_one)  # verified now: not trained again
     assert trained == [teacher.run_id]
+
+
+def test_a_moved_results_directory_keeps_its_teacher_cache(tiny_model_dirs, glue_dir, results, tmp_path):
+    """The cache key names the teacher's verified checkpoint fingerprint, not its path."""
+    import shutil
+
+    cfg = kd_cfg(tiny_model_dirs, glue_dir, epochs=1)
+    assert run_one(cfg, results).status == "completed"  # the cache exists
+    moved = tmp_path / "elsewhere" / "results"
+    shutil.copytree(results, moved)
+    (moved / "runs" / f"{cfg.run_id}.json").unlink()
+    rec = run_one(cfg, moved)
+    assert rec.status == "completed" and rec.efficiency.teacher_cache_hit is True

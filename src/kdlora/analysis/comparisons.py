@@ -198,8 +198,9 @@ def add_verdicts(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
     disagree = out["testable"] & (t_sig != w_sig)
     inside = out["verdict"].isin(["a better", "b better"]) & (out["p_tost"] < alpha)
     notes = [("; ".join(([f"paired t and Wilcoxon disagree (Holm p {pval(pt)} vs {pval(pw)})"] if d else [])
-                        + (["the difference is inside the equivalence margin"] if i else [])))
-             for d, i, pt, pw in zip(disagree, inside, out["p_t_holm"], out["p_wilcoxon_holm"])]
+                        + ([f"yet TOST puts the mean difference inside the equivalence margin (p {pval(q)})"]
+                           if i else [])))
+             for d, i, pt, pw, q in zip(disagree, inside, out["p_t_holm"], out["p_wilcoxon_holm"], out["p_tost"])]
     out["note"] = notes
     return out
 
@@ -327,7 +328,7 @@ def friedman_tables(df: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame,
     summary, ranks, posthoc = [], [], []
     for strategy in ("lora", "kd-lora"):
         m = variant_matrix(df, strategy)
-        if m.shape[1] < 3 or m.shape[0] < 2:
+        if m.shape[1] < 3 or m.shape[0] < MIN_BLOCKS_TEST:
             continue
         res = stats.friedman(m)
         cd = stats.critical_difference(m.shape[1], m.shape[0], settings.alpha)

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from kdlora.analysis.design import level_text
 from kdlora.analysis.fmt import ci, compact, integer, mean_sd, missing, num, pct, pval, ratio, signed
 from kdlora.analysis.model import Analysis
 from kdlora.analysis.protocol_section import bias_lines, protocol_section
@@ -100,7 +101,8 @@ def design_section(a: Analysis) -> str:
         out.append("Set per method or per family/task (not a factor within a cell): "
                    + "; ".join(f"`{r.setting}` ({r.status}: {r.values})" for r in per.itertuples()) + ".")
     extra = [c for c in d.columns if c not in ("arm", "label", "strategy", "variant", "runs", "families", "tasks", "seeds")]
-    cols = [("Arm", text("label"))] + [(c, text(c)) for c in extra] + [
+    level = lambda c: lambda r: "—" if missing(r[c]) else level_text(r[c])  # noqa: E731
+    cols = [("Arm", text("label"))] + [(c, level(c)) for c in extra] + [
         (h, col(c, integer)) for h, c in (("Runs", "runs"), ("Families", "families"), ("Tasks", "tasks"),
                                           ("Seeds", "seeds"))]
     return "\n\n".join(out) + "\n\n" + md_table(d, cols)

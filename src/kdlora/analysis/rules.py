@@ -71,8 +71,10 @@ def _separable(t: Tables, strategy: str, best: str, ranked: pd.DataFrame) -> str
     if hit.empty:
         return f" Runner-up: {runner}; no complete blocks to test the difference."
     p = float(hit["p_nemenyi"].iloc[0])
-    verdict = "differs significantly" if p < t["settings"]["alpha"].iloc[0] else "is not separable"
-    return f" Against the runner-up {runner} it {verdict} (Nemenyi p = {pval(p)})."
+    if p < t["settings"]["alpha"].iloc[0]:
+        return f" Against the runner-up {runner} it differs significantly (Nemenyi p = {pval(p)})."
+    return (f" The runner-up {runner} is not separated from it (Nemenyi p = {pval(p)}), which does not show "
+            "that the two perform alike.")
 
 
 def best_per_parameter(t: Tables) -> list[dict]:

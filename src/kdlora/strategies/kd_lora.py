@@ -53,12 +53,6 @@ def find_teacher(cfg, results_dir: Path):
     return record, checkpoint_dir(results_dir, teacher_id)
 
 
-def weights_fingerprint(ckpt: Path) -> str:
-    from kdlora.strategies.logit_cache import file_sha256
-
-    return file_sha256(*sorted(ckpt.glob("*.safetensors")))
-
-
 def data_fingerprint(split, text_fields) -> str:
     digest = hashlib.sha256()
     for col in ("idx", *text_fields):
@@ -104,8 +98,10 @@ class KdLora(Strategy):
         cfg = ctx.cfg
         record, ckpt = find_teacher(cfg, ctx.results_dir)
         split = ctx.splits["train"]
-        key = {"teacher_run_id": record.run_id, "teacher_weights": weights_fingerprint(ckpt),
-               "task": ctx.spec.name, "split": "train", "tokenizer": str(ckpt), "max_length": cfg.max_length,
+        # the checkpoint's verified fingerprint covers weights, config and tokenizer, and no path:
+        # a study moved elsewhere keeps its caches
+        key = {"teacher_run_id": record.run_id, "teacher_checkpoint": record.weights_fingerprint,
+               "task": ctx.spec.name, "split": "train", "max_length": cfg.max_length,
                "size": len(split), "data": data_fingerprint(split, ctx.spec.text_fields)}
         cache = TeacherLogitCache.build_or_load(
             Path(ctx.results_dir) / CACHE_DIR, key,
