@@ -157,3 +157,14 @@ def test_settings_that_vary_together_are_one_axis(tmp_path):
     assert lora["score_mean"].is_monotonic_increasing
     kd = analysis["statistical_tests"].query("test_family == 'lora_vs_kd'")
     assert set(kd["a"]) == {"lora:lora r=8 lora_alpha=16"} and len(kd) == 3
+
+
+def test_every_number_of_a_report_with_arms_is_in_the_csvs(rank_report):
+    import numpy as np
+    from test_report_outputs import csv_numbers, report_numbers, tolerance
+
+    _, out = rank_report
+    pool = csv_numbers(out)
+    missing = [(tok, line) for tok, line in report_numbers((out / "report.md").read_text())
+               if not np.any(np.abs(pool - float(tok)) <= tolerance(tok))]
+    assert missing == [], missing[:5]

@@ -63,8 +63,7 @@ def install_packages() -> None:
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for cmd in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                     "-o", "DPkg::Lock::Timeout=600", *PACKAGES]):
+                    ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", *PACKAGES]):
             if all(_which(b) for b in BINARIES):
                 break
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -157,7 +156,13 @@ class LocalSlurm:
         return done.stdout
 
     def stop(self) -> None:
-        """Stop what we started, newest first, by PID (SIGTERM, then SIGKILL after 15 s)."""
+        """Cancel the jobs still there, then stop what we started, newest first, by PID (SIGTERM,
+        then SIGKILL after 15 s), and the job step daemons (slurmstepd) our slurmd left behind."""
+        if self.started:
+            self.run("scancel", "--full", "--partition", self.partition, check=False)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and self.run("squeue", "-h", "-o", "%i", check=False).strip():
+                time.sleep(0.5)
         for proc in reversed(self.started):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -166,9 +171,29 @@ class LocalSlurm:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        self.started.clear()
         if self.root is not None:
+            for pid in self._our_stepds():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
             shutil.rmtree(self.root, ignore_errors=True)
+        self.started.clear()
+
+    def _our_stepds(self) -> list[int]:
+        """slurmstepd processes of this cluster: those holding a file under its directory (its
+        slurmd log, its spool)."""
+        import psutil
+
+        found = []
+        for proc in psutil.process_iter(["name"]):
+            try:
+                if proc.info["name"] == "slurmstepd" and any(
+                        f.path.startswith(str(self.root)) for f in proc.open_files()):
+                    found.append(proc.pid)
+            except (psutil.Error, OSError):
+                continue
+        return found
 
 
 def _start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:

@@ -176,7 +176,8 @@ NON_DEFAULT = {"teacher_model": "some/teacher", "student_model": "some/student",
                "mrlora_ranks": [4, 2], "mrlora_scaling": "standard", "adalora_init_r": 16,
                "adalora_tinit": 0.2, "adalora_tfinal": 0.3, "adalora_delta_t": 5, "kd_temperature": 3.0,
                "kd_alpha": 0.3, "grad_accum": 2, "threads": 1, "device": "cpu", "selection_fraction": 0.1,
-               "select_best_epoch": True, "compile": True, "param_budget": {"reference": "lora", "r": 4}}
+               "select_best_epoch": True, "compile": True, "param_budget": {"reference": "lora", "r": 4},
+               "track": "tensorboard", "tracking_uri": "sqlite:///mlflow.db"}
 NEEDS = {"select_best_epoch": {"selection_fraction": 0.1}}  # what a value is valid only with
 
 

@@ -194,3 +194,35 @@ def test_without_submitit_the_slurm_executor_says_how_to_install_it(tmp_path, mo
     assert result.exit_code == 2
     assert "needs submitit: pip install 'kdlora[slurm]'" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_job_that_dies_gives_its_run_a_failed_record_with_the_jobs_reason(slurm, env, tmp_path):
+    grid = grid_file(tmp_path, [1], ["dora"])  # lora/dora: os._exit(3); kd-lora/dora: SIGKILL
+    results = tmp_path / "results"
+    done = kdlora(*sweep_args(grid, results, "dying"), env=env)
+    assert done.returncode == 1, done.stderr[-3000:]
+    recs = {r.run_id: r for r in iter_records(results)}
+    dead = [r for r in recs.values() if r.config["variant"] == "dora"]
+    assert len(dead) == 2 and all(r.status == "failed" for r in dead)
+    for rec in dead:
+        assert rec.error.startswith(f"SLURM job {job_of(results, rec.run_id)} FAILED"), rec.error
+        assert "log logs/slurm/" in rec.error
+    assert [r.status for r in recs.values() if r.config["strategy"] == "fft"] == ["completed"]
+    assert not list((results / "claims").glob("*.claim"))
+
+
+def test_status_without_an_answer_from_slurm_still_reports(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from kdlora.cli import app
+    from kdlora.executors import slurm as slurm_exec
+
+    grid = grid_file(tmp_path, [1], ["lora"])
+    results = tmp_path / "results"
+    run_id = expand_grid(load_grid(grid))[0].run_id
+    slurm_exec.write_job_file(results, run_id, "123_0", 1)
+    monkeypatch.setattr(slurm_exec, "_slurm", lambda *args, **kw: None)  # no squeue, no sacct
+    result = CliRunner().invoke(app, ["status", str(grid), "--results", str(results)])
+    assert result.exit_code == 0, result.output
+    assert "0/3 = 0.00 %" in result.output
+    assert "SLURM jobs: squeue and sacct do not answer here" in result.output

@@ -97,3 +97,32 @@ def test_an_unknown_tracker_is_refused(tiny_model_dirs, glue_dir):
 
     with pytest.raises((UserError, ValueError), match="unknown tracker 'wandb'"):
         cfg(tiny_model_dirs["bert"], glue_dir, track="wandb")
+
+
+def test_on_cuda_the_loop_hands_losses_over_only_where_it_reads_them():
+    """StepLog with a CUDA device: no value between the loop's own reads (no extra host sync);
+    each value is the mean micro-batch loss since the last one, and an epoch's end flushes."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from kdlora.train.callbacks import StepLog
+
+    seen = []
+
+    class Recorder:
+        def on_step(self, step, values):
+            seen.append((step, round(values["train/loss"], 6), values["train/lr"]))
+
+        def on_epoch(self, epoch, entry):
+            seen.append(("epoch", epoch))
+
+    running = SimpleNamespace(loss=torch.zeros((), dtype=torch.float64), micro=0)
+    scheduler = SimpleNamespace(get_last_lr=lambda: [0.5])
+    log = StepLog([Recorder()], SimpleNamespace(type="cuda"))
+    for step in range(1, 8):  # one micro-batch per step, loss = step; the loop reads at steps 3 and 6
+        running.loss += step
+        running.micro += 1
+        log.step(step, running, scheduler, synced=step in (3, 6))
+    log.epoch({"epoch": 1, "train_loss": float(running.loss) / running.micro})
+    assert seen == [(3, 2.0, 0.5), (6, 5.0, 0.5), (7, 7.0, 0.5), ("epoch", 1)]

@@ -33,8 +33,7 @@ def varied_axes(df: pd.DataFrame, pool: tuple[str, ...] = ()) -> dict[str, list[
     cols = factors(pool)
     if df.empty:
         return {}
-    levels = df[CELL + cols].astype({c: object for c in cols}).fillna("∅")
-    n = levels.groupby(CELL, sort=False)[cols].nunique()
+    n = df.groupby(CELL, sort=False)[cols].nunique(dropna=False)  # "not set" counts as a value
     varied = (n > 1).groupby(level="method", sort=False).any()
     return {m: [c for c in cols if row[c]] for m, row in varied.iterrows()}
 
@@ -86,8 +85,7 @@ def settings_table(df: pd.DataFrame, axes: dict[str, list[str]], pool: tuple[str
     pooled, set per (family, task) cell, or fixed (its value)."""
     rows = []
     present = [c for c in SETTINGS if df[c].notna().any()]
-    cells = df[CELL[1:] + present].astype({c: object for c in present}).groupby(CELL[1:], sort=False)
-    per_cell_levels = cells[present].nunique().max()  # NaN (not applicable) is not a level
+    per_cell_levels = df.groupby(CELL[1:], sort=False)[present].nunique().max()  # NaN (not applicable) is no level
     for c in present:
         values = df[c].dropna()
         methods = sorted(m for m, cols in axes.items() if c in cols)

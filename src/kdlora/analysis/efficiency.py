@@ -103,13 +103,15 @@ def gains(df: pd.DataFrame) -> pd.DataFrame:
              ("LoRA-only", "KD-LoRA"), ("LoRA-only", WITH_TEACHER)]
     columns = present(df)
     blocks = {name: g.groupby(BLOCK)[columns].mean() for name, g in groups.items()}  # one groupby per group
+    aligned = {(x, y): blocks[x].align(blocks[y], join="inner", axis=0) for x, y in pairs}  # one join per pair
     rows = []
     for col in columns:
         for base, group in pairs:
             a, b = groups[base], groups[group]
             if a[col].notna().any() and b[col].notna().any() and _same_memory(col, a, b):
+                block_a, block_b = aligned[(base, group)]
                 rows.append({**_gain(col, base, group, a[col], b[col]),
-                             **_paired_ratio(col, blocks[base][col], blocks[group][col])})
+                             **_paired_ratio(col, block_a[col].to_numpy(float), block_b[col].to_numpy(float))})
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["measure", "label", "baseline", "group"])
 
 
@@ -137,12 +139,16 @@ def with_teacher_share(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _paired_ratio(col: str, a: pd.Series, b: pd.Series) -> dict:
+def _paired_ratio(col: str, a: np.ndarray, b: np.ndarray) -> dict:
     """Median over (family, task, seed) blocks of the per-block ratio: unlike the pooled ratios it
-    does not depend on which tasks each group happened to run (a block's runs are averaged)."""
-    both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
-    ratios = both["b"] / both["a"] if col in HIGHER_IS_BETTER else both["a"] / both["b"]
-    return {"paired_blocks": len(both), "ratio_paired_median": ratios.median() if len(both) else np.nan}
+    does not depend on which tasks each group happened to run (a block's runs are averaged).
+    `a` and `b` are the two groups' block means, aligned on the blocks both ran."""
+    both = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[both], b[both]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = b / a if col in HIGHER_IS_BETTER else a / b
+    ratios = ratios[~np.isnan(ratios)]
+    return {"paired_blocks": int(both.sum()), "ratio_paired_median": float(np.median(ratios)) if ratios.size else np.nan}
 
 
 def _same_memory(col: str, a: pd.DataFrame, b: pd.DataFrame) -> bool:

@@ -171,16 +171,31 @@ def split(method: str) -> tuple[str, str | None]:
     return strategy, variant or None
 
 
+def arm_index(methods) -> dict[str, int]:
+    """Arms of one method (same strategy and variant, different settings: 'lora:lora r=8',
+    'lora:lora r=16') in report order: 0 is drawn filled, the others open."""
+    out, seen = {}, {}
+    for m in method_order(methods):
+        base = m.partition(" ")[0]
+        out[m] = seen.get(base, 0)
+        seen[base] = out[m] + 1
+    return out
+
+
 def points(ax, xs, ys, methods, size: float, edgecolors=None, **kwargs) -> None:
     """One scatter call per marker (matplotlib draws one collection far faster than an artist a
-    point): colour from each method's strategy, marker from its variant."""
+    point): colour from each method's strategy, marker from its variant, open for a second arm."""
     groups: dict[str, list[int]] = {}
     for i, m in enumerate(methods):
         groups.setdefault(marker(split(m)[1]), []).append(i)
+    arms = arm_index(methods)
     for mk, idx in groups.items():
         colors = [color(split(methods[i])[0]) for i in idx]
+        faces = [c if arms[methods[i]] == 0 else "white" for c, i in zip(colors, idx)]
+        open_ = any(arms[methods[i]] for i in idx)
         ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], marker=mk, s=size * (1.8 if mk == FFT_MARKER else 1.0),
-                   c=colors, edgecolors=colors if edgecolors is None else edgecolors, **kwargs)
+                   c=faces, edgecolors=colors if (edgecolors is None or open_) else edgecolors,
+                   **({**kwargs, "linewidths": max(kwargs.get("linewidths", 0), 0.8)} if open_ else kwargs))
 
 
 def msize(variant) -> float:
@@ -239,6 +254,15 @@ def strategy_variant_legend(fig, methods: list[str], anchor_ax=None, width: str 
         first.insert(0, Line2D([], [], ls="", marker=FFT_MARKER, ms=7, color=color(REFERENCE),
                                label=labels.strategy(REFERENCE)))
     second = [Line2D([], [], ls="", marker=marker(v), ms=5, mfc="none", color="#555555", label=v) for v in variants]
+    arms = arm_index(methods)
+    if any(arms.values()):  # arms of one method: filled for the first setting, open for the others
+        for k in sorted(set(arms.values())):
+            settings = dict.fromkeys(labels.settings_text(m.partition(" ")[2]) for m, i in arms.items()
+                                     if i == k and m.partition(" ")[2])
+            if settings:
+                second.append(Line2D([], [], ls="", marker="o", ms=5, color="#555555",
+                                     mfc="#555555" if k == 0 else "white",
+                                     label=" / ".join(settings)))
     if anchor_ax is not None:
         anchor_ax.set_axis_off()
         anchor_ax.legend(handles=first + second, loc="center", ncol=2)
@@ -301,13 +325,16 @@ def efficiency_scatter(a: Analysis, width: str = "double") -> Figure | None:
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     methods = method_order(df["method"])
     groups = {m: part for m, part in df.groupby("method")}
+    arms = arm_index(methods)
     size = 6 if len(df) > 300 else 12
     for ax, (column, label, div) in zip(axes.ravel(), measures):
         for m in methods:
             part = groups[m]
             s, v = split(m)
-            ax.scatter(part[column] / div, part["primary"], s=size * msize(v), marker=marker(v), color=color(s),
-                       alpha=0.55, linewidths=0, rasterized=len(df) > RASTER_ABOVE)
+            filled = arms[m] == 0
+            ax.scatter(part[column] / div, part["primary"], s=size * msize(v), marker=marker(v),
+                       c=color(s) if filled else "white", edgecolors=color(s), alpha=0.55,
+                       linewidths=0 if filled else 0.6, rasterized=len(df) > RASTER_ABOVE)
         log_axis(ax, "x", df[column], div, max_ticks=6 if width == "double" else 4)
         ax.set_xlabel(label)
     for ax in axes[:, 0]:

@@ -48,6 +48,7 @@ RESUBMIT = {"CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "REVOKED"}  # no
 MAX_RESUBMITS = 3
 MAX_TIMEOUTS = 3  # submitit requeues a timed-out job this many times
 POLL_S = float(os.environ.get("KDLORA_SLURM_POLL_S", "5"))  # how often squeue is asked
+ENDED_GRACE_S = 20.0  # an ended job (other than COMPLETED) must stay ended this long to count
 
 
 # ----- talking to SLURM -----------------------------------------------------------------------
@@ -202,6 +203,9 @@ class Tracked:
     resubmits: int = 0
     unknown_polls: int = 0
     notes: list[str] = field(default_factory=list)
+    state: str = "SUBMITTED"
+    ended_since: float | None = None  # when polls began to see it ended (a requeue passes through
+    # COMPLETING/FAILED/CANCELLED for a moment before PENDING)
 
 
 def _import_submitit():
@@ -264,7 +268,10 @@ class SlurmExecutor(Executor):
         ex = self.submitit.SlurmExecutor(folder=str(self.folder), max_num_timeout=MAX_TIMEOUTS)
         params: dict[str, Any] = {
             "job_name": "kdlora", "time": self.time_min, "cpus_per_task": int(self.options.cpus_per_run),
-            "signal_delay_s": int(min(90, max(10, self.time_min * 60 - 5))),
+            # the warning signal (submitit requeues on it): 90 s before the limit, less for short
+            # limits, as slurmctld sends it on a ~30 s timer, that early again: never in a job's
+            # first 20 s, before submitit's handler is set (a 1-minute limit: 10 s)
+            "signal_delay_s": int(min(90, max(10, self.time_min * 60 - 50))),
             "array_parallelism": max(1, min(n_tasks, self.settings.array_parallelism or n_tasks)),  # SLURM's %N
             "setup": [f"export OMP_NUM_THREADS=${{SLURM_CPUS_PER_TASK:-{int(self.options.cpus_per_run)}}}"],
         }
@@ -348,11 +355,20 @@ class SlurmExecutor(Executor):
                 state = JobState("UNKNOWN", "gone from squeue and sacct")
             else:
                 task.unknown_polls = 0
+            if state.state != task.state:
+                self._log_state(task, state)
             if state.state in ACTIVE:
+                task.ended_since = None
                 continue
+            task.ended_since = task.ended_since or time.monotonic()
+            if state.state != "COMPLETED" and time.monotonic() - task.ended_since < ENDED_GRACE_S:
+                continue  # ended, or a requeue in passing: look again before believing it
             self.tracked.pop(task.job_id, None)
             reason = self._reason(task, state)
-            if state.state in RESUBMIT and not self.closing and task.resubmits < MAX_RESUBMITS:
+            requeue_lost = state.state != "COMPLETED" and _asked_for_requeue(task)
+            if requeue_lost:  # submitit requeued it, yet SLURM ended it (a requeue racing the job's end)
+                reason = f"SLURM job {task.job_id} {state.state} after submitit requeued it (time limit or preemption)"
+            if (state.state in RESUBMIT or requeue_lost) and not self.closing and task.resubmits < MAX_RESUBMITS:
                 note = f"{reason}; submitted again"
                 new = self._submit_chunks([list(task.runs.values())], task.resubmits + 1, task.notes + [note])
                 self.tracked[new[0]].notes[-1] = f"{note} as SLURM job {new[0]}"
@@ -360,6 +376,19 @@ class SlurmExecutor(Executor):
             for run_id in list(task.runs):
                 out.append(self._finished(task, run_id, reason))
         return out
+
+    def _log_state(self, task: Tracked, state: JobState) -> None:
+        """DIR/logs/slurm/states.log: every state change of every job, for whoever wonders."""
+        task.state = state.state
+        line = (f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {task.job_id} {state.state}"
+                f"{' (' + state.reason + ')' if state.reason and state.reason != 'None' else ''} "
+                f"runs {' '.join(sorted(task.runs))}\n")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(self.folder / "states.log", "a") as log:
+                log.write(line)
+        except OSError:
+            pass
 
     def _finished(self, task: Tracked, run_id: str, crash: str | None) -> Finished:
         job = task.runs.pop(run_id)
@@ -393,6 +422,23 @@ class SlurmExecutor(Executor):
             _slurm("scancel", *ids)
         self.tracked.clear()
         self.pending.clear()
+
+
+def _asked_for_requeue(task: Tracked) -> bool:
+    """Whether the job's last attempt at one of its runs ended with submitit's requeue (its messages
+    land in the run's log, which holds the process's output while a run runs)."""
+    for job in task.runs.values():
+        try:
+            with open(job.log_path, "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - 8192))
+                tail = log.read().decode(errors="replace")
+        except OSError:
+            continue
+        last = tail.rsplit("=== kdlora run ", 1)[-1]
+        if "Requeued job" in last and "Exiting gracefully after preemption/timeout" in last:
+            return True
+    return False
 
 
 def _submitit_error(paths: Any) -> str:
