@@ -18,10 +18,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from kdlora.registry import Registry
 
+# kdlora.config.RunConfig, not imported: config builds RunConfig from these plug-ins' declarations,
+# so the plug-ins take a config without depending on config.py.
+RunConfig = Any
+
 if TYPE_CHECKING:
     import torch
 
-    from kdlora.config import RunConfig
     from kdlora.data.tasks import TaskSpec
 
 

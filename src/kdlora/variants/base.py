@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from kdlora.registry import Registry
 
+# kdlora.config.RunConfig, not imported: config builds RunConfig from these plug-ins' declarations,
+# so the plug-ins take a config without depending on config.py.
+RunConfig = Any
+
 if TYPE_CHECKING:
     import torch.nn as nn
 
-    from kdlora.config import RunConfig
 
 
 @dataclass(frozen=True)
