@@ -26,6 +26,7 @@ import pandas as pd
 
 from kdlora.analysis import labels
 from kdlora.analysis.efficiency import memory_kind_of
+from kdlora.analysis.methods import ADAPTER_STRATEGIES, REFERENCE, STRATEGY_COLOR, VARIANT_MARKER
 from kdlora.analysis.model import Analysis
 from kdlora.analysis.tables import method_order, task_order
 
@@ -40,11 +41,13 @@ RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize
       "axes.linewidth": 0.6, "xtick.major.width": 0.6, "ytick.major.width": 0.6, "xtick.major.size": 2.5,
       "ytick.major.size": 2.5, "lines.linewidth": 1.0, "axes.titlepad": 4, "axes.labelpad": 2,
       "font.family": "DejaVu Sans"}
-# Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
-COLORS = {"fft": "#000000", "lora": "#0072B2", "kd-lora": "#D55E00"}
+# Okabe & Ito (2008): distinguishable with every common colour-vision deficiency. Each strategy's
+# colour and each variant's marker is declared by the plug-in (the registries); unregistered
+# names get a spare one.
+COLORS = STRATEGY_COLOR
 SPARE_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")
-MARKERS = {"lora": "o", "rslora": "s", "olora": "^", "dora": "D", "adalora": "v", "mrlora": "P"}
-SPARE_MARKERS = ("<", ">", "h", "X", "d", "p")
+MARKERS = VARIANT_MARKER
+SPARE_MARKERS = ("X", "d", "p", "<", ">", "h")
 FFT_MARKER = "*"
 RASTER_ABOVE = 2000  # runs; beyond this the scatter's points are embedded in the PDF as an image
 CAPTIONS = {
@@ -246,9 +249,10 @@ def strategy_variant_legend(fig, methods: list[str], anchor_ax=None, width: str 
     strategies = list(dict.fromkeys(split(m)[0] for m in methods))
     variants = list(dict.fromkeys(v for m in methods if (v := split(m)[1]) is not None))
     first = [Line2D([], [], ls="", marker="s", ms=6, color=color(s), label=labels.strategy(s))
-             for s in strategies if s != "fft"]
-    if "fft" in strategies:
-        first.insert(0, Line2D([], [], ls="", marker=FFT_MARKER, ms=7, color=color("fft"), label="FFT"))
+             for s in strategies if s != REFERENCE]
+    if REFERENCE in strategies:
+        first.insert(0, Line2D([], [], ls="", marker=FFT_MARKER, ms=7, color=color(REFERENCE),
+                               label=labels.strategy(REFERENCE)))
     second = [Line2D([], [], ls="", marker=marker(v), ms=5, mfc="none", color="#555555", label=v) for v in variants]
     arms = arm_index(methods)
     if any(arms.values()):  # arms of one method: filled for the first setting, open for the others
@@ -529,7 +533,7 @@ def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
         rows = []  # (y, colour, marker, filled) of each comparison
         for yi, r in zip(y, part.itertuples()):
             base = r.a.partition(" ")[0]
-            s, v = split(r.a) if (":" in base or base == "fft") else ("", None)
+            s, v = split(r.a) if (":" in base or base == REFERENCE) else ("", None)
             differs = r.verdict in ("a better", "b better")  # filled: a directional verdict
             rows.append((yi, color(s) if s else "#000000", marker(v) if ":" in base else "o", differs))
         ci = (part["effect_ci_low"].notna() & part["effect_ci_high"].notna()).to_numpy()  # none where not testable
@@ -736,7 +740,7 @@ def missing_reason(a: Analysis, name: str) -> str | None:
         from kdlora.analysis.comparisons import variant_matrix
 
         df = a["runs"]
-        shapes = {s: variant_matrix(df, s).shape for s in ("lora", "kd-lora") if (df["strategy"] == s).any()}
+        shapes = {s: variant_matrix(df, s).shape for s in ADAPTER_STRATEGIES if (df["strategy"] == s).any()}
         have = "; ".join(f"{labels.strategy(s)}: {n} complete block(s) of {k} variant(s)"
                          for s, (n, k) in shapes.items()) or "no adapter runs"
         return ("no critical-difference diagram: it ranks a strategy's variants by a Friedman test over "
