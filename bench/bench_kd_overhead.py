@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from kdlora.strategies import teacher_of
 
 NAME = "kd_overhead"
 TARGET = 1.05
@@ -105,7 +106,7 @@ def main() -> Path:
         lora_cfg = build_config(dict(shared, strategy="lora", teacher_model=str(student)))
 
         print("teacher: FFT run of the family's teacher (few steps; its quality does not change the timing)")
-        teacher_row = run(kd_cfg.teacher_config(), results)
+        teacher_row = run(teacher_of(kd_cfg), results)
         print("cold: first KD-LoRA run builds the teacher-logit cache; first LoRA-only run as its warm-up")
         cold = run(kd_cfg, results)
         lora_warm = run(lora_cfg, results)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from kdlora.strategies import teacher_of
 
 NAME = "memory"
 REFERENCE_CLAIM = 0.7  # KD-LoRA ÷ LoRA-only memory claimed by the reference study (~30 % less)
@@ -108,7 +109,7 @@ def configs(task: Path, threads: int, quick: bool, teacher: str | None) -> dict[
     if quick:  # the tiny stand-in teacher has no layers to cut: its student is itself
         cfgs["kd-lora"]["student_model"] = teacher
     # The FFT run doubles as the KD-LoRA run's teacher: same config, same run_id.
-    if build_config(cfgs["kd-lora"]).teacher_config().run_id != build_config(cfgs["fft"]).run_id:
+    if teacher_of(build_config(cfgs["kd-lora"])).run_id != build_config(cfgs["fft"]).run_id:
         raise RuntimeError("the FFT run is not the KD-LoRA run's teacher (run_ids differ)")
     return cfgs
 

@@ -33,11 +33,24 @@ def cli_reference() -> str:
 
 def settings_table() -> str:
     from kdlora.config import EXECUTION_FIELDS, RunConfig
+    from kdlora.strategies import STRATEGIES
+    from kdlora.variants import VARIANTS
 
+    # a plug-in's own fields are hashed only into its runs (declared in its module: Strategy/Variant.fields)
+    owners: dict[str, list[str]] = {}
+    for kind, registry in (("strategy", STRATEGIES), ("variant", VARIANTS)):
+        for plugin in (registry.get(n) for n in registry):
+            for name in plugin.fields:
+                owners.setdefault(name, []).append(f"{kind} {plugin.name}")
     rows = ["| key | default | note |", "|---|---|---|"]
     for name, field in RunConfig.model_fields.items():
         default = "required" if field.is_required() else repr(field.default)
-        note = "execution only (not in run_id)" if name in EXECUTION_FIELDS else ""
+        if name in EXECUTION_FIELDS:
+            note = "execution only (not in run_id)"
+        elif name in owners:
+            note = f"{field.description}; only for {', '.join(owners[name])}"
+        else:
+            note = ""
         rows.append(f"| `{name}` | `{default}` | {note} |")
     return "\n".join(rows) + "\n"
 

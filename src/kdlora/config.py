@@ -13,26 +13,21 @@ import functools
 import hashlib
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from kdlora.data.identity import TaskIdentity, task_identity
 from kdlora.errors import UserError
+from kdlora.slugs import slug, task_slug  # noqa: F401  (kdlora.config.task_slug, as before)
+from kdlora.strategies import STRATEGIES
+from kdlora.variants import VARIANTS
 
-STRATEGIES = ("fft", "lora", "kd-lora")
-VARIANTS = ("lora", "rslora", "olora", "dora", "adalora", "mrlora")
-DEFAULT_LR = {"fft": 5e-5, "lora": 5e-4, "kd-lora": 5e-4}
-
-# Groups of fields that only matter for some runs; the canonical form drops the rest.
+# Fields shared by every strategy that takes a variant (adapters); a strategy's and a variant's
+# own fields are declared by the plug-in (Strategy.fields, Variant.fields) and added below.
 ADAPTER_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules")
-KD_FIELDS = ("student_model", "kd_temperature", "kd_alpha", "teacher_lr", "teacher_epochs",
-             "teacher_batch_size")
-MRLORA_FIELDS = ("mrlora_ranks", "mrlora_scaling")
-ADALORA_FIELDS = ("adalora_init_r", "adalora_tinit", "adalora_tfinal", "adalora_delta_t")
 # The evaluation protocol (docs/protocol.md): hashed only when set, so runs made before these
 # fields existed keep their run_id.
 PROTOCOL_DEFAULTS: dict[str, Any] = {"selection_fraction": 0.0, "select_best_epoch": False, "param_budget": None}
@@ -48,10 +43,14 @@ class ParamBudget(BaseModel):
     tolerance: float = 0.15  # refuse when no size comes within this fraction of the reference
 # How a run executes, not what it computes: excluded from the run_id.
 EXECUTION_FIELDS = ("grad_accum", "threads", "device", "compile", "track", "tracking_uri")
+# What a teacher run does not share with its student: the identity of the student's method and
+# the optimisation settings the strategy gives the teacher (teacher_lr -> lr, ...).
+NOT_SHARED_WITH_TEACHER = ("strategy", "variant", "lr", "epochs", "batch_size", "grad_accum", "param_budget")
 MIN_MAX_LENGTH = 8  # [CLS] + [SEP] (x2 for pairs) leave room for a few tokens of text
 
 # The valid range of every numeric setting: (low, low included, high, high included); None = open.
-# Checked when a config is built (one line, exit 2, nothing written); a new numeric field adds a line.
+# Checked when a config is built (one line, exit 2, nothing written); a new numeric field adds a line
+# here, or, a plug-in's own field, in its declaration (Strategy/Variant.fields: the 4th element).
 RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "seed": (0, True, 2**32 - 1, True),  # numpy's seed range
     "lr": (0, False, None, False),
@@ -67,15 +66,6 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "r": (0, False, None, False),
     "lora_alpha": (0, False, None, False),
     "lora_dropout": (0, True, 1, False),
-    "adalora_init_r": (0, False, None, False),
-    "adalora_tinit": (0, True, 1, False),
-    "adalora_tfinal": (0, True, 1, False),
-    "adalora_delta_t": (0, False, None, False),
-    "kd_temperature": (0, False, None, False),
-    "kd_alpha": (0, True, 1, True),
-    "teacher_lr": (0, False, None, False),
-    "teacher_epochs": (0, False, None, False),
-    "teacher_batch_size": (0, False, None, False),
     "grad_accum": (0, False, None, False),
     "threads": (0, False, None, False),
 }
@@ -97,17 +87,18 @@ def out_of_range(name: str, value: float) -> bool:
     return high is not None and (value > high or (value == high and not high_in))
 
 
-class RunConfig(BaseModel):
+class _RunConfigBase(BaseModel):
+    """The fields every run has; RunConfig (below) adds those its plug-ins declare."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # what is trained
     family: str
     task: str
-    strategy: Literal["fft", "lora", "kd-lora"]
+    strategy: str  # a name in kdlora.strategies.STRATEGIES
     variant: str | None = "lora"
     seed: int = 42
     teacher_model: str | None = None  # hub id or local path; default from the family table
-    student_model: str | None = None
     data_dir: str | None = None  # local GLUE directory (TSV layout or save_to_disk)
     metric_policy: Literal["glue", "legacy"] = "glue"
 
@@ -135,19 +126,6 @@ class RunConfig(BaseModel):
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] | None = None
-    mrlora_ranks: tuple[int, ...] | None = None
-    mrlora_scaling: Literal["rank_stabilized", "standard"] = "rank_stabilized"
-    adalora_init_r: int = 12
-    adalora_tinit: float = 0.1  # fractions of total steps
-    adalora_tfinal: float = 0.2
-    adalora_delta_t: int = 10
-
-    # distillation (KD-LoRA); teacher_* describe the FFT teacher run it needs
-    kd_temperature: float = 2.0
-    kd_alpha: float = 0.5
-    teacher_lr: float | None = None
-    teacher_epochs: float | None = None
-    teacher_batch_size: int | None = None
 
     # execution only (not hashed)
     grad_accum: int = 1
@@ -163,24 +141,28 @@ class RunConfig(BaseModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        strategy = data.get("strategy")
-        if strategy == "fft":
+        strategy = STRATEGIES.get(data["strategy"]) if data.get("strategy") in STRATEGIES else None
+        if strategy is not None and not strategy.uses_adapters:
             data["variant"] = None
         elif data.get("variant") is None:
             data["variant"] = "lora"
-        if data.get("lr") is None and strategy in DEFAULT_LR:
-            data["lr"] = DEFAULT_LR[strategy]
-        if strategy == "kd-lora":
-            data.setdefault("teacher_lr", None)
-            data["teacher_lr"] = data["teacher_lr"] or DEFAULT_LR["fft"]
-            data["teacher_epochs"] = data.get("teacher_epochs") or data.get("epochs", 3.0)
-            data["teacher_batch_size"] = data.get("teacher_batch_size") or data.get("batch_size", 32)
-        if data.get("variant") == "mrlora" and not data.get("mrlora_ranks"):
-            data["mrlora_ranks"] = default_mrlora_ranks(int(data.get("r", 8)))
-        for key in ("target_modules", "mrlora_ranks"):
+        if strategy is not None:
+            if data.get("lr") is None:
+                data["lr"] = strategy.default_lr
+            data = strategy.resolve(data)
+        if data.get("variant") in VARIANTS:
+            data = VARIANTS.get(data["variant"]).resolve(data)
+        for key in SEQUENCE_FIELDS:
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
         return data
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r}; choose one of: {', '.join(STRATEGIES)}")
+        return v
 
     @field_validator("track", mode="before")
     @classmethod
@@ -202,13 +184,8 @@ class RunConfig(BaseModel):
             value = getattr(self, name)
             if value is not None and out_of_range(name, value):
                 raise ValueError(f"{name} must be {range_text(name)} (got {value})")
-        if self.variant == "adalora" and self.adalora_tinit + self.adalora_tfinal >= 1:
-            raise ValueError(f"adalora_tinit + adalora_tfinal must be < 1, leaving steps to prune "
-                             f"(got {self.adalora_tinit} + {self.adalora_tfinal})")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
-        if self.mrlora_ranks is not None and any(r <= 0 for r in self.mrlora_ranks):
-            raise ValueError(f"mrlora_ranks must all be > 0 (got {list(self.mrlora_ranks)})")
         if self.param_budget is not None:
             if self.param_budget.reference not in VARIANTS:
                 raise ValueError(f"param_budget.reference {self.param_budget.reference!r} is not a variant; "
@@ -218,8 +195,9 @@ class RunConfig(BaseModel):
         if self.select_best_epoch and self.selection_fraction == 0 and not task_has_selection_file(self.task):
             raise ValueError("select_best_epoch needs a selection split: set selection_fraction > 0 "
                              "(or give the task a test: file, making validation the selection split)")
-        if self.variant == "adalora" and self.adalora_init_r < self.r:
-            raise ValueError(f"adalora_init_r ({self.adalora_init_r}) must be >= r ({self.r})")
+        STRATEGIES.get(self.strategy).validate(self)
+        if self.variant is not None:
+            VARIANTS.get(self.variant).validate(self)
         return self
 
     # ----- identity -------------------------------------------------------------------------
@@ -243,15 +221,9 @@ class RunConfig(BaseModel):
     def hashed_fields(self) -> list[str]:
         """The names of the fields canonical() keeps (reads no task file), sorted."""
         data = self.model_dump(mode="json")
-        drop: set[str] = {*EXECUTION_FIELDS, "data_dir"}
-        if self.strategy == "fft":
-            drop |= {"variant", "param_budget", *ADAPTER_FIELDS, *KD_FIELDS, *MRLORA_FIELDS, *ADALORA_FIELDS}
-        elif self.strategy == "lora":
-            drop |= set(KD_FIELDS)
-        if self.variant != "mrlora":
-            drop |= set(MRLORA_FIELDS)
-        if self.variant != "adalora":
-            drop |= set(ADALORA_FIELDS)
+        drop: set[str] = {*EXECUTION_FIELDS, "data_dir"} | (PLUGIN_FIELDS - set(self.own_fields()))
+        if not STRATEGIES.get(self.strategy).uses_adapters:
+            drop |= {"variant", "param_budget", *ADAPTER_FIELDS}
         drop |= {k for k, default in PROTOCOL_DEFAULTS.items() if data.get(k) == default}
         return sorted(k for k in data if k not in drop)
 
@@ -272,17 +244,16 @@ class RunConfig(BaseModel):
     def micro_batch_size(self) -> int:
         return self.batch_size // self.grad_accum
 
-    def teacher_config(self) -> RunConfig:
-        """The FFT run whose fine-tuned model teaches this KD-LoRA run."""
-        if self.strategy != "kd-lora":
-            raise ValueError("only kd-lora runs have a teacher")
-        shared = {k: getattr(self, k) for k in (
-            "family", "task", "seed", "teacher_model", "data_dir", "metric_policy", "max_length",
-            "warmup_ratio", "weight_decay", "max_grad_norm", "group_by_length", "max_train_samples",
-            "max_eval_samples", "eval_every_epoch", "precision", "threads", "device", "compile",
-            "selection_fraction", "select_best_epoch")}
-        return RunConfig(strategy="fft", lr=self.teacher_lr, epochs=self.teacher_epochs,
-                         batch_size=self.teacher_batch_size, **shared)
+    def own_fields(self) -> tuple[str, ...]:
+        """The plug-in fields that belong to this run: its strategy's, and its variant's."""
+        own = tuple(STRATEGIES.get(self.strategy).fields)
+        return own + (tuple(VARIANTS.get(self.variant).fields) if self.variant else ())
+
+    def shared_with_teacher(self) -> dict[str, Any]:
+        """The settings a teacher run takes from its student: every field that belongs to no
+        plug-in, to no adapter, and is not the student's own method or optimisation."""
+        skip = PLUGIN_FIELDS | set(ADAPTER_FIELDS) | set(NOT_SHARED_WITH_TEACHER)
+        return {k: getattr(self, k) for k in type(self).model_fields if k not in skip}
 
     def with_updates(self, **changes: Any) -> RunConfig:
         data = self.model_dump()
@@ -290,13 +261,31 @@ class RunConfig(BaseModel):
         return build_config(data)
 
 
-def default_mrlora_ranks(r: int) -> tuple[int, ...]:
-    """r, r/2, ..., 1 (the multi-rank default: [8, 4, 2, 1] for r = 8)."""
-    ranks = []
-    while r >= 1:
-        ranks.append(r)
-        r //= 2
-    return tuple(ranks)
+def plugin_fields() -> dict[str, tuple[Any, Any]]:
+    """Every field the registered strategies and variants declare, as pydantic field definitions.
+    Two plug-ins may share a field (kd-lora-hidden takes kd-lora's) only with one definition."""
+    out: dict[str, tuple[Any, Any]] = {}
+    seen: dict[str, tuple] = {}
+    plugins = [STRATEGIES.get(n) for n in STRATEGIES] + [VARIANTS.get(n) for n in VARIANTS]
+    for plugin in plugins:
+        for name, spec in plugin.fields.items():
+            if name in _RunConfigBase.model_fields:
+                raise ValueError(f"{plugin.name} declares {name!r}, a field every run has")
+            if name in seen and seen[name] != spec:
+                raise ValueError(f"{name!r} is declared twice, differently ({plugin.name})")
+            seen[name] = spec
+            kind, default, help_text, *valid = spec
+            out[name] = (kind, Field(default, description=help_text))
+            if valid:
+                RANGES[name] = valid[0]
+    return out
+
+
+RunConfig = create_model("RunConfig", __base__=_RunConfigBase, __module__=__name__, **plugin_fields())
+RunConfig.__doc__ = "One run's configuration: the shared fields plus those of every registered plug-in."
+PLUGIN_FIELDS = frozenset(RunConfig.model_fields) - frozenset(_RunConfigBase.model_fields)
+# Fields whose single value is itself a list (a grid axis of them is a list of lists).
+SEQUENCE_FIELDS = tuple(n for n, f in RunConfig.model_fields.items() if "tuple" in str(f.annotation))
 
 
 @functools.lru_cache(maxsize=256)
@@ -310,17 +299,6 @@ def task_has_selection_file(task: str) -> bool:
     except (OSError, yaml.YAMLError):
         return True
     return not isinstance(data, dict) or bool(data.get("test"))
-
-
-def task_slug(task: str) -> str:
-    """A short name for a task given as a GLUE name or a YAML path (version-1 records)."""
-    name = Path(task).stem if ("/" in task or task.endswith((".yaml", ".yml"))) else task
-    return slug(name)
-
-
-def slug(name: str) -> str:
-    """A task name as run_ids and tables spell it: lower case, [a-z0-9_]."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "task"
 
 
 def build_config(data: dict[str, Any]) -> RunConfig:

@@ -87,7 +87,7 @@ def _write(cfg, record, ckpt: Path, tmp: Path, merge: bool) -> _Written:
     from kdlora.models import load_tokenizer
 
     load_tokenizer(str(ckpt)).save_pretrained(tmp)
-    if cfg.strategy == "fft":  # the checkpoint is the whole fine-tuned model
+    if cfg.variant is None:  # no adapters (FFT): the checkpoint is the whole fine-tuned model
         for file in ckpt.iterdir():
             if file.is_file() and not (tmp / file.name).exists():
                 shutil.copy2(file, tmp / file.name)
@@ -103,8 +103,10 @@ def _write_adapter(cfg, ckpt: Path, tmp: Path, merge: bool) -> _Written:
 
     variant = VARIANTS.get(cfg.variant)
     teacher, student = model_names(cfg.family, cfg.teacher_model, cfg.student_model)
-    name, layers = (student, student_layers(cfg.family, cfg.student_model)) if cfg.strategy == "kd-lora" \
-        else (teacher, None)
+    from kdlora.strategies import STRATEGIES
+
+    name, layers = ((student, student_layers(cfg.family, cfg.student_model)) if STRATEGIES.get(cfg.strategy).trains_student
+                    else (teacher, None))
     spec = resolve_task(cfg.task)
     base = load_classifier(name, spec.num_labels, layers=layers)  # exactly the model the run trained on
     merged = merge or not variant.portable_adapter

@@ -15,36 +15,39 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, create_model,
+                      field_validator)
 
-from kdlora.config import STRATEGIES, VARIANTS, RunConfig, describe_validation_error, read_yaml
+from kdlora.config import SEQUENCE_FIELDS, RunConfig, describe_validation_error, read_yaml
 from kdlora.data.identity import check_unique_names
 from kdlora.data.metrics import GLUE_TASKS
 from kdlora.errors import UserError
+from kdlora.strategies import STRATEGIES, ordered_strategies, teacher_of
+from kdlora.variants import VARIANTS
 
 # Sections of hyperparameters, from the most general to the most specific; later ones win.
+# Every strategy has a section of its own, named as the strategy (fft:, lora:, kd-lora:, ...).
+ADAPTER_STRATEGIES = tuple(s.name for s in ordered_strategies() if s.uses_adapters)
 SECTION_SCOPE = {
-    "hyperparameters": STRATEGIES,
-    "adapters": ("lora", "kd-lora"),
-    "fft": ("fft",),
-    "lora": ("lora",),
-    "kd-lora": ("kd-lora",),
+    "hyperparameters": tuple(s.name for s in ordered_strategies()),
+    "adapters": ADAPTER_STRATEGIES,
+    **{s.name: (s.name,) for s in ordered_strategies()},
 }
 # Keys a grid sets through its axes, and keys derived from the fft section (so that a KD run's
 # teacher is exactly the grid's FFT run): neither may be set as a hyperparameter.
 AXIS_KEYS = ("family", "task", "seed", "strategy", "variant")
-DERIVED_KEYS = {"teacher_lr": "lr", "teacher_epochs": "epochs", "teacher_batch_size": "batch_size"}
+DERIVED_KEYS = {mine: theirs for s in ordered_strategies() for mine, theirs in s.teacher_fields.items()}
+DERIVED_FROM = {mine: s.teacher_strategy for s in ordered_strategies() for mine in s.teacher_fields}
 HYPERPARAMETERS = tuple(k for k in RunConfig.model_fields if k not in AXIS_KEYS and k not in DERIVED_KEYS)
-# Fields whose single value is itself a list: for these, an axis is a list of lists.
-SEQUENCE_FIELDS = ("target_modules", "mrlora_ranks")
 # Grid keys whose values may be paths, resolved relative to the grid file.
 PATH_KEYS = ("teacher_model", "student_model", "data_dir")
-STRATEGY_ORDER = {s: i for i, s in enumerate(STRATEGIES)}
+STRATEGY_ORDER = {s.name: s.order for s in ordered_strategies()}
 FALLBACK_FAMILIES = {"bert": True, "roberta": True, "deberta": True, "minilm": True}
 
 
-class GridConfig(BaseModel):
-    """A validated grid file. Paths in it are already resolved relative to the file."""
+class _GridBase(BaseModel):
+    """A validated grid file. Paths in it are already resolved relative to the file.
+    GridConfig (below) adds one section per registered strategy."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
     _runs: list[RunConfig] | None = PrivateAttr(default=None)  # expand_grid's result, once computed
@@ -56,13 +59,10 @@ class GridConfig(BaseModel):
     families: list[str] = Field(min_length=1)
     tasks: list[str] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
-    strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES), min_length=1)
-    variants: list[str] = Field(default_factory=lambda: list(VARIANTS), min_length=1)
+    strategies: list[str] = Field(default_factory=lambda: default_names(STRATEGIES), min_length=1)
+    variants: list[str] = Field(default_factory=lambda: default_names(VARIANTS), min_length=1)
     hyperparameters: dict[str, Any] = {}
     adapters: dict[str, Any] = {}
-    fft: dict[str, Any] = {}
-    lora: dict[str, Any] = {}
-    kd_lora: dict[str, Any] = Field(default={}, alias="kd-lora")
     # Most specific of all: per variant ("adalora") or per strategy and variant ("kd-lora/adalora"),
     # e.g. a learning rate for a variant whose scaling differs (rsLoRA, AdaLoRA, MrLoRA).
     per_variant: dict[str, dict[str, Any]] = {}
@@ -114,13 +114,18 @@ class GridConfig(BaseModel):
     def _known_families(cls, values: list[str]) -> list[str]:
         return [_known("family", v, tuple(known_families())) for v in values]
 
-    @field_validator("hyperparameters", "adapters", "fft", "lora", "kd_lora")
+    @field_validator("*")
+    @classmethod
+    def _known_section_keys(cls, values: Any, info: ValidationInfo) -> Any:
+        return cls._known_keys(values) if info.field_name in SECTION_FIELDS else values
+
     @classmethod
     def _known_keys(cls, values: dict[str, Any]) -> dict[str, Any]:
         for key in values:
             if key in DERIVED_KEYS:
-                raise ValueError(f"{key!r} is derived from the fft section's {DERIVED_KEYS[key]!r} "
-                                 "(a KD-LoRA run's teacher is the grid's FFT run); set it under fft:")
+                teacher, theirs = DERIVED_FROM[key], DERIVED_KEYS[key]
+                raise ValueError(f"{key!r} is derived from the {teacher} section's {theirs!r} "
+                                 f"(a run's teacher is the grid's {teacher} run); set it under {teacher}:")
             if key in AXIS_KEYS:
                 raise ValueError(f"{key!r} is a grid axis; list it at the top level ({key}s:)")
             if key not in HYPERPARAMETERS:
@@ -133,13 +138,14 @@ class GridConfig(BaseModel):
         for key, settings in values.items():
             strategy, _, variant = key.rpartition("/")
             if strategy:
-                _known("strategy", strategy, ("lora", "kd-lora"))
+                _known("strategy", strategy, ADAPTER_STRATEGIES)
             _known("variant", variant, VARIANTS)
             cls._known_keys(settings)
             for name, value in settings.items():
                 if _is_axis(name, value):
                     raise ValueError(f"per_variant.{key}.{name} is a list: per-variant values are single "
-                                     "values; give axes in a section (adapters:, lora:, kd-lora:)")
+                                     "values; give axes in a section (adapters:, "
+                                     + ", ".join(f"{s}:" for s in ADAPTER_STRATEGIES) + ")")
         return values
 
     @field_validator("search")
@@ -150,7 +156,7 @@ class GridConfig(BaseModel):
                 for vkey, vspace in space.items():
                     strategy, _, variant = vkey.rpartition("/")
                     if strategy:
-                        _known("strategy", strategy, ("lora", "kd-lora"))
+                        _known("strategy", strategy, ADAPTER_STRATEGIES)
                     _known("variant", variant, VARIANTS)
                     _check_space(vspace, f"search.per_variant.{vkey}")
             else:
@@ -170,7 +176,23 @@ class GridConfig(BaseModel):
         return values
 
     def section(self, name: str) -> dict[str, Any]:
-        return self.kd_lora if name == "kd-lora" else getattr(self, name)
+        return getattr(self, section_field(name))
+
+
+def section_field(name: str) -> str:
+    """The GridConfig field of a section: the strategy's name with '-' as '_' (kd-lora -> kd_lora)."""
+    return name.replace("-", "_")
+
+
+GridConfig = create_model(
+    "GridConfig", __base__=_GridBase, __module__=__name__,
+    **{section_field(s.name): (dict[str, Any], Field(default={}, alias=s.name)) for s in ordered_strategies()})
+SECTION_FIELDS = frozenset(section_field(name) for name in SECTION_SCOPE)
+
+
+def default_names(registry) -> list[str]:
+    """A grid's default strategies or variants: the registered ones marked in_default_grid."""
+    return [n for n in registry if registry.get(n).in_default_grid]
 
 
 def _known(kind: str, value: str, known: tuple[str, ...]) -> str:
@@ -224,7 +246,7 @@ def describe_grid_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        top = [f for f in GridConfig.model_fields if f not in ("source", "zip_")] + ["kd-lora", "zip"]
+        top = [f.alias or n for n, f in GridConfig.model_fields.items() if n not in ("source", "zip_")] + ["zip"]
         return f"unknown key {loc!r}{_suggest(loc, top)}; see docs/sweeps.md"
     if err["type"] == "missing":
         return f"missing required key {loc!r}"
@@ -241,7 +263,7 @@ def _resolve_paths(grid: GridConfig, base: Path, path: Path) -> GridConfig:
         for key in PATH_KEYS:
             if key in values:
                 values[key] = _map_values(values[key], key, lambda v: _resolve_path(v, base))
-        sections["kd_lora" if name == "kd-lora" else name] = values
+        sections[section_field(name)] = values
     per_variant = {k: {n: _resolve_path(v, base) if n in PATH_KEYS else v for n, v in values.items()}
                    for k, values in grid.per_variant.items()}
     return grid.model_copy(update={"tasks": tasks, "per_variant": per_variant, **sections})
@@ -299,7 +321,7 @@ def _settings(grid: GridConfig, strategy: str, point: dict[tuple[str, str], Any]
             for key, value in grid.section(name).items():
                 out[key] = point.get((name, key), value)
     out.update(point.get(("zip", ""), {}))
-    if grid.param_budget is not None and strategy != "fft":
+    if grid.param_budget is not None and STRATEGIES.get(strategy).uses_adapters:
         out.setdefault("param_budget", grid.param_budget)
     if variant is not None:
         out.update(grid.per_variant.get(variant, {}))
@@ -335,7 +357,7 @@ def _build(grid: GridConfig, data: dict[str, Any]) -> RunConfig:
         cfg = RunConfig(**data)
     except ValidationError as exc:
         raise UserError(f"{grid.source}: run {what}: {describe_validation_error(exc)}") from None
-    if cfg.param_budget is None or cfg.strategy == "fft":
+    if cfg.param_budget is None or not STRATEGIES.get(cfg.strategy).uses_adapters:
         return cfg
     from kdlora.param_budget import resolve  # imports torch: only for grids with matched budgets
 
@@ -353,30 +375,40 @@ def _short_task(task: str) -> str:
 
 def _cell(grid: GridConfig, family: str, task: str, seed: int, point: dict[tuple[str, str], Any],
           choice: TeacherChoice | None) -> tuple[list[RunConfig], list[RunConfig]]:
-    """(runs, pending) of one (family, task, seed, axis point): the FFT runs first, then their
-    students. `pending` holds one stand-in per KD-LoRA student whose teacher the protocol has not
+    """(runs, pending) of one (family, task, seed, axis point): the teacher (FFT) runs first, then
+    the rest. `pending` holds one stand-in per student (KD-LoRA) whose teacher the protocol has not
     selected yet (counted by `kdlora plan`, run once the FFT search is done)."""
     ident = {"family": family, "task": task, "seed": seed}
-    teachers = [_build(grid, {**ident, **_settings(grid, "fft", point), **cand, "strategy": "fft"})
-                for cand in candidates(grid, "fft", None)]
-    runs, pending = (list(teachers) if "fft" in grid.strategies else []), []
-    for strategy in (s for s in ("lora", "kd-lora") if s in grid.strategies):
+    single: dict[str, list[RunConfig]] = {}  # the runs of a strategy without variants (FFT), one per candidate
+
+    def runs_of(name: str) -> list[RunConfig]:
+        if name not in single:
+            single[name] = [_build(grid, {**ident, **_settings(grid, name, point), **cand, "strategy": name})
+                            for cand in candidates(grid, name, None)]
+        return single[name]
+
+    runs, pending = [], []
+    for strategy in (s for s in ordered_strategies() if s.name in grid.strategies):
+        if not strategy.uses_adapters:
+            runs.extend(runs_of(strategy.name))
+            continue
+        teachers = runs_of(strategy.teacher_strategy) if strategy.teacher_strategy else None
         for variant in grid.variants:
-            for cand in candidates(grid, strategy, variant):
-                data = {**ident, **_settings(grid, strategy, point, variant), **cand,
-                        "strategy": strategy, "variant": variant}
-                if strategy == "lora":
+            for cand in candidates(grid, strategy.name, variant):
+                data = {**ident, **_settings(grid, strategy.name, point, variant), **cand,
+                        "strategy": strategy.name, "variant": variant}
+                if teachers is None:
                     runs.append(_build(grid, data))
                     continue
                 chosen = _chosen_teachers(grid, teachers, family, task, choice)
-                for fft in chosen if chosen is not None else teachers[:1]:
-                    cfg = _build(grid, {**data, "teacher_lr": fft.lr, "teacher_epochs": fft.epochs,
-                                        "teacher_batch_size": fft.batch_size})
-                    _check_teacher(grid, cfg, fft)
+                for teacher in chosen if chosen is not None else teachers[:1]:
+                    cfg = _build(grid, {**data, **{mine: getattr(teacher, theirs)
+                                                   for mine, theirs in strategy.teacher_fields.items()}})
+                    _check_teacher(grid, cfg, teacher)
                     (runs if chosen is not None else pending).append(cfg)
-    if "kd-lora" in grid.strategies and "fft" not in grid.strategies:
-        runs[0:0] = teachers  # the teachers are needed even when the grid does not list fft
-    return runs, pending
+    # the teachers are needed even when the grid does not list their strategy
+    missing = [run for name, cell in single.items() if name not in grid.strategies for run in cell]
+    return missing + runs, pending
 
 
 def _chosen_teachers(grid: GridConfig, teachers: list[RunConfig], family: str, task: str,
@@ -390,17 +422,19 @@ def _chosen_teachers(grid: GridConfig, teachers: list[RunConfig], family: str, t
     return [t for t in teachers if all(getattr(t, k) == v for k, v in picked.items())][:1]
 
 
-def _check_teacher(grid: GridConfig, kd: RunConfig, fft: RunConfig) -> None:
+def _check_teacher(grid: GridConfig, student: RunConfig, expected: RunConfig) -> None:
     families = known_families()
-    if kd.student_model is None and not families.get(kd.family, False):
-        raise UserError(f"{grid.source}: family {kd.family!r} has no student model, so it cannot run "
-                        "kd-lora; set student_model under kd-lora: or drop kd-lora from strategies")
-    teacher = kd.teacher_config()
-    if teacher.run_id != fft.run_id:
-        a, b = teacher.canonical(), fft.canonical()
+    name = student.strategy
+    if STRATEGIES.get(name).trains_student and student.student_model is None and not families.get(student.family, False):
+        raise UserError(f"{grid.source}: family {student.family!r} has no student model, so it cannot run "
+                        f"{name}; set student_model under {name}: or drop {name} from strategies")
+    teacher = teacher_of(student)
+    if teacher.run_id != expected.run_id:
+        a, b = teacher.canonical(), expected.canonical()
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        raise UserError(f"{grid.source}: the KD-LoRA runs' teacher would differ from the grid's FFT run in "
-                        f"{', '.join(keys)}; set these under hyperparameters: so both strategies share them")
+        raise UserError(f"{grid.source}: the {STRATEGIES.get(name).label} runs' teacher would differ from the grid's "
+                        f"{STRATEGIES.get(expected.strategy).label} run in {', '.join(keys)}; set these under "
+                        "hyperparameters: so both strategies share them")
 
 
 def expand_grid(grid: GridConfig, teacher_choice: TeacherChoice | None = None) -> list[RunConfig]:
@@ -422,8 +456,17 @@ def pending_students(grid: GridConfig) -> list[RunConfig]:
     return list(grid._pending)
 
 
+def teacher_strategies(grid: GridConfig) -> dict[str, list[str]]:
+    """Teacher strategy -> the grid's strategies taught by its runs (fft -> [kd-lora])."""
+    out: dict[str, list[str]] = {}
+    for s in ordered_strategies():
+        if s.name in grid.strategies and s.teacher_strategy:
+            out.setdefault(s.teacher_strategy, []).append(s.name)
+    return out
+
+
 def needs_teacher_selection(grid: GridConfig) -> bool:
-    return "kd-lora" in grid.strategies and grid.teachers == "selected" and len(candidates(grid, "fft", None)) > 1
+    return grid.teachers == "selected" and any(len(candidates(grid, t, None)) > 1 for t in teacher_strategies(grid))
 
 
 def _expand(grid: GridConfig, choice: TeacherChoice | None) -> tuple[list[RunConfig], list[RunConfig]]:
@@ -442,7 +485,7 @@ def _expand(grid: GridConfig, choice: TeacherChoice | None) -> tuple[list[RunCon
     if needs_teacher_selection(grid):
         from kdlora.config import task_has_selection_file
 
-        blind = [c for c in seen.values() if c.strategy == "fft" and c.selection_fraction == 0
+        blind = [c for c in seen.values() if c.strategy in teacher_strategies(grid) and c.selection_fraction == 0
                  and not task_has_selection_file(c.task)]
         if blind:
             raise UserError(f"{grid.source}: choosing the KD-LoRA teacher among the searched FFT runs needs a selection "
@@ -455,11 +498,12 @@ def _expand(grid: GridConfig, choice: TeacherChoice | None) -> tuple[list[RunCon
 def _check_search(grid: GridConfig) -> None:
     """What a search can ask for: a KD-LoRA teacher is told apart only by lr, epochs and batch size,
     and choosing a teacher needs a selection split."""
-    fft_keys = set(grid.search.get("fft", {}))
-    if "kd-lora" in grid.strategies and fft_keys - set(TEACHER_SEARCH_KEYS):
-        bad = sorted(fft_keys - set(TEACHER_SEARCH_KEYS))
-        raise UserError(f"{grid.source}: search.fft may only search {', '.join(TEACHER_SEARCH_KEYS)} when the grid "
-                        f"runs kd-lora (a student's teacher is named by teacher_lr/epochs/batch_size); not {bad}")
+    for teacher, students in teacher_strategies(grid).items():
+        bad = sorted(set(grid.search.get(teacher, {})) - set(TEACHER_SEARCH_KEYS))
+        if bad:
+            raise UserError(f"{grid.source}: search.{teacher} may only search {', '.join(TEACHER_SEARCH_KEYS)} when the "
+                            f"grid runs {', '.join(students)} (a student's teacher is named by "
+                            f"{'/'.join(DERIVED_KEYS)}); not {bad}")
 
 
 def budget_matches(grid: GridConfig) -> dict[tuple, Any]:
@@ -472,8 +516,8 @@ def searched_keys(grid: GridConfig) -> Callable[[RunConfig], set[str]]:
     """For budgets: the settings searched for a run's method (a KD-LoRA run's teacher settings too)."""
     def keys(cfg: RunConfig) -> set[str]:
         out = set(search_space(grid, cfg.strategy, cfg.variant))
-        if cfg.strategy == "kd-lora":
-            out |= set(DERIVED_KEYS)
+        if STRATEGIES.get(cfg.strategy).teacher_fields:
+            out |= set(STRATEGIES.get(cfg.strategy).teacher_fields)
         return out
     return keys
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from kdlora.config import RunConfig, build_config
 from kdlora.errors import UserError
+from kdlora.strategies import STRATEGIES
 
 MAX_SIZE = 1024
 ADALORA_STEPS = 1000  # AdaLoRA's schedule needs a step count; its parameter count does not
@@ -164,7 +165,7 @@ def match(cfg: RunConfig, num_labels: int) -> Match:
 def resolve(cfg: RunConfig, num_labels: int | None = None) -> tuple[RunConfig, Match | None]:
     """cfg with its adapter sized to the budget (unchanged without one, or for FFT); refuses a
     budget no size meets within its tolerance. Idempotent: a resolved config resolves to itself."""
-    if cfg.param_budget is None or cfg.strategy == "fft":
+    if cfg.param_budget is None or not STRATEGIES.get(cfg.strategy).uses_adapters:
         return cfg, None
     if num_labels is None:
         from kdlora.data.tasks import resolve_task

@@ -41,7 +41,9 @@ def validate(cfg: RunConfig):
 
 def sized_to_budget(cfg: RunConfig, spec) -> RunConfig:
     """cfg with its adapter sized to its param_budget (itself without one, or once sized)."""
-    if cfg.param_budget is None or cfg.strategy == "fft":
+    from kdlora.strategies import STRATEGIES
+
+    if cfg.param_budget is None or not STRATEGIES.get(cfg.strategy).uses_adapters:
         return cfg
     from kdlora.param_budget import resolve
 

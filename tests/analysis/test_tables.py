@@ -14,6 +14,7 @@ from kdlora.analysis.glue import chance_of_primary, chance_score, constant_predi
 from kdlora.analysis.report import build
 from kdlora.analysis.tidy import COLUMNS, check_table, records_to_table
 from kdlora.analysis.model import Settings
+from kdlora.strategies import teacher_of
 
 
 def tidy(rows: list[dict]) -> pd.DataFrame:
@@ -175,7 +176,7 @@ def test_kd_record_without_teacher_id_links_through_its_config(synthetic_configs
     bare = rec.model_copy(update={"teacher_run_id": None,
                                   "efficiency": rec.efficiency.model_copy(update={"teacher_run_id": None})})
     row = records_to_table([(bare, "x")], "glue").iloc[0]
-    assert row["teacher_run_id"] == kd.teacher_config().run_id
+    assert row["teacher_run_id"] == teacher_of(kd).run_id
 
 
 # ----- issue 11: GLUE average convention, custom-task chance, KD-LoRA's full cost -----------------

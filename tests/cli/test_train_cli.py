@@ -56,6 +56,23 @@ def test_kd_lora_mrlora_trains_its_teacher_first(task_yaml, tmp_path):
     assert student["efficiency"]["total_params"] < teacher["efficiency"]["total_params"] * 0.8  # 3 of 6 layers
 
 
+def test_kd_lora_hidden_vera_writes_a_completed_record_on_cpu(task_yaml, tmp_path):
+    """Hidden-state distillation with VeRA, teacher trained first, the teacher's online cost apart."""
+    res = train("--family", "minilm", "--task", task_yaml, "--strategy", "kd-lora-hidden", "--variant", "vera",
+                "--train-teacher", "--results", tmp_path, "--set", "epochs=1", "--set", "max_train_samples=96")
+    assert res.exit_code == 0, res.output
+    recs = {r["config"]["strategy"]: r for r in
+            (json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json"))}
+    assert set(recs) == {"fft", "kd-lora-hidden"} and all(r["status"] == "completed" for r in recs.values())
+    eff = recs["kd-lora-hidden"]["efficiency"]
+    assert recs["kd-lora-hidden"]["teacher_run_id"] == recs["fft"]["run_id"]
+    assert eff["kd_hidden_layer_map"] == [2, 4, 6] and eff["kd_hidden_projection_params"] == 0  # 3 of 6 layers
+    # VeRA on query/value of 3 layers of width 384 at r = 8: (8 + 384) each, plus the classifier head
+    assert eff["trainable_params"] == 6 * (8 + 384) + (384 * 2 + 2)
+    assert eff["teacher_online_s"] > 0 and eff["teacher_online_flops_analytic"] > 0
+    assert eff["teacher_total_params"] == recs["fft"]["efficiency"]["total_params"]
+
+
 BAD_INPUTS = {
     "unknown family": (["--family", "gpt9"], "unknown family 'gpt9'"),
     "unknown strategy": (["--strategy", "distill"], "strategy"),

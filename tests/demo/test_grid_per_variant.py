@@ -7,6 +7,7 @@ import yaml
 
 from kdlora.errors import UserError
 from kdlora.grid import expand_grid, load_grid
+from kdlora.strategies import teacher_of
 
 
 def grid_file(tmp_path, **data):
@@ -31,7 +32,7 @@ def test_per_variant_is_the_most_specific_setting(tmp_path):
     assert len(runs) == 7
     # students keep the grid's FFT run as teacher
     fft = runs[0]
-    assert {r.teacher_config().run_id for r in runs if r.strategy == "kd-lora"} == {fft.run_id}
+    assert {teacher_of(r).run_id for r in runs if r.strategy == "kd-lora"} == {fft.run_id}
 
 
 def test_per_variant_changes_only_its_own_run_ids(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from kdlora.config import build_config
 from kdlora.testing.synthetic_data import write_glue_fixture
 from kdlora.runner import run_one
+from kdlora.strategies import teacher_of
 
 
 def test_student_is_the_same_with_and_without_a_cached_teacher(tiny_model_dirs, tmp_path):
@@ -18,7 +19,7 @@ def test_student_is_the_same_with_and_without_a_cached_teacher(tiny_model_dirs, 
                             student_model=str(tiny_model_dirs["distilbert"]), epochs=1, batch_size=16,
                             lr=1e-2, teacher_lr=3e-3, teacher_epochs=1))
     results = tmp_path / "results"
-    assert run_one(cfg.teacher_config(), results).status == "completed"
+    assert run_one(teacher_of(cfg), results).status == "completed"
     miss = run_one(cfg, results)  # builds the cache
     hit = run_one(cfg, results)  # the same run again: reads it
     assert (miss.efficiency.teacher_cache_hit, hit.efficiency.teacher_cache_hit) == (False, True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from kdlora.config import RunConfig
 from kdlora.records import Efficiency, RunRecord, write_record
 from kdlora.records.store import load_completed
+from kdlora.strategies import teacher_run_id
 
 BEST_LR = {"fft": 2e-5, "lora": 1e-3, "kd-lora": 1e-3}
 
@@ -19,7 +20,7 @@ def score(cfg: RunConfig) -> float:
 
 def scored(cfg: RunConfig, results: Path) -> RunRecord:
     results = Path(results)
-    if cfg.strategy == "kd-lora" and load_completed(results, cfg.teacher_config().run_id) is None:
+    if cfg.strategy == "kd-lora" and load_completed(results, teacher_run_id(cfg)) is None:
         raise RuntimeError("teacher record missing")
     s = score(cfg)
     record = RunRecord(
@@ -28,6 +29,6 @@ def scored(cfg: RunConfig, results: Path) -> RunRecord:
         metrics_selection={"accuracy": s, "primary": s, "primary_name": "accuracy"},
         efficiency=Efficiency(train_time_s=0.01, trainable_params=1000, total_params=10_000),
         environment={}, started_at="2026-01-01T00:00:00+00:00", finished_at="2026-01-01T00:00:01+00:00",
-        teacher_run_id=cfg.teacher_config().run_id if cfg.strategy == "kd-lora" else None)
+        teacher_run_id=teacher_run_id(cfg))
     write_record(results, record)
     return record

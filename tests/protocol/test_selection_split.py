@@ -16,6 +16,7 @@ from kdlora.testing.synthetic_data import write_custom_task, write_glue_fixture
 from kdlora.data.tasks import resolve_task
 from kdlora.errors import UserError
 from kdlora.runner import run_one
+from kdlora.strategies import teacher_of
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_protocol_defaults_keep_old_run_ids():
 def test_teacher_shares_the_selection_split():
     kd = build_config(dict(family="bert", task="sst2", strategy="kd-lora", selection_fraction=0.1,
                            select_best_epoch=True))
-    teacher = kd.teacher_config()
+    teacher = teacher_of(kd)
     assert teacher.selection_fraction == 0.1 and teacher.select_best_epoch
 
 
@@ -143,10 +144,10 @@ def test_kd_student_never_sees_the_selection_set(tiny_model_dirs, glue_dir, tmp_
                                data_dir=str(glue_dir), teacher_model=str(tiny_model_dirs["bert"]),
                                student_model=str(tiny_model_dirs["distilbert"]), epochs=1, batch_size=16,
                                teacher_epochs=1, selection_fraction=0.2))
-        assert run_one(kd.teacher_config(), tmp_path).status == "completed"
+        assert run_one(teacher_of(kd), tmp_path).status == "completed"
         rec = run_one(kd, tmp_path)
         assert rec.status == "completed", rec.error and rec.metrics_selection
-        for cfg in (kd, kd.teacher_config()):
+        for cfg in (kd, teacher_of(kd)):
             ids.append(load_splits(spec, cfg.data_dir, seed=cfg.seed, max_train_samples=cfg.max_train_samples,
                                    selection_fraction=cfg.selection_fraction)[SELECTION]["idx"])
     assert all(i == ids[0] for i in ids) and ids[0]

@@ -17,6 +17,7 @@ from kdlora.checkpoints import checkpoint_dir, fingerprint
 from kdlora.config import RunConfig
 from kdlora.records import Efficiency, RunRecord, write_record
 from kdlora.records.store import load_completed
+from kdlora.strategies import teacher_of, teacher_run_id
 
 STARTS = "starts.log"
 
@@ -31,7 +32,7 @@ def _log_start(cfg: RunConfig, results: Path) -> None:
 
 
 def write(cfg: RunConfig, results: Path, status: str = "completed", error: str | None = None) -> RunRecord:
-    teacher = cfg.teacher_config().run_id if cfg.strategy == "kd-lora" else None
+    teacher = teacher_run_id(cfg)
     weights = None
     if status == "completed":  # a stand-in checkpoint, fingerprinted as the real runner does
         ckpt = checkpoint_dir(results, cfg.run_id)
@@ -54,7 +55,7 @@ def quick(cfg: RunConfig, results: Path) -> RunRecord:
     """Sleep FAKE_SLEEP seconds and complete; a KD run refuses to start without its teacher."""
     results = Path(results)
     _log_start(cfg, results)
-    if cfg.strategy == "kd-lora" and load_completed(results, cfg.teacher_config().run_id) is None:
+    if cfg.strategy == "kd-lora" and load_completed(results, teacher_of(cfg).run_id) is None:
         raise RuntimeError("teacher record missing: the scheduler started a KD run too early")
     print(f"training {cfg.run_id}", flush=True)
     time.sleep(float(os.environ.get("FAKE_SLEEP", "0.05")))

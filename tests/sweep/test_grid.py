@@ -11,6 +11,7 @@ import yaml
 from kdlora.testing.synthetic_data import write_custom_task
 from kdlora.errors import UserError
 from kdlora.grid import expand_grid, load_grid
+from kdlora.strategies import teacher_of
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "configs" / "paper.yaml"
@@ -54,7 +55,7 @@ def test_every_kd_run_of_paper_finds_its_fft_teacher_earlier(paper_runs):
     kd = [r for r in paper_runs if r.strategy == "kd-lora"]
     assert kd
     for run in kd:
-        teacher = run.teacher_config().run_id
+        teacher = teacher_of(run).run_id
         assert teacher in fft_ids
         assert position[teacher] < position[run.run_id]
         assert (run.teacher_lr, run.teacher_epochs, run.teacher_batch_size) == (5e-5, 3, 32)
@@ -69,7 +70,7 @@ def test_student_only_axis_does_not_multiply_teachers(tmp_path):
     assert counts == {"fft": 2, "lora": 8, "kd-lora": 24}
     assert {r.kd_temperature for r in runs if r.strategy == "kd-lora"} == {1.0, 2.0, 4.0}
     fft_ids = {r.run_id for r in runs if r.strategy == "fft"}
-    assert {r.teacher_config().run_id for r in runs if r.strategy == "kd-lora"} == fft_ids
+    assert {teacher_of(r).run_id for r in runs if r.strategy == "kd-lora"} == fft_ids
 
 
 def test_shared_axis_pairs_each_student_with_its_own_teacher(tmp_path):
@@ -78,7 +79,7 @@ def test_shared_axis_pairs_each_student_with_its_own_teacher(tmp_path):
     assert Counter(r.strategy for r in runs) == {"fft": 2, "lora": 2, "kd-lora": 2}
     fft = {r.run_id: r for r in runs if r.strategy == "fft"}
     for kd in (r for r in runs if r.strategy == "kd-lora"):
-        assert fft[kd.teacher_config().run_id].epochs == kd.epochs
+        assert fft[teacher_of(kd).run_id].epochs == kd.epochs
 
 
 def test_teacher_axis_multiplies_kd_runs_but_not_lora(tmp_path):
@@ -91,7 +92,7 @@ def test_teachers_are_added_when_fft_is_not_listed(tmp_path):
     path = write_grid(tmp_path, strategies=["kd-lora"], variants=["lora", "rslora"])
     runs = expand_grid(load_grid(path))
     assert [r.strategy for r in runs] == ["fft", "kd-lora", "kd-lora"]
-    assert runs[1].teacher_config().run_id == runs[0].run_id
+    assert teacher_of(runs[1]).run_id == runs[0].run_id
 
 
 def test_sequence_fields_take_a_list_as_one_value_and_a_list_of_lists_as_an_axis(tmp_path):
@@ -163,7 +164,7 @@ def test_demo_shaped_grid_minilm_custom_task_13_runs(tmp_path):
                       fft={"lr": 5e-5}, adapters={"lr": 5e-4})
     runs = expand_grid(load_grid(path))
     assert Counter(r.strategy for r in runs) == {"fft": 1, "lora": 6, "kd-lora": 6}
-    assert {r.teacher_config().run_id for r in runs if r.strategy == "kd-lora"} == {runs[0].run_id}
+    assert {teacher_of(r).run_id for r in runs if r.strategy == "kd-lora"} == {runs[0].run_id}
 
 
 # A valid non-default value for every hyperparameter a grid may set.
@@ -180,6 +181,23 @@ NON_DEFAULT = {"teacher_model": "some/teacher", "student_model": "some/student",
 NEEDS = {"select_best_epoch": {"selection_fraction": 0.1}}  # what a value is valid only with
 
 
+def _plugin_non_defaults() -> dict:
+    """Fields a plug-in declared after this table was written: a valid non-default number from its
+    declared default (a new variant or strategy needs no line here)."""
+    from kdlora.config import PLUGIN_FIELDS, RunConfig
+
+    out = {}
+    for name in sorted(PLUGIN_FIELDS - set(NON_DEFAULT)):
+        default = RunConfig.model_fields[name].default
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue  # left for the table above
+        out[name] = default + 1 if isinstance(default, int) else default * 1.5
+    return out
+
+
+NON_DEFAULT.update(_plugin_non_defaults())
+
+
 def test_every_shared_hyperparameter_keeps_students_paired_with_the_grid_teacher(tmp_path):
     from kdlora.grid import HYPERPARAMETERS
 
@@ -194,4 +212,4 @@ def test_every_shared_hyperparameter_keeps_students_paired_with_the_grid_teacher
         fft = [r for r in runs if r.strategy == "fft"]
         kd = [r for r in runs if r.strategy == "kd-lora"]
         assert len(fft) == 1 and len(kd) == 1, key
-        assert kd[0].teacher_config().run_id == fft[0].run_id, key
+        assert teacher_of(kd[0]).run_id == fft[0].run_id, key

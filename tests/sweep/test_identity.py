@@ -20,6 +20,7 @@ from kdlora.records import iter_records, read_record, write_record
 from kdlora.records.schema import SCHEMA_VERSION
 from kdlora.executors.child import failure_record
 from kdlora.sweep.status import completion_line, run_table
+from kdlora.strategies import teacher_of
 
 
 def completed(cfg: RunConfig):
@@ -77,8 +78,8 @@ def test_editing_one_csv_row_makes_exactly_that_tasks_runs_missing(tmp_path):
     assert set(missing["task"]) == {"reviews2"} and len(missing) == 3  # fft teacher, lora, kd-lora
     assert set(table[table["task"] == "other"]["status"]) == {"completed"}
     kd = next(r for r in runs if r.strategy == "kd-lora" and r.task_name == "reviews2")
-    assert kd.teacher_config().run_id not in before  # the teacher is new too: its data changed
-    assert kd.teacher_config().run_id in set(missing["run_id"])
+    assert teacher_of(kd).run_id not in before  # the teacher is new too: its data changed
+    assert teacher_of(kd).run_id in set(missing["run_id"])
 
 
 def test_run_id_ignores_where_the_data_lie(tmp_path):

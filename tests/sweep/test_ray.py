@@ -9,6 +9,7 @@ from kdlora.executors.ray_exec import RayExecutor, ray_init_kwargs
 from kdlora.grid import expand_grid, load_grid
 from kdlora.records import iter_records
 from kdlora.sweep.scheduler import run_sweep
+from kdlora.strategies import teacher_of
 
 ray = pytest.importorskip("ray")
 
@@ -56,4 +57,4 @@ def test_sweep_on_a_ray_instance_it_starts_runs_tasks_and_records_deaths(tmp_pat
     for run_id in recs:  # per-run logs from inside the Ray workers
         assert (results / "logs" / f"{run_id}.log").read_text().startswith(f"=== kdlora run {run_id}")
     kd = [r for r in runs if r.strategy == "kd-lora" and r.variant == "lora"]
-    assert all(recs[r.run_id].teacher_run_id == r.teacher_config().run_id for r in kd)
+    assert all(recs[r.run_id].teacher_run_id == teacher_of(r).run_id for r in kd)

@@ -11,6 +11,7 @@ from kdlora.executors.local import LocalExecutor
 from kdlora.grid import expand_grid, load_grid
 from kdlora.records import iter_records, read_record, record_path
 from kdlora.sweep.scheduler import run_sweep
+from kdlora.strategies import teacher_of
 
 
 def sweep(grid: Path, results: Path, fn: str = "quick", retries: int = 0, workers: int = 2, **options):
@@ -57,8 +58,8 @@ def test_kd_runs_start_only_after_their_teacher_completed(small_grid, tmp_path):
     assert result.ok
     order = starts(results)
     for kd in (r for r in runs if r.strategy == "kd-lora"):
-        assert order.index(kd.teacher_config().run_id) < order.index(kd.run_id)
-        assert records(results)[kd.run_id].teacher_run_id == kd.teacher_config().run_id
+        assert order.index(teacher_of(kd).run_id) < order.index(kd.run_id)
+        assert records(results)[kd.run_id].teacher_run_id == teacher_of(kd).run_id
 
 
 def test_a_run_whose_process_dies_is_recorded_failed_and_the_sweep_goes_on(small_grid, tmp_path):
@@ -84,7 +85,7 @@ def test_failed_teacher_fails_its_students_with_the_reason(small_grid, tmp_path)
         if cfg.strategy == "fft":
             assert rec.status == "failed" and rec.error == "RuntimeError: boom"
         elif cfg.strategy == "kd-lora":
-            teacher = cfg.teacher_config().run_id
+            teacher = teacher_of(cfg).run_id
             assert rec.status == "failed" and rec.error == f"teacher {teacher} failed"
             assert cfg.run_id not in starts(results)  # never started
         else:
@@ -170,8 +171,8 @@ def test_a_teacher_whose_checkpoint_is_gone_or_changed_is_trained_again(small_gr
     runs, result, _ = sweep(small_grid, results)
     assert result.ok
     kd = [r for r in runs if r.strategy == "kd-lora"]
-    gone, changed = (kd[0].teacher_config().run_id, next(r.teacher_config().run_id for r in kd
-                                                        if r.teacher_config().run_id != kd[0].teacher_config().run_id))
+    gone, changed = (teacher_of(kd[0]).run_id, next(teacher_of(r).run_id for r in kd
+                                                        if teacher_of(r).run_id != teacher_of(kd[0]).run_id))
     students = [r.run_id for r in kd]
     for run_id in students:  # the students are still to do (say, a new variant was added)
         record_path(results, run_id).unlink()

@@ -18,6 +18,7 @@ from kdlora.cli import app
 from kdlora.config import build_config
 from kdlora.export import export_run
 from kdlora.runner import run_one
+from kdlora.strategies import teacher_of
 from kdlora.testing.synthetic_data import write_custom_task
 from kdlora.variants import VARIANTS
 
@@ -69,7 +70,7 @@ def study(tmp_path_factory, tiny_model_dirs):
     # the family's own KD-LoRA student: MiniLM's layers 0, 2, 4 cut from the 6-layer teacher
     minilm = build_config({**common, "family": "minilm", "strategy": "kd-lora", "variant": "lora", "lr": 5e-3,
                            "teacher_epochs": 1})
-    cfgs += [minilm.teacher_config(), minilm]
+    cfgs += [teacher_of(minilm), minilm]
     records = {}
     for cfg in cfgs:
         rec = run_one(cfg, results)

@@ -10,7 +10,7 @@ from kdlora.config import build_config
 from kdlora.testing.synthetic_data import write_glue_fixture
 from kdlora.errors import UserError
 from kdlora.runner import run_one
-from kdlora.strategies import kd_lora
+from kdlora.strategies import teacher_of, kd_lora
 
 VARIANTS = ["lora", "rslora", "olora", "dora", "adalora", "mrlora"]
 STUDENT_LR = {"rslora": 2e-2, "mrlora": 2e-2}  # larger effective scales: see test_engine.TEST_LR
@@ -34,7 +34,7 @@ def results(tmp_path_factory, tiny_model_dirs, glue_dir):
     """A results directory holding the trained FFT teachers (sst2 and stsb)."""
     out = tmp_path_factory.mktemp("results")
     for task in ("sst2", "stsb"):
-        teacher = run_one(kd_cfg(tiny_model_dirs, glue_dir, task=task).teacher_config(), out)
+        teacher = run_one(teacher_of(kd_cfg(tiny_model_dirs, glue_dir, task=task)), out)
         assert teacher.status == "completed", teacher.error
     return out
 
@@ -57,7 +57,7 @@ def test_kd_lora_learns_with_every_variant(variant, tiny_model_dirs, glue_dir, r
     assert rec.status == "completed", rec.error
     losses = [h["train_loss"] for h in rec.history]
     assert losses[-1] < losses[0] - 0.05, losses
-    teacher_id = kd_cfg(tiny_model_dirs, glue_dir, variant).teacher_config().run_id
+    teacher_id = teacher_of(kd_cfg(tiny_model_dirs, glue_dir, variant)).run_id
     assert rec.teacher_run_id == teacher_id == rec.efficiency.teacher_run_id
     if variant == "lora":  # the adapters sit on the student, not on the teacher
         import json
@@ -89,7 +89,7 @@ def test_teacher_runs_once_for_many_students(tiny_model_dirs, glue_dir, results,
     assert recs[0].efficiency.teacher_cache_build_s > 0
     from safetensors.torch import load_file, save_file
 
-    teacher_id = students[0].teacher_config().run_id
+    teacher_id = teacher_of(students[0]).run_id
     weights = kd_lora.checkpoint_dir(fresh, teacher_id) / "model.safetensors"
     tensors = load_file(weights)
     save_file({k: v + 0.01 for k, v in tensors.items()}, weights, metadata={"format": "pt"})
@@ -141,7 +141,7 @@ def test_batches_meet_their_own_teacher_rows(tiny_model_dirs, glue_dir, results,
     assert run_one(cfg, results).status == "completed"
     cache = captured["cache"]
     # independent ground truth: the teacher's logits recomputed example by example
-    teacher_dir = kd_lora.checkpoint_dir(results, cfg.teacher_config().run_id)
+    teacher_dir = kd_lora.checkpoint_dir(results, teacher_of(cfg).run_id)
     from kdlora.data.loading import load_splits
     from kdlora.data.tasks import resolve_task
 
@@ -162,7 +162,7 @@ def test_mis_indexed_cache_is_caught(tiny_model_dirs, glue_dir, results):
     from kdlora.strategies.logit_cache import assert_aligned
 
     cfg = kd_cfg(tiny_model_dirs, glue_dir)
-    teacher_dir = kd_lora.checkpoint_dir(results, cfg.teacher_config().run_id)
+    teacher_dir = kd_lora.checkpoint_dir(results, teacher_of(cfg).run_id)
     from kdlora.data.loading import load_splits
     from kdlora.data.tasks import resolve_task
 
@@ -203,7 +203,7 @@ def test_teacher_checkpoint_is_verified_before_use(tamper, tiny_model_dirs, glue
     shutil.copytree(results, fresh)
     cfg = kd_cfg(tiny_model_dirs, glue_dir, epochs=1)
     (fresh / "runs" / f"{cfg.run_id}.json").unlink(missing_ok=True)  # an earlier test's student
-    ckpt = kd_lora.checkpoint_dir(fresh, cfg.teacher_config().run_id)
+    ckpt = kd_lora.checkpoint_dir(fresh, teacher_of(cfg).run_id)
     weights = ckpt / "model.safetensors"
     if tamper == "flip":
         data = bytearray(weights.read_bytes())
@@ -229,7 +229,7 @@ def test_train_teacher_repairs_a_deleted_checkpoint_and_waits_for_a_concurrent_o
 
     fresh = tmp_path / "r"
     shutil.copytree(results, fresh)
-    teacher = kd_cfg(tiny_model_dirs, glue_dir, epochs=1).teacher_config()
+    teacher = teacher_of(kd_cfg(tiny_model_dirs, glue_dir, epochs=1))
     shutil.rmtree(kd_lora.checkpoint_dir(fresh, teacher.run_id))
     trained = []
 

@@ -17,6 +17,7 @@ from kdlora.config import build_config
 from kdlora.testing.synthetic_data import write_glue_fixture
 from kdlora.runner import run_one
 from kdlora.train import loop
+from kdlora.strategies import teacher_of
 
 REFERENCE = Path(__file__).with_name("loop_reference.json")
 # The runs whose numbers loop_reference.json holds (each key there): FFT, DoRA with gradient
@@ -49,7 +50,7 @@ def record_reference(dirs, glue_dir, results) -> dict:
     for name in CASES:
         cfg = case_config(name, dirs, glue_dir)
         if cfg.strategy == "kd-lora":
-            assert run_one(cfg.teacher_config(), results).status == "completed"
+            assert run_one(teacher_of(cfg), results).status == "completed"
         rec = run_one(cfg, results)
         assert rec.status == "completed", rec.error
         out[name] = {"losses": [h["train_loss"] for h in rec.history],

@@ -21,10 +21,10 @@ import pandas as pd
 from kdlora.analysis import stats
 from kdlora.analysis.design import level_text
 from kdlora.analysis.fmt import pval
+from kdlora.analysis.methods import ADAPTER_STRATEGIES, PAIRED_WITH, REFERENCE, STRATEGY_FIELDS, strategy_label
 from kdlora.analysis.model import MIN_BLOCKS_TEST, Settings
 from kdlora.analysis.tables import BLOCK, method_order, ordered
 from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
-from kdlora.config import KD_FIELDS
 
 TEST_FAMILIES = {"lora_vs_kd": "LoRA-only vs KD-LoRA (per variant)",
                  "vs_fft": "each variant vs FFT",
@@ -58,7 +58,7 @@ def settings_part(arm: str) -> str:
 # ----- which comparisons -------------------------------------------------------------------------
 # Settings that mean different things for LoRA-only and KD-LoRA (the distillation, and which
 # model is trained); every other setting must agree for two arms to be compared.
-NOT_SHARED = (*KD_FIELDS, "teacher_model")
+NOT_SHARED = (*STRATEGY_FIELDS, "teacher_model")
 
 
 def like_for_like(df: pd.DataFrame, a: str, b: str, axes: dict[str, list[str]]) -> str | None:
@@ -82,12 +82,18 @@ def arm_values(df: pd.DataFrame, arms: list[str], cols: list[str]) -> pd.DataFra
 
 
 def lora_vs_kd(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) -> Iterator[Comparison]:
-    """LoRA-only vs KD-LoRA, per variant, on arms with the same adapter settings."""
+    """LoRA-only vs KD-LoRA (each strategy vs the one it is compared with), per variant, on arms
+    with the same adapter settings."""
     axes = axes or {}
-    kd = arms_of(df, "kd-lora")
-    for a in arms_of(df, "lora"):
+    for strategy, other in PAIRED_WITH:
+        yield from _pairs(df, other, strategy, axes)
+
+
+def _pairs(df: pd.DataFrame, a_strategy: str, b_strategy: str, axes: dict[str, list[str]]) -> Iterator[Comparison]:
+    kd = arms_of(df, b_strategy)
+    for a in arms_of(df, a_strategy):
         variant = a.partition(" ")[0].partition(":")[2]
-        for b in (x for x in kd if x.partition(" ")[0] == f"kd-lora:{variant}"):
+        for b in (x for x in kd if x.partition(" ")[0] == f"{b_strategy}:{variant}"):
             shared = like_for_like(df, a, b, axes)
             if shared is not None:
                 same = settings_part(a) == settings_part(b)
@@ -96,10 +102,10 @@ def lora_vs_kd(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) -> It
 
 
 def each_vs_fft(df: pd.DataFrame) -> Iterator[Comparison]:
-    ffts = arms_of(df, "fft")
+    ffts = arms_of(df, REFERENCE)
     for f in ffts:
-        against = "FFT" if len(ffts) == 1 else method_label(f)
-        for m in method_order(df.loc[df["strategy"] != "fft", "method"]):
+        against = strategy_label(REFERENCE) if len(ffts) == 1 else method_label(f)
+        for m in method_order(df.loc[df["strategy"] != REFERENCE, "method"]):
             yield Comparison("vs_fft", f"{method_label(m)} vs {against}", m, f, "method")
 
 
@@ -124,12 +130,12 @@ def legacy_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]
     pooled) vs FFT, and family vs family over all runs; unpaired Welch, uncorrected. Arms with
     different settings stay apart (a variant's arm is its variant and varied settings)."""
     rows = [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b")) for c in lora_vs_kd(df, axes)]
-    peft = df[df["strategy"] != "fft"]
+    peft = df[df["strategy"] != REFERENCE]
     variant_arm = pd.Series([m.partition(":")[2] for m in peft["method"]], index=peft.index, dtype=object)
-    ffts = arms_of(df, "fft")
+    ffts = arms_of(df, REFERENCE)
     for f in ffts:
         fft = df.loc[df["method"] == f, "primary"].to_numpy()
-        against = "FFT" if len(ffts) == 1 else method_label(f)
+        against = strategy_label(REFERENCE) if len(ffts) == 1 else method_label(f)
         for v in method_order(variant_arm):
             rows.append(_welch_row("vs_fft", f"{v} vs {against}", peft.loc[variant_arm == v, "primary"].to_numpy(), fft))
     rows += [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b"))
@@ -326,7 +332,7 @@ def variant_matrix(df: pd.DataFrame, strategy: str) -> pd.DataFrame:
 def friedman_tables(df: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(friedman per strategy, mean ranks, Nemenyi p-values long) over complete blocks."""
     summary, ranks, posthoc = [], [], []
-    for strategy in ("lora", "kd-lora"):
+    for strategy in ADAPTER_STRATEGIES:
         m = variant_matrix(df, strategy)
         if m.shape[1] < 3 or m.shape[0] < MIN_BLOCKS_TEST:
             continue

@@ -61,7 +61,7 @@ def add_arms(df: pd.DataFrame, pool: tuple[str, ...] = ()) -> tuple[pd.DataFrame
         suffix = pd.Series("", index=out.index[rows], dtype=object)
         for c in cols:
             suffix = suffix + " " + c + "=" + out.loc[rows, c].map(level_text)
-        arm[rows] = (method if method != "fft" else "fft:") + suffix
+        arm[rows] = (method if ":" in method else method + ":") + suffix  # "fft" -> "fft: lr=..."
     out["arm"] = arm
     out["method"] = arm
     return out, axes

@@ -1,14 +1,14 @@
 """The report's figures, drawn by worker processes while the main process computes and writes.
 
 Drawing is most of a report's time and the figures are independent of each other, so with more
-than one core they are drawn in parallel. The workers are forked as early as the caller likes
-(`kdlora report` forks them first thing, before pandas is imported): each one imports matplotlib
-and warms its font cache while the main process loads the records and computes the tables, then
-draws the figures it is handed. The figures that need only the first tables (the runs, cells and
+than one core they are drawn in parallel. The workers are forked when the caller likes
+(`kdlora report` forks them once the analysis's modules are imported, which they then share):
+each one imports matplotlib and warms its fonts while the main process loads the records and
+computes the tables, then draws the figures it is handed. The figures that need only the first tables (the runs, cells and
 completion) are handed over as soon as those exist, the rest when the analysis is complete. The
 tables reach the workers pickled, once per figure.
 
-This module imports only the standard library at the top, so forking early stays cheap.
+This module imports only the standard library at the top.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Callable
 
 TIMEOUT_S = 600  # a worker that died would otherwise leave the report waiting forever
 MAX_WORKERS = 2  # the main process keeps writing CSVs and LaTeX beside them
-NICENESS = 10
+NICENESS = 0  # was 10: on a shared machine a lowered priority left the figures waiting far longer than it saved
 FIGURE_WIDTHS = ("double", "single")  # plots.WIDTHS, named here without importing matplotlib
 # Figures by drawing time on the legacy study, costliest first (bench/bench_report.py profiles them).
 DRAWING_ORDER = ("per_task_bars", "efficiency_performance_scatter", "completion_heatmap", "paired_differences_forest",
@@ -61,9 +61,10 @@ def write_figure(analysis, name: str, out: Path, width: str = "double") -> list[
 
 
 def _warm_up() -> None:
-    """In each worker, before any figure is asked for: the imports and the font cache. At a
-    lower priority, so that on a machine with few cores this warm-up fills idle time and does not
-    slow down the main process computing the tables (the workers have nothing to draw before)."""
+    """In each worker, before any figure is asked for: matplotlib's imports, the font cache and
+    the PDFs' font subset (the analysis's own imports come with the fork). The workers run at
+    NICENESS: under load from other work a lowered priority starved them (figures waited up to
+    3x the analysis's time), and the warm-up is short since the fork moved after the imports."""
     os.nice(NICENESS)
     from matplotlib.backends import backend_agg, backend_pdf  # noqa: F401
 

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis import stats
+from kdlora.analysis.methods import ADAPTER_STRATEGIES, REFERENCE, TAUGHT_STRATEGIES
+from kdlora.analysis.model import Settings
 from kdlora.analysis.tidy import EFFICIENCY as EFFICIENCY_COLUMNS
 from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
-from kdlora.analysis.model import Settings
 from kdlora.analysis.tables import BLOCK, method_order
 
 # (column in the tidy table, label, unit) of every efficiency measure the report may show.
@@ -95,8 +96,8 @@ def correlations(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 def gains(df: pd.DataFrame) -> pd.DataFrame:
     """Efficiency of PEFT against FFT, and of KD-LoRA against LoRA-only: ratios baseline / group
     for costs and group / baseline for rates, of means and of medians (> 1 = the group is better)."""
-    groups = {"FFT": df[df["strategy"] == "fft"], "PEFT (all)": df[df["strategy"] != "fft"],
-              **{STRATEGY_LABEL[s]: df[df["strategy"] == s] for s in ("lora", "kd-lora")},
+    groups = {"FFT": df[df["strategy"] == REFERENCE], "PEFT (all)": df[df["strategy"] != REFERENCE],
+              **{STRATEGY_LABEL[s]: df[df["strategy"] == s] for s in ADAPTER_STRATEGIES},
               WITH_TEACHER: with_teacher_share(df)}
     pairs = [("FFT", "PEFT (all)"), ("FFT", "LoRA-only"), ("FFT", "KD-LoRA"), ("FFT", WITH_TEACHER),
              ("LoRA-only", "KD-LoRA"), ("LoRA-only", WITH_TEACHER)]
@@ -123,8 +124,8 @@ def with_teacher_share(df: pd.DataFrame) -> pd.DataFrame:
     teacher's train time and every logit-cache build for it, divided by the number of students
     that used that teacher (energy likewise); other measures empty, so only these are compared.
     Runs whose teacher is not among the records are left out."""
-    kd = df[(df["strategy"] == "kd-lora") & df["teacher_run_id"].notna()]
-    teachers = df[df["strategy"] == "fft"].set_index("run_id")
+    kd = df[df["strategy"].isin(TAUGHT_STRATEGIES) & df["teacher_run_id"].notna()]
+    teachers = df[~df["strategy"].isin(TAUGHT_STRATEGIES)].set_index("run_id")
     kd = kd[kd["teacher_run_id"].isin(teachers.index)]
     students = kd.groupby("teacher_run_id")["run_id"].transform("size")
     builds = kd["teacher_cache_build_s"].fillna(0).groupby(kd["teacher_run_id"]).transform("sum")

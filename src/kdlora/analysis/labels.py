@@ -103,7 +103,7 @@ def legacy_comparison(test_family: str, label: str) -> str:
         return f"LoRA-only {MINUS} KD-LoRA, {label}"
     a, sep, b = label.partition(" vs ")
     if sep:  # a variant (both strategies pooled) or a family, against FFT or a family
-        name = lambda x: family(x) if x in FAMILY else "FFT" if x.lower() == "fft" else x  # noqa: E731
+        name = lambda x: family(x) if x in FAMILY else strategy(x)  # noqa: E731
         return f"{name(a)} {MINUS} {name(b)}"
     return label.replace("_", " ")
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from kdlora.analysis.design import level_text
 from kdlora.analysis.fmt import ci, compact, integer, mean_sd, missing, num, pct, pval, ratio, signed
+from kdlora.analysis.methods import TAUGHT_STRATEGIES
 from kdlora.analysis.model import Analysis
 from kdlora.analysis.protocol_section import bias_lines, protocol_section
 from kdlora.analysis.rules import verdict_counts
@@ -120,7 +121,7 @@ def executive_summary(a: Analysis) -> str:
         items.append(f"Mean FFT-normalised score with task-stratified bootstrap CI: {norm}.")
     items += _test_headlines(a) + _gain_headlines(a)
     kd_tasks = a["strategy_task_counts"]
-    kd = kd_tasks[kd_tasks["strategy"] == "kd-lora"]
+    kd = kd_tasks[kd_tasks["strategy"].isin(TAUGHT_STRATEGIES)]
     if not kd.empty:
         per = ", ".join(f"{t} {int(kd[t].iloc[0])}" for t in kd.columns[1:])
         items.append(f"KD-LoRA runs per task: {per}.")

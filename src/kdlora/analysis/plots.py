@@ -26,6 +26,7 @@ import pandas as pd
 
 from kdlora.analysis import labels
 from kdlora.analysis.efficiency import memory_kind_of
+from kdlora.analysis.methods import ADAPTER_STRATEGIES, REFERENCE, STRATEGY_COLOR, VARIANT_MARKER
 from kdlora.analysis.model import Analysis
 from kdlora.analysis.tables import method_order, task_order
 
@@ -40,11 +41,13 @@ RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize
       "axes.linewidth": 0.6, "xtick.major.width": 0.6, "ytick.major.width": 0.6, "xtick.major.size": 2.5,
       "ytick.major.size": 2.5, "lines.linewidth": 1.0, "axes.titlepad": 4, "axes.labelpad": 2,
       "font.family": "DejaVu Sans"}
-# Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
-COLORS = {"fft": "#000000", "lora": "#0072B2", "kd-lora": "#D55E00"}
+# Okabe & Ito (2008): distinguishable with every common colour-vision deficiency. Each strategy's
+# colour and each variant's marker is declared by the plug-in (the registries); unregistered
+# names get a spare one.
+COLORS = STRATEGY_COLOR
 SPARE_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")
-MARKERS = {"lora": "o", "rslora": "s", "olora": "^", "dora": "D", "adalora": "v", "mrlora": "P"}
-SPARE_MARKERS = ("<", ">", "h", "X", "d", "p")
+MARKERS = VARIANT_MARKER
+SPARE_MARKERS = ("X", "d", "p", "<", ">", "h")
 FFT_MARKER = "*"
 RASTER_ABOVE = 2000  # runs; beyond this the scatter's points are embedded in the PDF as an image
 CAPTIONS = {
@@ -168,16 +171,31 @@ def split(method: str) -> tuple[str, str | None]:
     return strategy, variant or None
 
 
+def arm_index(methods) -> dict[str, int]:
+    """Arms of one method (same strategy and variant, different settings: 'lora:lora r=8',
+    'lora:lora r=16') in report order: 0 is drawn filled, the others open."""
+    out, seen = {}, {}
+    for m in method_order(methods):
+        base = m.partition(" ")[0]
+        out[m] = seen.get(base, 0)
+        seen[base] = out[m] + 1
+    return out
+
+
 def points(ax, xs, ys, methods, size: float, edgecolors=None, **kwargs) -> None:
     """One scatter call per marker (matplotlib draws one collection far faster than an artist a
-    point): colour from each method's strategy, marker from its variant."""
+    point): colour from each method's strategy, marker from its variant, open for a second arm."""
     groups: dict[str, list[int]] = {}
     for i, m in enumerate(methods):
         groups.setdefault(marker(split(m)[1]), []).append(i)
+    arms = arm_index(methods)
     for mk, idx in groups.items():
         colors = [color(split(methods[i])[0]) for i in idx]
+        faces = [c if arms[methods[i]] == 0 else "white" for c, i in zip(colors, idx)]
+        open_ = any(arms[methods[i]] for i in idx)
         ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], marker=mk, s=size * (1.8 if mk == FFT_MARKER else 1.0),
-                   c=colors, edgecolors=colors if edgecolors is None else edgecolors, **kwargs)
+                   c=faces, edgecolors=colors if (edgecolors is None or open_) else edgecolors,
+                   **({**kwargs, "linewidths": max(kwargs.get("linewidths", 0), 0.8)} if open_ else kwargs))
 
 
 def msize(variant) -> float:
@@ -231,10 +249,20 @@ def strategy_variant_legend(fig, methods: list[str], anchor_ax=None, width: str 
     strategies = list(dict.fromkeys(split(m)[0] for m in methods))
     variants = list(dict.fromkeys(v for m in methods if (v := split(m)[1]) is not None))
     first = [Line2D([], [], ls="", marker="s", ms=6, color=color(s), label=labels.strategy(s))
-             for s in strategies if s != "fft"]
-    if "fft" in strategies:
-        first.insert(0, Line2D([], [], ls="", marker=FFT_MARKER, ms=7, color=color("fft"), label="FFT"))
+             for s in strategies if s != REFERENCE]
+    if REFERENCE in strategies:
+        first.insert(0, Line2D([], [], ls="", marker=FFT_MARKER, ms=7, color=color(REFERENCE),
+                               label=labels.strategy(REFERENCE)))
     second = [Line2D([], [], ls="", marker=marker(v), ms=5, mfc="none", color="#555555", label=v) for v in variants]
+    arms = arm_index(methods)
+    if any(arms.values()):  # arms of one method: filled for the first setting, open for the others
+        for k in sorted(set(arms.values())):
+            settings = dict.fromkeys(labels.settings_text(m.partition(" ")[2]) for m, i in arms.items()
+                                     if i == k and m.partition(" ")[2])
+            if settings:
+                second.append(Line2D([], [], ls="", marker="o", ms=5, color="#555555",
+                                     mfc="#555555" if k == 0 else "white",
+                                     label=" / ".join(settings)))
     if anchor_ax is not None:
         anchor_ax.set_axis_off()
         anchor_ax.legend(handles=first + second, loc="center", ncol=2)
@@ -297,13 +325,16 @@ def efficiency_scatter(a: Analysis, width: str = "double") -> Figure | None:
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     methods = method_order(df["method"])
     groups = {m: part for m, part in df.groupby("method")}
+    arms = arm_index(methods)
     size = 6 if len(df) > 300 else 12
     for ax, (column, label, div) in zip(axes.ravel(), measures):
         for m in methods:
             part = groups[m]
             s, v = split(m)
-            ax.scatter(part[column] / div, part["primary"], s=size * msize(v), marker=marker(v), color=color(s),
-                       alpha=0.55, linewidths=0, rasterized=len(df) > RASTER_ABOVE)
+            filled = arms[m] == 0
+            ax.scatter(part[column] / div, part["primary"], s=size * msize(v), marker=marker(v),
+                       c=color(s) if filled else "white", edgecolors=color(s), alpha=0.55,
+                       linewidths=0 if filled else 0.6, rasterized=len(df) > RASTER_ABOVE)
         log_axis(ax, "x", df[column], div, max_ticks=6 if width == "double" else 4)
         ax.set_xlabel(label)
     for ax in axes[:, 0]:
@@ -502,7 +533,7 @@ def paired_forest(a: Analysis, width: str = "double") -> Figure | None:
         rows = []  # (y, colour, marker, filled) of each comparison
         for yi, r in zip(y, part.itertuples()):
             base = r.a.partition(" ")[0]
-            s, v = split(r.a) if (":" in base or base == "fft") else ("", None)
+            s, v = split(r.a) if (":" in base or base == REFERENCE) else ("", None)
             differs = r.verdict in ("a better", "b better")  # filled: a directional verdict
             rows.append((yi, color(s) if s else "#000000", marker(v) if ":" in base else "o", differs))
         ci = (part["effect_ci_low"].notna() & part["effect_ci_high"].notna()).to_numpy()  # none where not testable
@@ -709,7 +740,7 @@ def missing_reason(a: Analysis, name: str) -> str | None:
         from kdlora.analysis.comparisons import variant_matrix
 
         df = a["runs"]
-        shapes = {s: variant_matrix(df, s).shape for s in ("lora", "kd-lora") if (df["strategy"] == s).any()}
+        shapes = {s: variant_matrix(df, s).shape for s in ADAPTER_STRATEGIES if (df["strategy"] == s).any()}
         have = "; ".join(f"{labels.strategy(s)}: {n} complete block(s) of {k} variant(s)"
                          for s, (n, k) in shapes.items()) or "no adapter runs"
         return ("no critical-difference diagram: it ranks a strategy's variants by a Friedman test over "

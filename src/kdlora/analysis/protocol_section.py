@@ -4,9 +4,10 @@ search range. Rendered only from the protocol, selection and candidates tables."
 
 from __future__ import annotations
 
+from kdlora.analysis.methods import REFERENCE, TAUGHT_STRATEGIES
 from kdlora.analysis.model import Analysis
 from kdlora.analysis.selection import BIAS_WARNING, SCORES, edge_warnings
-from kdlora.analysis.tidy import method_label
+from kdlora.analysis.tidy import method_label, method_of
 
 
 def bias_lines(a: Analysis) -> list[str]:
@@ -15,7 +16,7 @@ def bias_lines(a: Analysis) -> list[str]:
 
 
 def _method(strategy: str, variant) -> str:
-    return method_label("fft" if strategy == "fft" else f"{strategy}:{variant}")
+    return method_label(method_of(strategy, variant))
 
 
 def _value(v) -> str:
@@ -48,11 +49,11 @@ def protocol_section(a: Analysis) -> str:
             cells = " | ".join(_value(r[s]) for s in settings)
             out.append(f"| {_method(r['strategy'], r['variant'])} | {r['family']} | {r['task']} | {cells} | "
                        f"{r[f'{score}_mean']:.4f} |")
-    fft_searched = any(r["strategy"] == "fft" and r["searched"] != "not searched" for r in protocol.to_dict("records"))
+    fft_searched = any(r["strategy"] == REFERENCE and r["searched"] != "not searched" for r in protocol.to_dict("records"))
     runs = a["runs"]
-    students = runs.loc[runs["strategy"] == "kd-lora", "teacher_run_id"]
+    students = runs.loc[runs["strategy"].isin(TAUGHT_STRATEGIES), "teacher_run_id"]
     if fft_searched and len(students):
-        own = students.isin(set(runs.loc[runs["strategy"] == "fft", "run_id"])).all()
+        own = students.isin(set(runs.loc[runs["strategy"] == REFERENCE, "run_id"])).all()
         out += ["", "KD-LoRA students distil from the FFT candidate chosen the same way, so the FFT arm analysed is "
                 "their teacher." if own else "Some analysed KD-LoRA students distil from an FFT candidate other than the "
                 "one selected (e.g. `teachers: every`): their teacher is in `candidates.csv`."]

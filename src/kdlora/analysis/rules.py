@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis.fmt import num, pct, pval, ratio
+from kdlora.analysis.methods import ADAPTER_STRATEGIES, REFERENCE
 from kdlora.analysis.tidy import STRATEGY_LABEL, method_label
 
 Tables = Mapping[str, pd.DataFrame]
@@ -42,7 +43,7 @@ def _score_column(scores: pd.DataFrame) -> tuple[str, str]:
 def best_per_strategy(t: Tables) -> list[dict]:
     scores = t["scores"]
     out = []
-    for strategy in ("lora", "kd-lora"):
+    for strategy in ADAPTER_STRATEGIES:
         part = scores[(scores["level"] == "method") & (scores["strategy"] == strategy)]
         if part.empty:
             continue
@@ -79,7 +80,7 @@ def _separable(t: Tables, strategy: str, best: str, ranked: pd.DataFrame) -> str
 
 def best_per_parameter(t: Tables) -> list[dict]:
     pe = t["parameter_efficiency"]
-    pe = pe[pe["strategy"] != "fft"].dropna(subset=["performance_per_million"])
+    pe = pe[pe["strategy"] != REFERENCE].dropna(subset=["performance_per_million"])
     if pe.empty:
         return []
     best = pe.iloc[0]
@@ -179,7 +180,7 @@ RECOMMENDATIONS: list[Rule] = [best_per_strategy, best_per_parameter, lowest_mem
 # ----- limitations -------------------------------------------------------------------------------------
 def imbalance(t: Tables) -> list[dict]:
     counts = t["counts"]
-    methods = counts[(counts["dimension"] == "method") & (counts["level"] != "fft")]
+    methods = counts[(counts["dimension"] == "method") & (counts["level"] != REFERENCE)]
     if len(methods) < 2:
         return []
     lo, hi = methods.loc[methods["runs"].idxmin()], methods.loc[methods["runs"].idxmax()]

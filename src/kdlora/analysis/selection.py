@@ -163,11 +163,13 @@ def _fmt(value) -> str:
 
 def edge_warnings(selection: pd.DataFrame) -> list[str]:
     """One line per chosen value on the edge of its search range."""
+    from kdlora.analysis.tidy import method_of as method_name
+
     out = []
     for c in (c for c in selection.columns if c.endswith("_edge")):
         setting = c.removesuffix("_edge")
         for r in selection[selection[c].isin(["low", "high"])].to_dict("records"):
-            method = r["strategy"] if r["strategy"] == "fft" else f"{r['strategy']}:{r['variant']}"
+            method = method_name(r["strategy"], None if pd.isna(r["variant"]) else r["variant"])
             out.append(f"{method} on {r['family']}/{r['task']}: {setting} = {_fmt(r[setting])} is the "
                        f"{'smallest' if r[c] == 'low' else 'largest'} value searched; the best may lie beyond it")
     return out
@@ -182,21 +184,23 @@ def searched_from_runs(runs: pd.DataFrame, pool: tuple[str, ...] = ()) -> dict[t
     return {method_of[m]: cols for m, cols in varied_axes(runs, pool).items() if m in method_of}
 
 
-TEACHER_FIELDS = {"lr": "teacher_lr", "epochs": "teacher_epochs", "batch_size": "teacher_batch_size"}
-
-
 def searched_from_grid(path) -> dict[tuple[str, str | None], list[str]]:
     """The grid's search: settings per (strategy, variant) (a student distilled from every teacher
     candidate also searches its teacher's settings)."""
     from kdlora.grid import load_grid, search_space
 
+    from kdlora.strategies import STRATEGIES
+
     grid = load_grid(path)
     out: dict[tuple[str, str | None], list[str]] = {}
-    teacher = [TEACHER_FIELDS[k] for k in search_space(grid, "fft", None)] if grid.teachers == "every" else []
     for strategy in grid.strategies:
-        for variant in ([None] if strategy == "fft" else grid.variants):
-            cols = list(search_space(grid, strategy, variant))
-            out[(strategy, variant)] = cols + (teacher if strategy == "kd-lora" else [])
-    if "kd-lora" in grid.strategies and "fft" not in grid.strategies:
-        out[("fft", None)] = list(search_space(grid, "fft", None))
+        s = STRATEGIES.get(strategy)
+        # a student distilled from every teacher candidate also searches its teacher's settings
+        theirs = {field: mine for mine, field in s.teacher_fields.items()}
+        teacher = ([theirs[k] for k in search_space(grid, s.teacher_strategy, None) if k in theirs]
+                   if s.teacher_strategy and grid.teachers == "every" else [])
+        for variant in (grid.variants if s.uses_adapters else [None]):
+            out[(strategy, variant)] = list(search_space(grid, strategy, variant)) + teacher
+        if s.teacher_strategy and s.teacher_strategy not in grid.strategies:
+            out[(s.teacher_strategy, None)] = list(search_space(grid, s.teacher_strategy, None))
     return out

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis import stats
+from kdlora.analysis.methods import REFERENCE, TAUGHT_STRATEGIES
 from kdlora.analysis.model import Settings
 from kdlora.analysis.glue import chance_of_primary, constant_predictor
 from kdlora.analysis.tidy import KEY, METRICS, STRATEGY_ORDER, method_of
@@ -76,7 +77,7 @@ UNIFORM_CHANCE = ("accuracy", "matched_accuracy", "mismatched_accuracy", "macro_
 
 def fft_reference(df: pd.DataFrame) -> str | None:
     """The FFT arm that anchors normalised scores: the only one, or the one with the most runs."""
-    sizes = df.loc[df["strategy"] == "fft", "method"].value_counts()
+    sizes = df.loc[df["strategy"] == REFERENCE, "method"].value_counts()
     if sizes.empty:
         return None
     best = sizes[sizes == sizes.max()].index
@@ -200,8 +201,8 @@ def _sort_cells(out: pd.DataFrame) -> pd.DataFrame:
 # ----- teacher -> student -------------------------------------------------------------------------
 def teacher_student(df: pd.DataFrame) -> pd.DataFrame:
     """Each KD-LoRA run beside the FFT run that taught it (linked by teacher_run_id)."""
-    kd = df[(df["strategy"] == "kd-lora") & df["teacher_run_id"].notna()]
-    teachers = df[df["strategy"] == "fft"].set_index("run_id")
+    kd = df[df["strategy"].isin(TAUGHT_STRATEGIES) & df["teacher_run_id"].notna()]
+    teachers = df[~df["strategy"].isin(TAUGHT_STRATEGIES)].set_index("run_id")
     kd = kd[kd["teacher_run_id"].isin(teachers.index)]
     cols = ["primary", "trainable_params", "eval_samples_per_s", "eval_latency_ms_b32", "train_time_s"]
     t = teachers.loc[kd["teacher_run_id"], cols].set_axis(kd.index)

@@ -21,15 +21,15 @@ import typing
 import numpy as np
 import pandas as pd
 
+from kdlora.analysis.methods import STRATEGY_LABEL, STRATEGY_ORDER, has_teacher, strategy_label  # noqa: F401
 from kdlora.config import EXECUTION_FIELDS, RunConfig, build_config
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
 from kdlora.errors import UserError
 from kdlora.records.legacy import IMPORT_NOTE  # notes the legacy importer adds when it bent a rule
 from kdlora.records.schema import RunRecord, as_failed_if_nonfinite
+from kdlora.strategies import teacher_run_id
 
 KEY = ("family", "task", "strategy", "variant", "seed")
-STRATEGY_ORDER = ("fft", "lora", "kd-lora")
-STRATEGY_LABEL = {"fft": "FFT", "lora": "LoRA-only", "kd-lora": "KD-LoRA"}
 METRICS = ("accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman",
            "matched_accuracy", "mismatched_accuracy")
 EFFICIENCY = ("trainable_params", "total_params", "peak_memory_bytes", "peak_memory_reserved_bytes",
@@ -54,7 +54,7 @@ class Loaded:
 
 
 def method_of(strategy: str, variant: str | None) -> str:
-    return "fft" if strategy == "fft" else f"{strategy}:{variant}"
+    return strategy if variant is None else f"{strategy}:{variant}"  # no variant: FFT
 
 
 def method_label(method: str) -> str:
@@ -62,7 +62,7 @@ def method_label(method: str) -> str:
     'lora:lora r=16' -> 'LoRA-only lora r=16', 'fft: lr=1e-05' -> 'FFT lr=1e-05'."""
     base, _, settings = method.partition(" ")
     strategy, _, variant = base.partition(":")
-    return " ".join(p for p in (STRATEGY_LABEL.get(strategy, strategy), variant, settings) if p)
+    return " ".join(p for p in (strategy_label(strategy), variant, settings) if p)
 
 
 def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
@@ -147,11 +147,12 @@ TEXT_SETTINGS = tuple(f for f in SETTINGS if f not in NUMERIC_SETTINGS)
 
 
 def _teacher_of(cfg: dict) -> str | None:
-    """A KD-LoRA record that does not name its teacher: the FFT run its config implies."""
-    if cfg.get("strategy") != "kd-lora":
+    """A record (of a strategy with a teacher) that does not name its teacher: the run its config implies."""
+    strategy = cfg.get("strategy")
+    if not has_teacher(strategy):
         return None
     try:
-        return build_config(cfg).teacher_config().run_id
+        return teacher_run_id(build_config(cfg))
     except (UserError, ValueError, TypeError):
         return None
 

@@ -30,7 +30,8 @@ def _load(grid: Path):
 def _print_budget(console, spec) -> None:
     """The protocol's budget per method (runs, candidates per cell, estimated optimizer steps);
     refuses unequal budgets unless the grid allows them."""
-    from kdlora.grid import check_budgets, grid_budgets, needs_teacher_selection, pending_students, search_space
+    from kdlora.grid import (check_budgets, grid_budgets, needs_teacher_selection, pending_students, search_space,
+                             teacher_strategies)
 
     budget = grid_budgets(spec)
     console.print("tuning budget per method (a cell: family x task x seed x study axes):", highlight=False)
@@ -46,7 +47,7 @@ def _print_budget(console, spec) -> None:
         console.print(f"KD-LoRA teacher: per family and task, the FFT candidate with the best mean selection metric "
                       f"over seeds; its {len(pending)} KD-LoRA runs start once every FFT candidate of their "
                       "cell has finished", highlight=False)
-    elif spec.search.get("fft") and "kd-lora" in spec.strategies:
+    elif any(spec.search.get(t) for t in teacher_strategies(spec)):
         console.print("KD-LoRA teacher: every FFT candidate (teachers: every): each student is run once per "
                       "teacher candidate", highlight=False)
     _print_param_budget(console, spec)
@@ -240,7 +241,7 @@ def check_targets(runs) -> None:
     """target_modules that name no module of the model are refused before anything runs."""
     chosen = {}
     for cfg in runs:
-        if cfg.target_modules and cfg.strategy != "fft":
+        if cfg.target_modules and cfg.variant is not None:  # a strategy with adapters
             chosen.setdefault((cfg.strategy, cfg.family, cfg.teacher_model, cfg.student_model, cfg.target_modules), cfg)
     if chosen:
         from kdlora.strategies import STRATEGIES

@@ -8,19 +8,26 @@ from typing import Optional
 import typer
 
 from kdlora.commands.common import check_results_dir, user_errors
+from kdlora.strategies import STRATEGIES, ordered_strategies, teacher_of
+from kdlora.variants import VARIANTS
+
+STRATEGY_HELP = ", ".join(s.name + ("" if s.label.lower() == s.name else f" ({s.label})") for s in ordered_strategies())
+VARIANT_HELP = ", ".join(VARIANTS)
+NO_VARIANT = ", ".join(s.name for s in ordered_strategies() if not s.uses_adapters)
 
 
 @user_errors
 def train(
     family: str = typer.Option(..., help="Model family: bert, roberta, deberta or minilm (offline)."),
     task: str = typer.Option(..., help="A GLUE task name (cola, sst2, ...) or the path of a task YAML."),
-    strategy: str = typer.Option(..., help="fft, lora (LoRA-only) or kd-lora."),
-    variant: Optional[str] = typer.Option(None, help="lora, rslora, olora, dora, adalora or mrlora (not for fft)."),
+    strategy: str = typer.Option(..., help=f"One of: {STRATEGY_HELP}."),
+    variant: Optional[str] = typer.Option(None, help=f"One of: {VARIANT_HELP} (default lora; not for {NO_VARIANT})."),
     seed: Optional[int] = typer.Option(None, help="Random seed (model init, adapters, data order) [default: 42]."),
     results: Path = typer.Option(..., help="Results directory; the record goes to RESULTS/runs/<run_id>.json."),
     config: Optional[Path] = typer.Option(None, help="YAML file of run settings (hyperparameters, model paths)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting: key=value (repeatable)."),
-    train_teacher: bool = typer.Option(False, help="kd-lora: train the FFT teacher first if it is missing."),
+    train_teacher: bool = typer.Option(False, help="Strategies with a teacher (" + ", ".join(
+        s.name for s in ordered_strategies() if s.teacher_strategy) + "): train the teacher run first if it is missing."),
 ) -> None:
     """Train one experiment and write its run record."""
     from kdlora.config import build_config, parse_overrides, read_yaml
@@ -35,14 +42,15 @@ def train(
     data = read_yaml(config) if config else {}
     data.update(family=family, task=resolve_task_arg(task), strategy=strategy,
                 seed=seed if seed is not None else overrides.get("seed", 42))
+    takes_variant = strategy not in STRATEGIES or STRATEGIES.get(strategy).uses_adapters
     if variant is not None:
         data["variant"] = variant
-    elif strategy != "fft" and "variant" not in data:
+    elif takes_variant and "variant" not in data:
         data["variant"] = "lora"
     data.update({k: v for k, v in overrides.items() if k != "task"})
     cfg = build_config(data)
-    if strategy == "fft" and variant not in (None, "none"):
-        typer.echo(f"note: --variant {variant} is ignored for fft (no adapters)", err=True)
+    if not takes_variant and variant not in (None, "none"):
+        typer.echo(f"note: --variant {variant} is ignored for {strategy} (no adapters)", err=True)
     run_cli(cfg, results, train_teacher)
 
 
@@ -56,8 +64,9 @@ def run_cli(cfg, results: Path, train_teacher: bool) -> None:
     from kdlora.runner import run_one, validate
 
     validate(cfg)
-    if cfg.strategy == "kd-lora" and train_teacher:
-        train_teacher_if_needed(cfg.teacher_config(), results, run_one)
+    teacher = teacher_of(cfg)
+    if teacher is not None and train_teacher:
+        train_teacher_if_needed(teacher, results, run_one)
     record = run_one(cfg, results)
     summarize(record, results)
     if record.status != "completed":

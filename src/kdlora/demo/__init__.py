@@ -1,7 +1,8 @@
 """The embedded default study behind `kdlora demo`: a real, small KD-LoRA study on CPU, offline.
 
-Modules: study (inputs, the sweep, the report, run_demo), quality (the quality bar), summary (the
-runs table, best per strategy, demo_summary.json), console (the one-screen summary).
+Modules: layout (its size and folders), study (inputs, the sweep, the report, run_demo), quality
+(the quality bar), summary (the runs table, best per strategy, demo_summary.json), console (the
+one-screen summary), reference (the reference study's re-analysis).
 """
 
 from kdlora.demo.quality import FFT_MARGIN, Check, quality_checks

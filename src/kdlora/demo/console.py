@@ -16,8 +16,17 @@ def _num(value, fmt: str) -> str:
     return "—" if missing(value) else format(value, fmt)
 
 
-# shorter than the report's labels ("LoRA-only"): the table must fit 80 columns
-STRATEGY_LABEL = {"fft": "FFT", "lora": "LoRA", "kd-lora": "KD-LoRA"}
+def _label(strategy: str) -> str:
+    """The strategy's short label (LoRA, not the report's LoRA-only): the table must fit 80 columns."""
+    from kdlora.analysis.methods import STRATEGY_SHORT_LABEL
+
+    return STRATEGY_SHORT_LABEL.get(strategy, strategy)
+
+
+def _full_model(strategy: str) -> bool:
+    from kdlora.analysis.methods import ADAPTER_STRATEGIES
+
+    return strategy not in ADAPTER_STRATEGIES
 
 
 def _params(n) -> str:
@@ -46,16 +55,18 @@ def print_summary(result, console) -> None:
     checks = {c.run_id: c for c in result.checks}
     for row in result.table.itertuples(index=False):
         acc = row.accuracy if row.status == "completed" else None
-        name = STRATEGY_LABEL[row.strategy] + ("" if row.strategy == "fft" else f" {row.variant}")
+        name = _label(row.strategy) + ("" if _full_model(row.strategy) else f" {row.variant}")
         table.add_row(name, str(row.seed), _num(acc, ".1%"), _num(row.macro_f1, ".3f"),
                       "—" if acc is None else f"{(acc - maj) * 100:+.1f}", _params(row.trainable_params),
                       _num(row.train_time_s, ".0f"), _num(row.pct_of_teacher, ".1f"),
                       "[green]ok[/]" if checks[row.run_id].passed else "[red]FAIL[/]")
     console.print(table)
     for b in result.best.itertuples(index=False):
-        what = "" if b.strategy == "fft" else f"{b.variant} "
-        pct = f", {_num(b.pct_of_teacher, '.1f')} % of teacher" if b.strategy == "kd-lora" else ""
-        console.print(f"best {STRATEGY_LABEL[b.strategy]}: {what}{b.accuracy:.1%} accuracy "
+        from kdlora.analysis.methods import has_teacher
+
+        what = "" if _full_model(b.strategy) else f"{b.variant} "
+        pct = f", {_num(b.pct_of_teacher, '.1f')} % of teacher" if has_teacher(b.strategy) else ""
+        console.print(f"best {_label(b.strategy)}: {what}{b.accuracy:.1%} accuracy "
                       f"({_params(b.trainable_params)} trainable params, {_num(b.train_time_s, '.0f')} s{pct})",
                       highlight=False)
     sc, t = result.sweep_counts, result.timings_s

@@ -25,14 +25,17 @@ class Check:
 def quality_checks(table: pd.DataFrame, majority: float, margin: float = FFT_MARGIN) -> list[Check]:
     """FFT >= majority + margin; every LoRA-only and KD-LoRA run > majority; a run without a
     completed record fails its check (a failed run never counts as a pass)."""
+    from kdlora.analysis.methods import is_reference
+
     checks = []
     for row in table.itertuples(index=False):
-        if row.strategy == "fft":
+        reference = is_reference(row.strategy)  # FFT
+        if reference:
             threshold, rule = majority + margin, f">= majority + {margin * 100:g} points"
         else:
             threshold, rule = majority, "> majority"
         acc = None if row.status != "completed" or pd.isna(row.accuracy) else float(row.accuracy)
-        ok = acc is not None and (acc >= threshold - 1e-12 if row.strategy == "fft" else acc > threshold)
+        ok = acc is not None and (acc >= threshold - 1e-12 if reference else acc > threshold)
         checks.append(Check(row.run_id, row.strategy, row.variant, int(row.seed), acc, threshold,
                             rule if acc is not None else f"{rule} (run {row.status})", ok))
     return checks

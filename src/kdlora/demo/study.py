@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,62 +21,12 @@ import yaml
 from kdlora.errors import UserError
 from kdlora.demo.quality import quality_checks
 from kdlora.demo.reference import find_paper_grid, reanalyse
-from kdlora.demo.summary import (SUMMARY_NAME, DemoResult, add_pct_of_teacher, best_per_strategy,
-                                 runs_table, write_summary)
+from kdlora.demo.layout import FULL, SMOKE, DemoSize, Layout  # noqa: F401  (kdlora.demo.study.FULL, as before)
+from kdlora.demo.summary import DemoResult, add_pct_of_teacher, best_per_strategy, runs_table, write_summary
 from kdlora.host import cpu_seconds, load_average, now
 
 GRID_NAME = "demo.yaml"
 DATA_SEED = 0  # the train/validation split; the runs' own seeds come from the grid
-
-
-@dataclass(frozen=True)
-class DemoSize:
-    """How much of the study to run: data sizes, and which variants (None: the grid's six)."""
-
-    name: str
-    n_train: int
-    n_eval: int
-    variants: tuple[str, ...] | None = None
-
-
-FULL = DemoSize("full", n_train=600, n_eval=400)
-# CI's smoke run: the same command and grid, fewer tweets, one variant per strategy.
-SMOKE = DemoSize("smoke", n_train=160, n_eval=120, variants=("lora",))
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where everything of one demo lives under OUT."""
-
-    out: Path
-
-    @property
-    def data(self) -> Path:
-        return self.out / "data"
-
-    @property
-    def grid(self) -> Path:
-        return self.out / "grid.yaml"
-
-    @property
-    def results(self) -> Path:
-        return self.out / "results"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.out / "report"
-
-    @property
-    def summary(self) -> Path:
-        return self.out / SUMMARY_NAME
-
-    @property
-    def reference_results(self) -> Path:
-        return self.out / "reference"
-
-    @property
-    def reference_report(self) -> Path:
-        return self.out / "reference-report"
 
 
 # ----- inputs -----------------------------------------------------------------------------------------

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from kdlora.demo.quality import FFT_MARGIN, Check
 from kdlora.host import machine_info
 
-if TYPE_CHECKING:
-    from kdlora.demo.study import DemoSize, Layout
-
-SUMMARY_NAME = "demo_summary.json"
+from kdlora.demo.layout import SUMMARY_NAME, DemoSize, Layout  # noqa: F401  (SUMMARY_NAME: as before)
 SUMMARY_VERSION = 1
 
 

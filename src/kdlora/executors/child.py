@@ -21,6 +21,7 @@ from kdlora.config import RunConfig
 from kdlora.errors import UserError
 from kdlora.records import Efficiency, RunRecord, record_path, write_record
 from kdlora.host import now
+from kdlora.strategies import teacher_run_id
 
 DEFAULT_RUN_FN = "kdlora.runner:run_one"
 LOGS_DIR = "logs"
@@ -75,7 +76,7 @@ def failure_record(cfg: RunConfig, reason: str, status: str = "failed", started_
                      task=cfg.task_identity.as_dict(), metrics={}, efficiency=Efficiency(),
                      environment={"host": socket.gethostname(), "python": sys.version.split()[0]},
                      started_at=started_at or now(), finished_at=now(),
-                     teacher_run_id=cfg.teacher_config().run_id if cfg.strategy == "kd-lora" else None,
+                     teacher_run_id=teacher_run_id(cfg),
                      notes=notes or [])
 
 

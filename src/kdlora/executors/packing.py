@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
+from kdlora.strategies import STRATEGIES
+
 GiB = 1024**3
 # What a CUDA process holds beyond the allocator's peak: its context and cuBLAS/cuDNN workspaces.
 CONTEXT_BYTES = 1 * GiB
@@ -68,7 +70,7 @@ def shape_key(cfg) -> tuple:
     from kdlora.models import model_names
 
     teacher, student = model_names(cfg.family, cfg.teacher_model, cfg.student_model)
-    model = student if cfg.strategy == "kd-lora" else teacher
+    model = student if STRATEGIES.get(cfg.strategy).trains_student else teacher
     return (model, cfg.strategy, cfg.variant, cfg.micro_batch_size, cfg.max_length, cfg.precision)
 
 
@@ -80,16 +82,16 @@ def estimate_peak_bytes(cfg) -> int:
     from kdlora.models import model_names
 
     teacher, student = model_names(cfg.family, cfg.teacher_model, cfg.student_model)
-    model = student if cfg.strategy == "kd-lora" else teacher
+    model = student if STRATEGIES.get(cfg.strategy).trains_student else teacher
     params, hidden, layers, sdpa = ESTIMATE_SHAPES.get(model, UNKNOWN_SHAPE)
-    trainable = params if cfg.strategy == "fft" else 0.05 * params  # adapters + head: a few % at most
+    trainable = 0.05 * params if STRATEGIES.get(cfg.strategy).uses_adapters else params  # adapters + head: a few % at most
     tokens = cfg.micro_batch_size * cfg.max_length
     activations = tokens * hidden * layers * 34
     if not sdpa:
         heads = hidden // 64
         activations += 5 * heads * cfg.max_length * tokens * layers
     total = params * 4 + trainable * 12 + activations
-    if cfg.strategy == "kd-lora":
+    if STRATEGIES.get(cfg.strategy).teacher_strategy:
         total += ESTIMATE_SHAPES.get(teacher, UNKNOWN_SHAPE)[0] * 4
     return int(total)
 

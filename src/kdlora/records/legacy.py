@@ -30,10 +30,11 @@ from kdlora.data.metrics import primary_metric
 from kdlora.errors import UserError
 from kdlora.records.schema import Efficiency, RunRecord
 from kdlora.records.store import atomic_write_text, write_record
+from kdlora.strategies import STRATEGIES, teacher_run_id
 
 IMPORT_NOTE = "legacy import:"  # the report counts records with such notes (analysis/tidy.py)
 
-STRATEGY_DIRS = {"fft": "fft", "lora": "lora", "kd-lora": "kd-lora"}
+STRATEGY_DIRS = {"fft": "fft", "lora": "lora", "kd-lora": "kd-lora"}  # legacy folder -> strategy
 METRIC_NAMES = {
     "eval_matthews_correlation": "mcc",
     "eval_accuracy": "accuracy",
@@ -126,7 +127,7 @@ def _to_record(raw: dict[str, Any], file: Path, root: Path) -> RunRecord:
     name, value = primary_metric(config.task, metrics, "legacy")
     if value is None:
         raise ValueError(f"primary metric {name} missing")
-    teacher = config.teacher_config().run_id if config.strategy == "kd-lora" else None
+    teacher = teacher_run_id(config)
     return RunRecord(
         run_id=config.run_id,
         status="completed",
@@ -152,7 +153,7 @@ def _path_fields(file: Path) -> tuple[dict[str, Any], dict[str, str]]:
         raise ValueError(f"unexpected folder names {run_dir!r} / {peft_dir!r}")
     strategy = STRATEGY_DIRS[strategy_dir]
     where = {"strategy": strategy, "task": run["task"], "family": run["family"],
-             "seed": int(run["seed"]), "variant": None if strategy == "fft" else peft["variant"]}
+             "seed": int(run["seed"]), "variant": peft["variant"] if STRATEGIES.get(strategy).uses_adapters else None}
     folder = {"lora_alpha": peft["alpha"], "lora_dropout": peft["dropout"], "rank": peft["rank"]}
     if base is not None:
         folder |= {"train_batch_size": base["batch"], "teacher_learning_rate": base["lr"], "weight_decay": base["wd"]}
@@ -192,20 +193,21 @@ def _setting(key: str, args: dict[str, Any], folder: dict[str, str], applies: bo
 
 
 def _config(where: dict[str, Any], args: dict[str, Any], folder: dict[str, str], notes: list[str]) -> RunConfig:
-    fft = where["strategy"] == "fft"
+    strategy = STRATEGIES.get(where["strategy"])
+    fft = not strategy.uses_adapters
     data: dict[str, Any] = {
         **where,
         "teacher_model": args.get("teacher_model_name"),
-        "student_model": args.get("student_model_name") if where["strategy"] == "kd-lora" else None,
+        "student_model": args.get("student_model_name") if strategy.trains_student else None,
         "metric_policy": "legacy",
     }
     for field, (key, kind, for_fft) in LEGACY_ARGS.items():
         value = _setting(key, args, folder, for_fft or not fft, notes)
         if value is not None:
             data[field] = kind(float(value)) if kind is int else kind(value)
-    teacher_lr = _setting("teacher_learning_rate", args, folder, fft or where["strategy"] == "kd-lora", notes)
+    teacher_lr = _setting("teacher_learning_rate", args, folder, fft or "teacher_lr" in strategy.teacher_fields, notes)
     data["lr"] = float(teacher_lr) if fft else float(_setting("student_learning_rate", args, folder, True, notes))
-    if where["strategy"] == "kd-lora":
+    if "teacher_lr" in strategy.teacher_fields:
         data["teacher_lr"] = float(teacher_lr)
     if where["variant"] == "mrlora" and args.get("lora_ranks"):
         data["mrlora_ranks"] = tuple(int(r) for r in args["lora_ranks"])

@@ -79,7 +79,7 @@ class RunRecord(BaseModel):
     @property
     def task_name(self) -> str:
         """The task's name: from its identity (version 2) or, for older records, its config."""
-        from kdlora.config import slug, task_slug
+        from kdlora.slugs import slug, task_slug
 
         name = (self.task or {}).get("name")
         return slug(name) if name else task_slug(str(self.config.get("task", "")))

@@ -9,6 +9,12 @@ from kdlora.strategies.base import RunContext, Setup, Strategy, register
 @register
 class FullFineTuning(Strategy):
     name = "fft"
+    label = "FFT"
+    order = 0
+    color, colormap = "#000000", "Greys"  # Okabe & Ito (2008) colours, for figures
+    default_lr = 5e-5
+    uses_adapters = False
+    reference = True  # every other strategy is compared with it ("<method> vs FFT")
 
     def setup(self, ctx: RunContext) -> Setup:
         cfg = ctx.cfg

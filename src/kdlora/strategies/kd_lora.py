@@ -15,7 +15,7 @@ from kdlora.errors import UserError
 from kdlora.models import check_target_modules, load_classifier, model_names, student_layers
 from kdlora.checkpoints import checkpoint_dir, teacher_problem
 from kdlora.seeding import seed_everything
-from kdlora.strategies.base import RunContext, Setup, Strategy, register
+from kdlora.strategies.base import STRATEGIES, RunContext, Setup, Strategy, register
 from kdlora.strategies.lora import with_adapters
 from kdlora.variants import VARIANTS
 
@@ -36,19 +36,19 @@ def distillation_loss(student_logits, teacher_logits, hard_loss, *, temperature:
 
 
 def teacher_command(cfg) -> str:
-    t = cfg.teacher_config()
+    t = STRATEGIES.get(cfg.strategy).teacher(cfg)
     sets = "".join(f" --set {k}={v}" for k, v in (("lr", t.lr), ("epochs", t.epochs),
                                                    ("batch_size", t.batch_size)))
-    return (f"kdlora train --family {cfg.family} --task {cfg.task} --strategy fft --seed {cfg.seed} "
+    return (f"kdlora train --family {cfg.family} --task {cfg.task} --strategy {t.strategy} --seed {cfg.seed} "
             f"--results DIR{sets}")
 
 
 def find_teacher(cfg, results_dir: Path):
     """The teacher's record and checkpoint, checked against the fingerprint its record keeps."""
-    teacher_id = cfg.teacher_config().run_id
+    teacher_id = STRATEGIES.get(cfg.strategy).teacher(cfg).run_id
     record, problem = teacher_problem(results_dir, teacher_id)
     if problem is not None:
-        raise UserError(f"KD-LoRA needs the completed FFT teacher run {teacher_id} in {results_dir} ({problem}); "
+        raise UserError(f"{cfg.strategy} needs the completed FFT teacher run {teacher_id} in {results_dir} ({problem}); "
                         f"train it with: {teacher_command(cfg)} (or add --train-teacher)")
     return record, checkpoint_dir(results_dir, teacher_id)
 
@@ -84,7 +84,39 @@ def teacher_logits(ckpt: Path, split, spec, max_length: int, device, batch_size:
 @register
 class KdLora(Strategy):
     name = "kd-lora"
+    label = "KD-LoRA"
+    order = 2
+    color, colormap = "#D55E00", "Reds"
+    default_lr = 5e-4
     trains_student = True
+    compare_with = "lora"  # per variant: distilled student vs LoRA-only on the teacher-size model
+    teacher_strategy = "fft"
+    # student field -> the teacher run's field it sets (the grid derives them from its fft section)
+    teacher_fields = {"teacher_lr": "lr", "teacher_epochs": "epochs", "teacher_batch_size": "batch_size"}
+    fields = {
+        "student_model": (str | None, None, "hub id or local path of the student (default: the family's)"),
+        "kd_temperature": (float, 2.0, "softmax temperature T of the distillation term", (0, False, None, False)),
+        "kd_alpha": (float, 0.5, "weight of the distillation term; 1 - kd_alpha weighs the label loss",
+                     (0, True, 1, True)),
+        "teacher_lr": (float | None, None, "the FFT teacher run's lr (default: FFT's default lr)",
+                       (0, False, None, False)),
+        "teacher_epochs": (float | None, None, "the FFT teacher run's epochs (default: epochs)", (0, False, None, False)),
+        "teacher_batch_size": (int | None, None, "the FFT teacher run's batch_size (default: batch_size)",
+                               (0, False, None, False)),
+    }
+
+    def resolve(self, data: dict) -> dict:
+        data = dict(data)
+        data["teacher_lr"] = data.get("teacher_lr") or STRATEGIES.get(self.teacher_strategy).default_lr
+        data["teacher_epochs"] = data.get("teacher_epochs") or data.get("epochs", 3.0)
+        data["teacher_batch_size"] = data.get("teacher_batch_size") or data.get("batch_size", 32)
+        return data
+
+    def teacher(self, cfg):
+        """The FFT run whose fine-tuned model teaches this run: the student's shared settings,
+        with the teacher_* fields as the teacher's own optimisation."""
+        own = {field: getattr(cfg, mine) for mine, field in self.teacher_fields.items()}
+        return type(cfg)(strategy=self.teacher_strategy, **own, **cfg.shared_with_teacher())
 
     def check(self, cfg) -> None:
         if model_names(cfg.family, cfg.teacher_model, cfg.student_model)[1] is None:

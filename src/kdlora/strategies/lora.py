@@ -17,6 +17,11 @@ def with_adapters(model, ctx: RunContext):
 @register
 class LoraOnly(Strategy):
     name = "lora"
+    label = "LoRA-only"
+    short_label = "LoRA"
+    order = 1
+    color, colormap = "#0072B2", "Blues"
+    default_lr = 5e-4
 
     def check(self, cfg) -> None:
         VARIANTS.get(cfg.variant).check(cfg)

@@ -22,6 +22,7 @@ from kdlora.executors.base import Executor, Finished, Job
 from kdlora.records import RunRecord, read_record, record_path, write_record
 from kdlora.executors.child import failure_record, log_path
 from kdlora.sweep.claims import ClaimStore
+from kdlora.strategies import teacher_run_id
 
 FAILURES_DIR = "failures"  # earlier failed attempts' records, kept for inspection
 RETRYABLE = ("failed", "oom")  # nan_loss is a result of the configuration, not bad luck
@@ -70,14 +71,14 @@ class Scheduler:
         self.todo: list[str] = []
         self.retry_queue: list[RunConfig] = []
         self.running: set[str] = set()
-        self.teachers = {r.run_id: r.teacher_config().run_id for r in runs if r.strategy == "kd-lora"}
+        self.teachers = {r.run_id: t for r in runs if (t := teacher_run_id(r)) is not None}
 
     # ----- state of a run ---------------------------------------------------------------------
     def _finished(self, run_id: str) -> bool:
         return run_id in self.result.failed or run_id in self.result.completed or run_id in self.result.skipped
 
     def _teacher_state(self, cfg: RunConfig) -> tuple[str, str]:
-        """('ready'|'wait'|'failed', teacher run_id) for a KD-LoRA run."""
+        """('ready'|'wait'|'failed', teacher run_id) for a run with a teacher (KD-LoRA)."""
         teacher = self.teachers[cfg.run_id]
         if teacher in self.result.completed or teacher in self.result.skipped:
             return "ready", teacher
@@ -176,7 +177,7 @@ class Scheduler:
     def _try_start(self, run_id: str) -> bool:
         """Start (or settle) one waiting run; False if it must keep waiting."""
         cfg = self.runs[run_id]
-        if cfg.strategy == "kd-lora":
+        if run_id in self.teachers:
             state, teacher = self._teacher_state(cfg)
             if state == "wait":
                 return False

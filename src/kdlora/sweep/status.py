@@ -22,6 +22,7 @@ from kdlora.config import RunConfig
 from kdlora.grid import run_row
 from kdlora.records import iter_records
 from kdlora.records.store import atomic_write_text
+from kdlora.strategies import STRATEGIES
 from kdlora.sweep.claims import ClaimStore
 
 MISSING_COLUMNS = ["family", "task", "strategy", "variant", "seed", "run_id"]
@@ -30,7 +31,11 @@ STATUS_RANK = {"completed": 0, "nan_loss": 1, "oom": 2, "failed": 3}  # best out
 
 def run_key(config: dict[str, Any], task: str) -> tuple:
     return (config.get("family"), task, config.get("strategy"),
-            config.get("variant") if config.get("strategy") != "fft" else None, config.get("seed"))
+            config.get("variant") if _takes_variant(config.get("strategy")) else None, config.get("seed"))
+
+
+def _takes_variant(strategy) -> bool:
+    return strategy not in STRATEGIES or STRATEGIES.get(strategy).uses_adapters
 
 
 def config_key(cfg: RunConfig) -> tuple:

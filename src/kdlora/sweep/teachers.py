@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdlora.grid import (GridConfig, TeacherChoice, expand_grid, needs_teacher_selection, pending_students,
-                         search_space)
+                         search_space, teacher_strategies)
 
 
 def choose_teachers(grid: GridConfig, results_dir: str | Path) -> TeacherChoice:
@@ -17,9 +17,10 @@ def choose_teachers(grid: GridConfig, results_dir: str | Path) -> TeacherChoice:
     from kdlora.analysis.selection import SELECTION_SCORE, choose
     from kdlora.records.store import read_record, record_path
 
-    keys = list(search_space(grid, "fft", None))
+    teacher = next(iter(teacher_strategies(grid)), None)  # the FFT runs that teach the grid's students
+    keys = list(search_space(grid, teacher, None)) if teacher else []
     rows, unfinished = [], set()
-    for cfg in (c for c in expand_grid(grid) if c.strategy == "fft"):
+    for cfg in (c for c in expand_grid(grid) if c.strategy == teacher):
         path = record_path(results_dir, cfg.run_id)
         if not path.is_file():
             unfinished.add((cfg.family, cfg.task))

@@ -14,28 +14,39 @@ from typing import Iterator
 import numpy as np
 
 from kdlora.analysis.glue import VALIDATION_LABEL_COUNTS
-from kdlora.config import VARIANTS, RunConfig, build_config
+from kdlora.config import RunConfig, build_config
 from kdlora.data.metrics import GLUE_TASKS, primary_metric
+from kdlora.records.legacy import STRATEGY_DIRS
 from kdlora.records.schema import Efficiency, RunRecord
+from kdlora.strategies import STRATEGIES, ordered_strategies, teacher_run_id
 
 TASK_LEVEL = {"cola": 0.55, "sst2": 0.92, "mrpc": 0.86, "qqp": 0.89, "stsb": 0.88, "mnli": 0.84,
               "qnli": 0.91, "rte": 0.68, "wnli": 0.55}
 FAMILY_EFFECT = {"bert": 0.0, "roberta": 0.01, "deberta": 0.03}
-METHOD_EFFECT = {"fft": 0.0, "lora": -0.02, "kd-lora": -0.05}
+# The reference study's methods: its strategies (as the legacy importer names them) and variants.
+STUDY_STRATEGIES = tuple(STRATEGY_DIRS.values())
 VARIANT_EFFECT = {"lora": 0.0, "rslora": 0.005, "olora": 0.003, "dora": 0.002, "adalora": -0.04, "mrlora": 0.006}
+STUDY_VARIANTS = tuple(VARIANT_EFFECT)
+
+
+def method_effect(strategy: str) -> float:
+    """FFT 0, adapters on the same model -0.02, adapters on the smaller student -0.05."""
+    s = STRATEGIES.get(strategy)
+    return 0.0 if not s.uses_adapters else -0.05 if s.trains_student else -0.02
 RANK_EFFECT = 0.0025  # per unit of r above 8 (r = 16: +0.02), so rank ablations have a known effect
 PARAMS = {"bert": 109_483_778, "roberta": 124_647_170, "deberta": 184_423_682, "minilm": 22_713_216}
 
 
 def grid_configs(families=("bert", "roberta", "deberta"), tasks=GLUE_TASKS, seeds=(42, 123, 2024),
-                 variants=VARIANTS) -> list[RunConfig]:
+                 variants=STUDY_VARIANTS, strategies=STUDY_STRATEGIES) -> list[RunConfig]:
     """The study's run configs, FFT teachers included (like a grid file would expand)."""
     out = []
+    ordered = [s for s in ordered_strategies() if s.name in strategies]
     for family, task, seed in itertools.product(families, tasks, seeds):
-        out.append(build_config({"family": family, "task": task, "seed": seed, "strategy": "fft"}))
-        for strategy, variant in itertools.product(("lora", "kd-lora"), variants):
-            out.append(build_config({"family": family, "task": task, "seed": seed, "strategy": strategy,
-                                     "variant": variant}))
+        ident = {"family": family, "task": task, "seed": seed}
+        for s in ordered:
+            for variant in variants if s.uses_adapters else (None,):
+                out.append(build_config({**ident, "strategy": s.name, "variant": variant}))
     return out
 
 
@@ -56,17 +67,18 @@ def _metrics(task: str, score: float, rng: np.random.Generator, collapsed: bool)
 
 def _efficiency(cfg: RunConfig, rng: np.random.Generator, teacher: str | None) -> Efficiency:
     full = PARAMS.get(cfg.family, 100_000_000)
-    student = cfg.strategy == "kd-lora"
+    student = STRATEGIES.get(cfg.strategy).trains_student
+    adapters = STRATEGIES.get(cfg.strategy).uses_adapters
     total = int(full * (0.6 if student else 1.0))
-    trainable = full if cfg.strategy == "fft" else int(rng.normal(6e5, 5e4) * (1.4 if cfg.variant == "mrlora" else 1)
+    trainable = full if not adapters else int(rng.normal(6e5, 5e4) * (1.4 if cfg.variant == "mrlora" else 1)
                                                        * cfg.r / 8)
-    time_s = float(rng.lognormal(np.log(1500 if cfg.strategy == "fft" else 300 * (0.6 if student else 1)), 0.3))
+    time_s = float(rng.lognormal(np.log(1500 if not adapters else 300 * (0.6 if student else 1)), 0.3))
     samples = 3 * 8_000
     tokens = samples * 60
-    flops = (6 if cfg.strategy == "fft" else 4) * total * tokens + 6 * trainable * tokens
+    flops = (4 if adapters else 6) * total * tokens + 6 * trainable * tokens
     return Efficiency(
         trainable_params=trainable, total_params=total,
-        peak_memory_bytes=int(rng.normal(2.3e9 if cfg.strategy == "fft" else 5.8e8 * (0.7 if student else 1), 1e7)),
+        peak_memory_bytes=int(rng.normal(2.3e9 if not adapters else 5.8e8 * (0.7 if student else 1), 1e7)),
         memory_kind="cuda_max_allocated", train_time_s=time_s, train_steps=samples // 32, train_samples=samples,
         train_samples_per_s=samples / time_s, train_tokens_per_s=tokens / time_s,
         flops_measured=flops * float(rng.normal(1.0, 0.02)), flops_analytic=float(flops),
@@ -76,14 +88,15 @@ def _efficiency(cfg: RunConfig, rng: np.random.Generator, teacher: str | None) -
 
 
 def make_record(cfg: RunConfig, rng: np.random.Generator, collapse_rate: float = 0.02) -> RunRecord:
-    effect = FAMILY_EFFECT.get(cfg.family, 0.0) + METHOD_EFFECT[cfg.strategy] + VARIANT_EFFECT.get(cfg.variant, 0.0)
-    if cfg.strategy != "fft":
+    effect = FAMILY_EFFECT.get(cfg.family, 0.0) + method_effect(cfg.strategy) + VARIANT_EFFECT.get(cfg.variant, 0.0)
+    adapters = STRATEGIES.get(cfg.strategy).uses_adapters
+    if adapters:
         effect += RANK_EFFECT * (cfg.r - 8)
     score = float(np.clip(TASK_LEVEL.get(cfg.task, 0.8) + effect + rng.normal(0, 0.01), 0, 1))
-    collapsed = cfg.strategy != "fft" and rng.random() < collapse_rate
+    collapsed = adapters and rng.random() < collapse_rate
     metrics = _metrics(cfg.task, score, rng, collapsed)
     name, value = primary_metric(cfg.task, metrics, cfg.metric_policy)
-    teacher = cfg.teacher_config().run_id if cfg.strategy == "kd-lora" else None
+    teacher = teacher_run_id(cfg)
     return RunRecord(run_id=cfg.run_id, status="completed", config=cfg.model_dump(mode="json"),
                      task=cfg.task_identity.as_dict(), metrics={**metrics, "primary": value, "primary_name": name},
                      efficiency=_efficiency(cfg, rng, teacher), environment={"source": "synthetic"},

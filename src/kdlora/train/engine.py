@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from kdlora.models import count_params, load_tokenizer, model_names
 from kdlora.seeding import seed_everything
-from kdlora.strategies import STRATEGIES, RunContext
+from kdlora.strategies import STRATEGIES, RunContext, Setup
 from kdlora.train import measure
 from kdlora.train.epochs import SELECTION_PREFIX, EpochEvaluator, with_primary
 from kdlora.train.evaluate import evaluate
@@ -66,9 +67,8 @@ def execute(cfg, spec, results_dir: Path, device: torch.device, callbacks=()) ->
     seed_everything(cfg.seed)
     ctx = RunContext(cfg=cfg, spec=spec, results_dir=results_dir, splits=splits, train_data=tokenized["train"],
                      total_steps=total_steps, device=device)
-    setup = strategy.setup(ctx)
-    model = setup.model.to(device)
-    trainable, total = count_params(model)
+    prepared = prepare(strategy, variant, ctx)
+    setup, model, trainable, total = prepared.setup, prepared.model, prepared.trainable, prepared.total
 
     # --- evaluation: the reported split(s), and the selection set that alone may choose ---
     evals = eval_loaders(tokenized, spec, tokenizer)
@@ -89,10 +89,9 @@ def execute(cfg, spec, results_dir: Path, device: torch.device, callbacks=()) ->
     def on_epoch_end(epoch: int) -> dict:
         return epochs.epoch_end(epoch) if per_epoch else {}
 
-    after_step = variant.after_optimizer_step if variant else (lambda m, s: None)
     with measure.peak_memory(device) as mem, measure.gpu_energy(device) as energy:
-        result = train_loop(model, loader, cfg=cfg, device=device, loss_fn=setup.loss, after_step=after_step,
-                            total_steps=total_steps, on_epoch_end=on_epoch_end, callbacks=callbacks)
+        result = train_loop(model, loader, cfg=cfg, device=device, total_steps=total_steps,
+                            on_epoch_end=on_epoch_end, callbacks=callbacks, **prepared.loop_hooks())
 
     # --- evaluation and inference cost of the trained model (at the best epoch if asked) ---
     ev = evaluate(model, evals, spec, device, EVAL_BATCH)
@@ -117,6 +116,7 @@ def execute(cfg, spec, results_dir: Path, device: torch.device, callbacks=()) ->
         "flops_method": "FlopCounterMode on the first training micro-batch (forward+backward), per padded "
                         "token, times padded tokens trained; analytic: 6ND full, 4ND+6N_trainable*D adapters",
         "eval_samples_per_s": ev.samples_per_s, "eval_latency_ms_b32": ev.latency_ms, **setup.efficiency,
+        **(setup.measured() if setup.measured else {}),
     }
     if cfg.param_budget is not None and variant is not None:
         from kdlora.param_budget import reference_count
@@ -125,6 +125,42 @@ def execute(cfg, spec, results_dir: Path, device: torch.device, callbacks=()) ->
     history = [{**h} for h in result.history]
     return {"metrics": metrics, "efficiency": efficiency, "teacher_run_id": setup.teacher_run_id,
             "history": history, "weights_fingerprint": weights, **protocol}
+
+
+@dataclass
+class Prepared:
+    """What the strategy and the variant hand the one training loop."""
+
+    setup: Setup
+    model: torch.nn.Module  # on the device
+    extra_params: list  # (name, parameter) of the strategy's extra modules (a projection)
+    trainable: int  # exact counts: the model's and the extra modules'
+    total: int
+    after_step: Callable[[Any, int], None]
+    lr_scale: Callable[[str, Any], float] | None
+
+    def loop_hooks(self) -> dict[str, Any]:
+        return {"loss_fn": self.setup.loss, "after_step": self.after_step, "extra_params": self.extra_params,
+                "lr_scale": self.lr_scale}
+
+
+def prepare(strategy, variant, ctx: RunContext) -> Prepared:
+    """The strategy's model and loss on the device, its extra modules and online teacher, the
+    exact parameter counts, and the variant's hooks (after-step, learning-rate groups)."""
+    cfg, device = ctx.cfg, ctx.device
+    setup = strategy.setup(ctx)
+    model = setup.model.to(device)
+    extra = {name: module.to(device) for name, module in setup.extra_modules.items()}  # e.g. a projection
+    extra_params = [(f"{name}.{n}", p) for name, module in extra.items() for n, p in module.named_parameters()]
+    if setup.teacher is not None:  # runs online inside the loss: eval mode, no gradients
+        setup.teacher.to(device).eval().requires_grad_(False)
+    trainable, total = count_params(model)
+    trainable += sum(p.numel() for _, p in extra_params if p.requires_grad)
+    total += sum(p.numel() for _, p in extra_params)
+    after_step = variant.after_optimizer_step if variant else (lambda m, s: None)
+    own = {id(p) for p in model.parameters()}  # the variant's groups are of the model's parameters only
+    lr_scale = (lambda name, param: variant.lr_scale(name, param, cfg) if id(param) in own else 1.0) if variant else None
+    return Prepared(setup, model, extra_params, trainable, total, after_step, lr_scale)
 
 
 def save_weights(model, variant, tokenizer, results_dir: Path, cfg) -> str:

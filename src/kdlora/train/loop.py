@@ -56,19 +56,25 @@ def no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
 
 
-def build_optimizer(model, lr: float, weight_decay: float, fused: bool | None = None) -> torch.optim.Optimizer:
+def build_optimizer(model, lr: float, weight_decay: float, fused: bool | None = None, extra_params=(),
+                    lr_scale: Callable[[str, Any], float] | None = None) -> torch.optim.Optimizer:
     """AdamW, without weight decay on biases and LayerNorms. Fused (one pass over the parameters
     per step, as HF Trainer's default adamw_torch_fused) where torch supports it: on a BERT-base
     FFT step the default foreach version spent ~25 % of the step in element-wise optimizer ops and
-    took 1.2-1.3x the fused step's time (bench/bench_hw_efficiency.py)."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in params if not no_decay(n)], "weight_decay": weight_decay},
-        {"params": [p for n, p in params if no_decay(n)], "weight_decay": 0.0},
-    ]
+    took 1.2-1.3x the fused step's time (bench/bench_hw_efficiency.py).
+
+    `extra_params` ((name, parameter) pairs) are trained with the model (a strategy's projection);
+    `lr_scale(name, parameter)` multiplies a parameter's learning rate (a variant's groups: LoRA+)."""
+    params = [(n, p) for n, p in [*model.named_parameters(), *extra_params] if p.requires_grad]
+    scale = lr_scale or (lambda name, param: 1.0)
+    groups: dict[tuple[bool, float], list] = {}  # (weight decay?, lr multiplier) -> parameters
+    for n, p in params:
+        groups.setdefault((not no_decay(n), float(scale(n, p))), []).append(p)
+    ordered = sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))  # decayed first, as before
     if fused is None:
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for _, p in params)
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)
+    return torch.optim.AdamW([{"params": ps, "weight_decay": weight_decay if decay else 0.0, "lr": lr * s}
+                              for (decay, s), ps in ordered], lr=lr, fused=fused)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -144,10 +150,13 @@ def sdpa_mask(host_mask: torch.Tensor, device_mask: torch.Tensor) -> torch.Tenso
 def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
                after_step: Callable[[Any, int], None], total_steps: int,
                on_epoch_end: Callable[[int], dict] | None = None, count_flops: bool = True,
-               callbacks: Sequence[TrainCallback] = ()) -> LoopResult:
+               callbacks: Sequence[TrainCallback] = (), extra_params=(),
+               lr_scale: Callable[[str, Any], float] | None = None) -> LoopResult:
     from transformers import get_linear_schedule_with_warmup
 
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    extra_params = list(extra_params)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, extra_params=extra_params, lr_scale=lr_scale)
+    clipped = [*model.parameters(), *(p for _, p in extra_params)]
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     amp = autocast_dtype(cfg.precision, device)
     # fp16 needs loss scaling to keep small gradients; bf16 has fp32's range and does not.
@@ -189,7 +198,7 @@ def train_loop(model, loader, *, cfg, device: torch.device, loss_fn: Callable,
                 continue
             # --- optimizer step: clip, step, schedule, the variant's hook, zero ---
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(clipped, cfg.max_grad_norm)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()

@@ -10,6 +10,21 @@ from kdlora.variants.base import AdapterTargets, Variant, register
 @register
 class AdaLora(Variant):
     name = "adalora"
+    marker = "v"
+    label = "AdaLoRA"
+    fields = {
+        "adalora_init_r": (int, 12, "AdaLoRA's initial rank per layer (budgeted down to r)", (0, False, None, False)),
+        "adalora_tinit": (float, 0.1, "fraction of the steps before rank pruning starts", (0, True, 1, False)),
+        "adalora_tfinal": (float, 0.2, "fraction of the steps at the end with the final ranks", (0, True, 1, False)),
+        "adalora_delta_t": (int, 10, "optimizer steps between two rank reallocations", (0, False, None, False)),
+    }
+
+    def validate(self, cfg) -> None:
+        if cfg.adalora_init_r < cfg.r:
+            raise ValueError(f"adalora_init_r ({cfg.adalora_init_r}) must be >= r ({cfg.r})")
+        if cfg.adalora_tinit + cfg.adalora_tfinal >= 1:
+            raise ValueError(f"adalora_tinit + adalora_tfinal must be < 1, leaving steps to prune "
+                             f"(got {cfg.adalora_tinit} + {cfg.adalora_tfinal})")
 
     def check(self, cfg) -> None:
         if cfg.adalora_tinit + cfg.adalora_tfinal >= 1.0:
@@ -34,6 +49,9 @@ class AdaLora(Variant):
     def size_updates(self, cfg, size: int) -> dict:
         """Its trainable parameters are set by the initial rank; the target keeps its ratio to it."""
         return {"adalora_init_r": size, "r": max(1, min(size, round(size * cfg.r / cfg.adalora_init_r)))}
+
+    def layer_params(self, in_features: int, out_features: int, cfg) -> int:
+        return cfg.adalora_init_r * (in_features + out_features + 1)  # P, Q and the singular values E
 
     def after_optimizer_step(self, model, step: int) -> None:
         model.base_model.update_and_allocate(step)

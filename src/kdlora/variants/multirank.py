@@ -3,13 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from kdlora.variants.base import AdapterTargets, Variant, register
+
+
+def default_mrlora_ranks(r: int) -> tuple[int, ...]:
+    """r, r/2, ..., 1 (the multi-rank default: [8, 4, 2, 1] for r = 8)."""
+    ranks = []
+    while r >= 1:
+        ranks.append(r)
+        r //= 2
+    return tuple(ranks)
 
 
 @register
 class MrLora(Variant):
     name = "mrlora"
+    marker = "P"
+    label = "MrLoRA"
+    fields = {
+        "mrlora_ranks": (tuple[int, ...] | None, None, "MrLoRA's block ranks (default: r, r/2, ..., 1)"),
+        "mrlora_scaling": (Literal["rank_stabilized", "standard"], "rank_stabilized",
+                           "MrLoRA's block scale: alpha/sqrt(r_i) (rank_stabilized) or alpha/r_i"),
+    }
+
+    def resolve(self, data: dict) -> dict:
+        if data.get("mrlora_ranks"):
+            return data
+        return {**data, "mrlora_ranks": default_mrlora_ranks(int(data.get("r", 8)))}
+
+    def validate(self, cfg) -> None:
+        if any(r <= 0 for r in cfg.mrlora_ranks):
+            raise ValueError(f"mrlora_ranks must all be > 0 (got {list(cfg.mrlora_ranks)})")
 
     def apply(self, model, cfg, targets: AdapterTargets, total_steps: int):
         from kdlora.variants.mrlora import MrLoRAConfig, apply_mrlora
@@ -20,9 +46,10 @@ class MrLora(Variant):
 
     def size_updates(self, cfg, size: int) -> dict:
         """The rank chain scaled to top rank `size`: size, size/2, ..., 1 ([8, 4, 2, 1] -> [16, 8, 4, 2, 1])."""
-        from kdlora.config import default_mrlora_ranks
-
         return {"r": size, "mrlora_ranks": default_mrlora_ranks(size)}
+
+    def layer_params(self, in_features: int, out_features: int, cfg) -> int:
+        return sum(cfg.mrlora_ranks) * (in_features + out_features) + len(cfg.mrlora_ranks)  # + one lambda per block
 
     def save(self, model, path) -> None:
         from kdlora.variants.mrlora import save_mrlora
