@@ -115,3 +115,18 @@ def test_paired_verdicts_per_variant_with_effect_cis(out):
     assert "no significant difference" not in md.lower()
     design = pd.read_csv(out / "design.csv")
     assert len(design) == 13 and design["runs"].sum() == 742  # nothing varies: one arm per method
+
+
+def test_design_separates_unrecorded_settings(out):
+    """Settings the legacy files do not hold are listed as not recorded, never as held fixed."""
+    md = (out / "report.md").read_text()
+    design = md.split("## Design", 1)[1].split("\n## ", 1)[0]
+    fixed = next(line for line in design.splitlines() if line.startswith("Held fixed:"))
+    assert "`epochs` = 3" in fixed and "`batch_size` = 32" in fixed and "`lora_dropout` = 0.05" in fixed
+    assert "warmup_ratio" not in fixed and "max_length" not in fixed
+    unrecorded = next(line for line in design.splitlines() if line.startswith("Not recorded in the source records"))
+    assert "`warmup_ratio`" in unrecorded and "`max_length`" in unrecorded and "`kd_temperature`" in unrecorded
+    st = pd.read_csv(out / "design_settings.csv").set_index("setting")
+    assert st.loc["warmup_ratio", "status"] == "not recorded" and st.loc["epochs", "status"] == "fixed"
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs["warmup_ratio"].isna().all() and (runs["epochs"] == 3).all()

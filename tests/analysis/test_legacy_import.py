@@ -205,3 +205,28 @@ def test_finished_runs_are_imported_with_a_note(tree, tmp_path):
     assert limits.loc["imported_with_notes", "value"] == 3
     write_report(analysis, tmp_path / "rep", figures=False)
     assert "3 legacy runs were imported with a note" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_unrecorded_settings_are_marked_assumed_and_left_empty(tree):
+    """The legacy args record lr, epochs, batch size, weight decay, rank, alpha, dropout; the other
+    settings hold kdlora's defaults (the run_id needs them) and are marked, never shown as facts."""
+    from kdlora.analysis.design import add_arms, settings_table
+    from kdlora.analysis.tidy import load_results
+    from kdlora.config import build_config
+
+    recs = records_by_strategy(tree)
+    fft, kd = recs[("fft", "rte")], recs[("kd-lora", "rte")]
+    assert "warmup_ratio" in fft.assumed_settings and "max_length" in fft.assumed_settings
+    assert {"kd_temperature", "kd_alpha"} <= set(kd.assumed_settings)
+    recorded = {"lr", "epochs", "batch_size", "weight_decay", "r", "lora_alpha", "lora_dropout", "teacher_lr",
+                "mrlora_ranks", "teacher_model", "student_model"}
+    assert not recorded & set(kd.assumed_settings)
+    assert kd.run_id == build_config(kd.config).run_id  # the run_id still hashes the full config
+    table = load_results([tree], "legacy").table
+    assert table["warmup_ratio"].isna().all() and table["max_length"].isna().all()
+    assert table["assumed_settings"].str.contains("warmup_ratio").all()
+    assert (table["epochs"] == 3).all() and (table["lr"].notna()).all()
+    df, axes = add_arms(table)
+    st = settings_table(df, axes, ()).set_index("setting")
+    assert st.loc["warmup_ratio", "status"] == "not recorded" and st.loc["epochs", "status"] == "fixed"
+    assert st.loc["kd_temperature", "methods"] == "kd-lora:mrlora"

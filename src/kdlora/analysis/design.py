@@ -82,7 +82,8 @@ def design_table(df: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFrame:
 
 def settings_table(df: pd.DataFrame, axes: dict[str, list[str]], pool: tuple[str, ...]) -> pd.DataFrame:
     """design_settings.csv: each setting that applies to some run: varied (by which methods),
-    pooled, set per (family, task) cell, or fixed (its value)."""
+    pooled, set per (family, task) cell, or fixed (its value); or "not recorded" when no run
+    records it (legacy imports: `assumed_settings`; methods = the runs' methods, no values)."""
     rows = []
     present = [c for c in SETTINGS if df[c].notna().any()]
     per_cell_levels = df.groupby(CELL[1:], sort=False)[present].nunique().max()  # NaN (not applicable) is no level
@@ -95,5 +96,11 @@ def settings_table(df: pd.DataFrame, axes: dict[str, list[str]], pool: tuple[str
         shown = sorted({level_text(v) for v in values}, key=natural_key)
         rows.append({"setting": c, "status": status, "methods": ", ".join(methods),
                      "values": ", ".join(shown[:12]) + (" ..." if len(shown) > 12 else "")})
+    # settings no run records (legacy imports hold kdlora's defaults for them, assumed for re-running)
+    assumed = {k for v in df.get("assumed_settings", pd.Series(dtype=object)).dropna() for k in str(v).split(",")}
+    for c in SETTINGS:
+        if c in assumed and c not in present:
+            methods = sorted(df.loc[df["assumed_settings"].fillna("").str.split(",").map(lambda ks: c in ks), "method"].unique())
+            rows.append({"setting": c, "status": "not recorded", "methods": ", ".join(methods), "values": ""})
     return pd.DataFrame(rows, columns=["setting", "status", "methods", "values"])
 

@@ -101,6 +101,10 @@ def design_section(a: Analysis) -> str:
     if not per.empty:
         out.append("Set per method or per family/task (not a factor within a cell): "
                    + "; ".join(f"`{r.setting}` ({r.status}: {r.values})" for r in per.itertuples()) + ".")
+    unrecorded = by("not recorded")
+    if not unrecorded.empty:
+        out.append("Not recorded in the source records (kdlora's defaults assumed for re-running): "
+                   + ", ".join(f"`{r.setting}`" for r in unrecorded.itertuples()) + ".")
     extra = [c for c in d.columns if c not in ("arm", "label", "strategy", "variant", "runs", "families", "tasks", "seeds")]
     level = lambda c: lambda r: "—" if missing(r[c]) else level_text(r[c])  # noqa: E731
     cols = [("Arm", text("label"))] + [(c, level(c)) for c in extra] + [

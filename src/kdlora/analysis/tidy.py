@@ -4,8 +4,9 @@ Columns: identity (run_id, family, task, seed, strategy, variant, method, status
 metric, `primary` / `primary_name` under the chosen policy, efficiency in absolute units
 (counts, bytes, seconds, FLOPs, joules), and the run's settings: every RunConfig field in its
 run_id hash, named as the field (r, lora_alpha, lr, kd_temperature, ...), empty where the field
-does not apply to the run (adapter settings of an FFT run). FFT rows have variant None and method
-"fft"; adapter rows have method "<strategy>:<variant>" (e.g. "kd-lora:dora").
+does not apply to the run (adapter settings of an FFT run) or that the source did not record
+(`assumed_settings` names them: settings of a legacy import that hold kdlora's defaults). FFT
+rows have variant None and method "fft"; adapter rows have method "<strategy>:<variant>" (e.g. "kd-lora:dora").
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ EFFICIENCY = ("trainable_params", "total_params", "peak_memory_bytes", "peak_mem
               "flops_measured", "flops_analytic", "hf_total_flos", "energy_j", "gpu_util_mean",
               "gpu_power_mean_w", "eval_samples_per_s", "eval_latency_ms_b32", "teacher_cache_build_s")
 TEXT = ("run_id", "family", "task", "strategy", "variant", "method", "status", "primary_name",
-        "memory_kind", "teacher_run_id", "source", "contended")
+        "memory_kind", "teacher_run_id", "source", "contended", "assumed_settings")
 # The settings that define an experiment: every RunConfig field its run_id hashes, except the key.
 SETTINGS = tuple(f for f in RunConfig.model_fields if f not in (*KEY, *EXECUTION_FIELDS))
 COLUMNS = ("run_id", "family", "task", "seed", "strategy", "variant", "method", "status",
            *METRICS, "primary", "primary_name", "selection_primary", *EFFICIENCY, "memory_kind", "teacher_run_id",
-           "source", "import_notes", "num_labels", "contended", *SETTINGS)
+           "source", "import_notes", "assumed_settings", "num_labels", "contended", *SETTINGS)
 
 
 @dataclass
@@ -87,6 +88,10 @@ def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
     row["contended"] = (record.host_load or {}).get("contended")
     row["num_labels"] = None if task in GLUE_TASKS else num_labels_of(record)
     row.update(settings_of(cfg))
+    # settings the source did not record (legacy imports): empty, never kdlora's defaults shown as facts
+    assumed = [k for k in record.assumed_settings if k in SETTINGS]
+    row.update(dict.fromkeys(assumed))
+    row["assumed_settings"] = ",".join(assumed) or None
     return row
 
 

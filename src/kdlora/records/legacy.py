@@ -11,6 +11,9 @@ What the legacy files hold, and how it is made honest here:
   memory_kind="epoch_end_allocated" so it is never mistaken for a real peak.
 - HF's `total_flos` (6 x tokens x all parameters, even for adapters) is kept as `hf_total_flos`,
   not as a measured or analytic FLOP count.
+- Settings the args and folder names do not give (max_length, warmup_ratio, kd_temperature, ...)
+  take kdlora's defaults in `config` (the run_id needs a full config) and are listed in the
+  record's `assumed_settings`, so the analysis never presents them as facts of the study.
 - Corrupt, empty or partial files are reported by path and skipped.
 
 No torch here: the analysis reads legacy results directly through this module.
@@ -120,7 +123,8 @@ def _to_record(raw: dict[str, Any], file: Path, root: Path) -> RunRecord:
         raise ValueError("args is not an object")
     _check_agrees(where, args)
     notes: list[str] = []
-    config = _config(where, args, folder, notes)
+    assumed: list[str] = []
+    config = _config(where, args, folder, notes, assumed)
     metrics = _metrics(raw)
     if not metrics:
         raise ValueError("no task metric (eval_* or matched_accuracy)")
@@ -139,6 +143,7 @@ def _to_record(raw: dict[str, Any], file: Path, root: Path) -> RunRecord:
         started_at="unknown",
         finished_at="unknown",
         teacher_run_id=teacher,
+        assumed_settings=assumed,
         notes=NOTES + notes + ([] if teacher is None else [
             "teacher_run_id links the FFT run of the same family/task/seed and teacher settings; "
             "the legacy files do not say which teacher checkpoint was used"]),
@@ -192,7 +197,10 @@ def _setting(key: str, args: dict[str, Any], folder: dict[str, str], applies: bo
     raise KeyError(key)
 
 
-def _config(where: dict[str, Any], args: dict[str, Any], folder: dict[str, str], notes: list[str]) -> RunConfig:
+def _config(where: dict[str, Any], args: dict[str, Any], folder: dict[str, str], notes: list[str],
+            assumed: list[str] | None = None) -> RunConfig:
+    """The run's RunConfig from its args and folder names; `assumed` gets the hashed fields neither
+    records (they hold kdlora's defaults, which the legacy script may not have used)."""
     strategy = STRATEGIES.get(where["strategy"])
     fft = not strategy.uses_adapters
     data: dict[str, Any] = {
@@ -212,10 +220,14 @@ def _config(where: dict[str, Any], args: dict[str, Any], folder: dict[str, str],
     if where["variant"] == "mrlora" and args.get("lora_ranks"):
         data["mrlora_ranks"] = tuple(int(r) for r in args["lora_ranks"])
     try:
-        return build_config(data)
+        config = build_config(data)
     except UserError as exc:  # a finished run whose settings kdlora would refuse for a new run
         notes.append(f"{IMPORT_NOTE} settings fail kdlora's validation for a new run ({exc}); imported as recorded")
-        return _unvalidated(data)
+        config = _unvalidated(data)
+    if assumed is not None:
+        recorded = {k for k, v in data.items() if v is not None}
+        assumed.extend(k for k in config.hashed_fields() if k not in recorded)
+    return config
 
 
 def _unvalidated(data: dict[str, Any]) -> RunConfig:

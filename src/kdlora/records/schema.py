@@ -74,6 +74,9 @@ class RunRecord(BaseModel):
     weights_fingerprint: str | None = None  # sha256 over the checkpoint folder's files (checkpoints.py)
     task: dict[str, str] | None = None  # {"name", "fingerprint", "num_labels"} (data/identity.py); None in version 1
     history: list[dict[str, Any]] = []  # per-epoch loss / eval, when asked for
+    # Settings (RunConfig fields) the source did not record: `config` holds kdlora's defaults for
+    # them, assumed for re-running, not facts of the run (runs imported from the legacy layout).
+    assumed_settings: list[str] = []
     notes: list[str] = []  # e.g. "oom retry: micro-batch 16 x 2 accumulation"
 
     @property
