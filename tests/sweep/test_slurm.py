@@ -196,6 +196,20 @@ def test_without_submitit_the_slurm_executor_says_how_to_install_it(tmp_path, mo
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("flag", [["--runs-per-gpu", "2"], ["--mps"]])
+def test_gpu_packing_options_are_refused_on_slurm(flag, tmp_path):
+    from typer.testing import CliRunner
+
+    from kdlora.cli import app
+
+    grid = grid_file(tmp_path, [1], ["lora"])
+    result = CliRunner().invoke(app, ["sweep", str(grid), "--results", str(tmp_path / "r"),
+                                      "--executor", "slurm", *flag])
+    assert result.exit_code == 2
+    assert "are for the local executor; on SLURM each run is a job with whole GPUs" in result.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_job_that_dies_gives_its_run_a_failed_record_with_the_jobs_reason(slurm, env, tmp_path):
     grid = grid_file(tmp_path, [1], ["dora"])  # lora/dora: os._exit(3); kd-lora/dora: SIGKILL
     results = tmp_path / "results"

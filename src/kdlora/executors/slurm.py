@@ -221,6 +221,10 @@ class SlurmExecutor(Executor):
         super().__init__(results_dir, run_fn, options)
         if options.ray_address:
             raise UserError("--ray-address needs --executor ray")
+        if options.runs_per_gpu is not None or options.mps:
+            # SLURM hands each job whole GPUs; packing runs onto one GPU is the local executor's job
+            raise UserError("--runs-per-gpu and --mps are for the local executor; on SLURM each run is a job "
+                            "with whole GPUs (--gpus-per-run N)")
         self.submitit = _import_submitit()
         self.settings = s = options.slurm
         known = partitions()
