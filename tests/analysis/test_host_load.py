@@ -25,9 +25,22 @@ def test_host_load_from_two_snapshots_by_hand():
 
 
 def test_a_busy_neighbour_is_measured():
+    import psutil
+
     start = host_snapshot()
-    spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"])
-    spin.wait()
+    # The neighbour must be outside this process tree: a child's CPU time, once waited for, counts
+    # as our own (children_user). `sh ... &` orphans it, as another user's job would be.
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"
+    out = subprocess.run(["sh", "-c", f"'{sys.executable}' -c '{spin}' >/dev/null 2>&1 & echo $!"],
+                         capture_output=True, text=True, check=True)
+    pid, deadline = int(out.stdout), time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
     load = host_load(start, host_snapshot())
     assert load["other_cpus_busy"] >= 0.5 and load["contended"] is True
 
