@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterator
 
+from kdlora.hashing import file_sha256
 from kdlora.records.store import read_record, record_path
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -27,19 +28,11 @@ def checkpoint_dir(results_dir: str | Path, run_id: str) -> Path:
     return Path(results_dir) / CHECKPOINTS_DIR / run_id
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(folder: str | Path) -> str:
     """sha256 over every file of a checkpoint folder (names relative to it, and bytes)."""
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    parts = {str(p.relative_to(folder)): _sha256(p) for p in files}
+    parts = {str(p.relative_to(folder)): file_sha256(p) for p in files}
     return "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdlora import hashing
 from kdlora.errors import UserError
 
 HUB_FINGERPRINT = "hub:nyu-mll/glue"
@@ -40,11 +41,7 @@ class TaskIdentity:
 
 @functools.lru_cache(maxsize=4096)
 def _file_sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return hashing.file_sha256(path)  # size, mtime and inode only key the cache
 
 
 def file_sha256(path: str | Path) -> str:

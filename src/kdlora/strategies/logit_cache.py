@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kdlora.errors import UserError
+from kdlora.hashing import file_sha256
 from kdlora.records.store import atomic_replace, atomic_write_text
 
 FORMAT = 1
@@ -42,16 +43,6 @@ def cache_key(**parts: Any) -> str:
     tokenizer, max_length, dataset size and a fingerprint of the examples)."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=_jsonable)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_sha256(*paths: Path) -> str:
-    """SHA-256 of the files' contents, read in order as one stream."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_computed(idx, logits, parts: dict):
