@@ -164,7 +164,7 @@ def main() -> Path:
                 f"kdlora report, {name.replace('_', ' ')} (CPU user+sys, fresh process)", cpu,
                 target=None, met=None, unit=" s"))
         bench.data["settings"] = {"synthetic_records": n, "synthetic_seeds": seeds, "reps": reps,
-                                  "figures": True, "legacy_dir": "kdlora.examples reference (packaged)", "grid_legacy": str(PAPER_GRID)}
+                                  "figures": True, "legacy_dir": "kdlora.examples reference (packaged)", "grid_legacy": str(PAPER_GRID.relative_to(common.REPO))}
         for name, ph in phases.items():
             bench.note(f"{name}, where the time goes (one timed run, wall s): " + ", ".join(
                 f"{k} {v:.2f}" for k, v in ph["phases_s"].items()) + "; main process CPU s: " + ", ".join(

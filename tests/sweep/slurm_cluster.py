@@ -57,8 +57,7 @@ def install_packages() -> None:
                           f"(apt-get install {' '.join(PACKAGES)})")
     if not shutil.which("apt-get"):
         raise Unavailable("SLURM is not installed and there is no apt-get to install it")
-    lock_path = os.environ.get("KDLORA_APT_LOCK") or (
-        "/work/apt.lock" if os.access("/work", os.W_OK) else os.path.join(tempfile.gettempdir(), "kdlora-apt.lock"))
+    lock_path = os.environ.get("KDLORA_APT_LOCK") or os.path.join(tempfile.gettempdir(), "kdlora-apt.lock")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
