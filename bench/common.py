@@ -154,6 +154,20 @@ def cpu_facts() -> dict[str, Any]:
     return {"model": model, "logical_cpus": os.cpu_count(), "flags": {f: f in flags for f in CPU_FLAGS}}
 
 
+def cpu_speed_probe(reps: int = 5) -> float:
+    """Seconds one core takes for a fixed pure-Python loop (best of `reps`). The 2-core machines this
+    project is lent differ from session to session (the same report cost 6.0 CPU s one day and 9.5 the
+    next); recording the probe beside every benchmark lets a reader tell a slower machine from a slower
+    kdlora."""
+    best = float("inf")
+    for _ in range(reps):
+        start, total = time.process_time(), 0
+        for i in range(2_000_000):
+            total += i
+        best = min(best, time.process_time() - start)
+    return round(best, 4)
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     import importlib.metadata as md
 
@@ -172,7 +186,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         mem = psutil.virtual_memory().total
     except ImportError:
         pass
-    return {"cpu": cpu_facts(), "memory_bytes": mem, "torch_threads": threads,
+    return {"cpu": cpu_facts(), "cpu_speed_probe_s": cpu_speed_probe(), "memory_bytes": mem, "torch_threads": threads,
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version(), "platform": platform.platform(), "packages": versions,

@@ -61,10 +61,14 @@ def render(results: list[dict]) -> str:
            f"({machine.get('torch_cpu_capability', '?')}), torch threads {machine.get('torch_threads', '?')}, "
            f"{machine.get('packages', {}).get('torch', '?')}, no GPU. Each section gives the 1-minute load average "
            "before and after the benchmark: a benchmark alone raises it to about its thread count (2); a load "
-           "well above 0 before it means other work shared the machine, and its times are pessimistic.", ""]
+           "well above 0 before it means other work shared the machine, and its times are pessimistic. The CPU probe "
+           "is the seconds one core takes for a fixed pure-Python loop (bench/common.py `cpu_speed_probe`), measured "
+           "with each benchmark: the machines lent to this project differ from day to day, and a larger probe means "
+           "a slower machine, not a slower kdlora.", ""]
     for r in results:
         out += [f"## {r['name']}", "", f"`{RERUN.get(r['name'], '')}` — {r['date']} UTC, load "
                 + (f"{fmt(r['load_before'])} before, " if r["load_before"] is not None else "") + f"{fmt(r['load'])} after"
+                + (f", CPU probe {r['machine']['cpu_speed_probe_s']:.3f} s" if "cpu_speed_probe_s" in r["machine"] else "")
                 + (" (quick mode: figures meaningless)" if r["quick"] else ""), "",
                 "| figure | median | spread (n) | target | met |", "|---|---|---|---|---|"]
         for row in r["rows"]:

@@ -234,6 +234,38 @@ def test_hodges_lehmann_ci_inverts_wilcoxon(rng):
         assert (lo > 0 or hi < 0) == (p < 0.05)
 
 
+def _hodges_lehmann_by_full_sort(d, confidence=0.95):
+    """The textbook computation: sort all n(n+1)/2 Walsh averages, read the median and ranks."""
+    d = np.asarray(d, dtype=float)
+    n = d.size
+    i, j = np.triu_indices(n)
+    walsh = np.sort((d[i] + d[j]) / 2)
+    m, tail = walsh.size, (1 - confidence) / 2
+    if n <= stats.EXACT_SIGNED_RANK_N:
+        below = np.flatnonzero(stats.signed_rank_cdf(n) <= tail)
+        c = int(below[-1]) + 1 if below.size else 0
+    else:
+        c = int(math.floor(m / 2 - st.norm.ppf(1 - tail) * math.sqrt(n * (n + 1) * (2 * n + 1) / 24)))
+    est = float(np.median(walsh))
+    return (est, math.nan, math.nan) if c < 1 else (est, float(walsh[c - 1]), float(walsh[m - c]))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6, 7, 10, 41, 300, 301, 420])
+def test_hodges_lehmann_equals_the_full_sort(rng, n):
+    """Order-statistic selection gives bit-identical estimate and CI, with ties (rounded and
+    integer differences, many equal Walsh averages) and on both sides of the exact/normal switch."""
+    for d in (rng.normal(0.01, 0.05, n), np.round(rng.normal(0, 1, n), 1), rng.integers(-2, 3, n).astype(float)):
+        for confidence in (0.95, 0.8):
+            fast, slow = stats.hodges_lehmann(d, confidence), _hodges_lehmann_by_full_sort(d, confidence)
+            assert np.array_equal(fast, slow, equal_nan=True)  # exact equality, nan where nan
+
+
+def test_hodges_lehmann_nan_like_np_median():
+    est, lo, hi = stats.hodges_lehmann([np.nan, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    ref = _hodges_lehmann_by_full_sort([np.nan, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    assert math.isnan(est) and np.array_equal((est, lo, hi), ref, equal_nan=True)  # nan sorts last
+
+
 def test_verdict_rules():
     assert stats.verdict(0.001, 0.01, 0.05, 0.9, 0.05) == "a better"
     assert stats.verdict(0.001, -0.05, -0.01, 0.9, 0.05) == "b better"
