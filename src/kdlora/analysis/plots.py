@@ -488,8 +488,7 @@ def per_task_bars(a: Analysis, width: str = "double") -> Figure | None:
         top = hi_end + 0.08 * (hi_end - min(floor, lo_end))
         bottom = min(floor, lo_end - 0.05 * (hi_end - lo_end)) if lo_end < 0 else floor
         colors = [color(split(m)[0]) for m in methods]
-        ax.bar(x[ok], (mean - bottom)[ok], bar_w, bottom=bottom, color=[c for c, k in zip(colors, ok) if k],
-               alpha=0.35, linewidth=0)
+        _bars(ax, x[ok], mean[ok], bottom, bar_w, [c for c, k in zip(colors, ok) if k], alpha=0.35)
         ax.errorbar(x[ok], mean[ok], yerr=sd[ok], fmt="none", ecolor="#333333", elinewidth=0.5, capsize=0)
         keep = [i for i, k in enumerate(ok) if k]
         points(ax, [x[i] for i in keep], [mean[i] for i in keep], [methods[i] for i in keep], 10, linewidths=0,
@@ -507,6 +506,19 @@ def per_task_bars(a: Analysis, width: str = "double") -> Figure | None:
     fig.subplots_adjust(hspace=0.45, wspace=0.42 if width == "double" else 0.5, bottom=0.02, top=0.97)
     strategy_variant_legend(fig, methods, width=width)
     return fig
+
+
+def _bars(ax, x, top, bottom: float, width: float, colors, alpha: float) -> None:
+    """Bars from `bottom` to `top`, centred on `x`, as `ax.bar(..., linewidth=0)` would draw them
+    but as one collection of rectangles instead of a patch each (the same pixels, fewer artists)."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import to_rgba
+
+    left = np.asarray(x, dtype=float) - width / 2
+    right = left + width
+    verts = [[(x0, bottom), (x1, bottom), (x1, y1), (x0, y1)] for x0, x1, y1 in zip(left, right, top)]
+    ax.add_collection(PolyCollection(verts, facecolors=[to_rgba(c, alpha) for c in colors], linewidths=0),
+                      autolim=False)
 
 
 def _nice_locator():
