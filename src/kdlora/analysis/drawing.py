@@ -83,17 +83,22 @@ def _warm_up() -> None:
     """In each worker, before any figure is asked for: matplotlib's imports, the font cache and
     the PDFs' font subset (the analysis's own imports come with the fork). The workers run at
     NICENESS: under load from other work a lowered priority starved them (figures waited up to
-    3x the analysis's time), and the warm-up is short since the fork moved after the imports."""
+    3x the analysis's time), and the warm-up is short since the fork moved after the imports.
+    What the fork and the imports leave stays for good: it is frozen out of the garbage
+    collector's scans (during the imports they cost ~0.1 s, and the figures' later ones too)."""
     os.nice(NICENESS)
-    from matplotlib.backends import backend_agg, backend_pdf  # noqa: F401
+    gc.freeze()
+    with _no_collector_pauses():
+        from matplotlib.backends import backend_agg, backend_pdf  # noqa: F401
 
-    from kdlora.analysis import plots
+        from kdlora.analysis import plots
 
-    with plots.style():  # fonts, and the PDFs' TrueType subset (every character the figures use)
-        fig = plots.new_figure("single", 1.0)
-        fig.text(0.5, 0.5, plots.FONT_CHARACTERS)
-        plots.render(fig, ("png", "pdf"))
-    gc.freeze()  # what the fork and the imports left is there for good: no collection scans it again
+        with plots.style():  # fonts, and the PDFs' TrueType subset (every character the figures use)
+            fig = plots.new_figure("single", 1.0)
+            fig.text(0.5, 0.5, plots.FONT_CHARACTERS)
+            plots.render(fig, ("png", "pdf"))
+            del fig
+    gc.freeze()
 
 
 def _draw(job: tuple[int, bytes, str, str, str]) -> list[Path]:
