@@ -180,9 +180,14 @@ class _RunConfigBase(BaseModel):
 
     @model_validator(mode="after")
     def _check_values(self) -> RunConfig:
-        for name in RANGES:
-            value = getattr(self, name)
-            if value is not None and out_of_range(name, value):
+        fields, isfinite = self.__dict__, math.isfinite
+        for name, (low, low_in, high, high_in) in RANGES.items():  # out_of_range(), inlined: ~25 per config
+            value = fields.get(name)
+            if value is None:
+                continue
+            if (isinstance(value, float) and not isfinite(value)) or (
+                    low is not None and (value < low or (value == low and not low_in))) or (
+                    high is not None and (value > high or (value == high and not high_in))):
                 raise ValueError(f"{name} must be {range_text(name)} (got {value})")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
@@ -215,17 +220,20 @@ class _RunConfigBase(BaseModel):
         """The fields that define the experiment, irrelevant groups dropped. The task is its
         identity (name + data fingerprint) and data_dir is folded into it: no path is hashed."""
         data = self.model_dump(mode="json")
+        keep = self._hashed_fields(data)
         data["task"] = self.task_identity.as_dict()
-        return {k: data[k] for k in self.hashed_fields()}
+        return {k: data[k] for k in keep}
 
     def hashed_fields(self) -> list[str]:
         """The names of the fields canonical() keeps (reads no task file), sorted."""
-        data = self.model_dump(mode="json")
-        drop: set[str] = {*EXECUTION_FIELDS, "data_dir"} | (PLUGIN_FIELDS - set(self.own_fields()))
-        if not STRATEGIES.get(self.strategy).uses_adapters:
-            drop |= {"variant", "param_budget", *ADAPTER_FIELDS}
-        drop |= {k for k, default in PROTOCOL_DEFAULTS.items() if data.get(k) == default}
-        return sorted(k for k in data if k not in drop)
+        return self._hashed_fields(self.model_dump(mode="json"))
+
+    def _hashed_fields(self, data: dict[str, Any]) -> list[str]:
+        """hashed_fields() of this config's model_dump(mode="json") `data` (dumped once by canonical)."""
+        strategy = STRATEGIES.get(self.strategy)
+        variant = VARIANTS.get(self.variant) if self.variant else None
+        kept = _kept_fields(strategy, variant, tuple(data))
+        return [k for k in kept if k not in PROTOCOL_DEFAULTS or data[k] != PROTOCOL_DEFAULTS[k]]
 
     @functools.cached_property  # a frozen model: computed once (a 1,000-run grid asks ~5 times per run)
     def run_id(self) -> str:
@@ -259,6 +267,18 @@ class _RunConfigBase(BaseModel):
         data = self.model_dump()
         data.update(changes)
         return build_config(data)
+
+
+@functools.lru_cache(maxsize=None)
+def _kept_fields(strategy: Any, variant: Any, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The sorted field names a run of this strategy and variant (plug-in objects, so a plug-in
+    registered again under the same name gets its own entry) hashes, before the protocol fields
+    that hold their defaults are dropped. `names`: the fields of the config's dump (every field)."""
+    own = set(strategy.fields) | (set(variant.fields) if variant is not None else set())
+    drop: set[str] = {*EXECUTION_FIELDS, "data_dir"} | (PLUGIN_FIELDS - own)
+    if not strategy.uses_adapters:
+        drop |= {"variant", "param_budget", *ADAPTER_FIELDS}
+    return tuple(sorted(k for k in names if k not in drop))
 
 
 def plugin_fields() -> dict[str, tuple[Any, Any]]:

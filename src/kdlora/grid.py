@@ -22,7 +22,7 @@ from kdlora.config import SEQUENCE_FIELDS, RunConfig, describe_validation_error,
 from kdlora.data.identity import check_unique_names
 from kdlora.data.metrics import GLUE_TASKS
 from kdlora.errors import UserError
-from kdlora.strategies import STRATEGIES, ordered_strategies, teacher_of
+from kdlora.strategies import STRATEGIES, TeacherRunIds, ordered_strategies, teacher_of
 from kdlora.variants import VARIANTS
 
 # Sections of hyperparameters, from the most general to the most specific; later ones win.
@@ -374,7 +374,7 @@ def _short_task(task: str) -> str:
 
 
 def _cell(grid: GridConfig, family: str, task: str, seed: int, point: dict[tuple[str, str], Any],
-          choice: TeacherChoice | None) -> tuple[list[RunConfig], list[RunConfig]]:
+          choice: TeacherChoice | None, teacher_ids: TeacherRunIds) -> tuple[list[RunConfig], list[RunConfig]]:
     """(runs, pending) of one (family, task, seed, axis point): the teacher (FFT) runs first, then
     the rest. `pending` holds one stand-in per student (KD-LoRA) whose teacher the protocol has not
     selected yet (counted by `kdlora plan`, run once the FFT search is done)."""
@@ -404,7 +404,7 @@ def _cell(grid: GridConfig, family: str, task: str, seed: int, point: dict[tuple
                 for teacher in chosen if chosen is not None else teachers[:1]:
                     cfg = _build(grid, {**data, **{mine: getattr(teacher, theirs)
                                                    for mine, theirs in strategy.teacher_fields.items()}})
-                    _check_teacher(grid, cfg, teacher)
+                    _check_teacher(grid, cfg, teacher, teacher_ids)
                     (runs if chosen is not None else pending).append(cfg)
     # the teachers are needed even when the grid does not list their strategy
     missing = [run for name, cell in single.items() if name not in grid.strategies for run in cell]
@@ -422,15 +422,14 @@ def _chosen_teachers(grid: GridConfig, teachers: list[RunConfig], family: str, t
     return [t for t in teachers if all(getattr(t, k) == v for k, v in picked.items())][:1]
 
 
-def _check_teacher(grid: GridConfig, student: RunConfig, expected: RunConfig) -> None:
+def _check_teacher(grid: GridConfig, student: RunConfig, expected: RunConfig, teacher_ids: TeacherRunIds) -> None:
     families = known_families()
     name = student.strategy
     if STRATEGIES.get(name).trains_student and student.student_model is None and not families.get(student.family, False):
         raise UserError(f"{grid.source}: family {student.family!r} has no student model, so it cannot run "
                         f"{name}; set student_model under {name}: or drop {name} from strategies")
-    teacher = teacher_of(student)
-    if teacher.run_id != expected.run_id:
-        a, b = teacher.canonical(), expected.canonical()
+    if teacher_ids(student) != expected.run_id:  # the student's own teacher, built once per distinct teacher
+        a, b = teacher_of(student).canonical(), expected.canonical()
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise UserError(f"{grid.source}: the {STRATEGIES.get(name).label} runs' teacher would differ from the grid's "
                         f"{STRATEGIES.get(expected.strategy).label} run in {', '.join(keys)}; set these under "
@@ -474,10 +473,11 @@ def _expand(grid: GridConfig, choice: TeacherChoice | None) -> tuple[list[RunCon
     axes = _axes(grid)
     seen: dict[str, RunConfig] = {}
     waiting: dict[str, RunConfig] = {}
+    teacher_ids = TeacherRunIds()  # one per expansion: a cell's students share their teacher
     for family, task, seed in itertools.product(grid.families, grid.tasks, grid.seeds):
         for values in itertools.product(*(vals for _, _, vals in axes)):
             point = {(name, key): v for (name, key, _), v in zip(axes, values)}
-            runs, pending = _cell(grid, family, task, seed, point, choice)
+            runs, pending = _cell(grid, family, task, seed, point, choice, teacher_ids)
             for cfg in runs:
                 seen.setdefault(cfg.run_id, cfg)
             for cfg in pending:

@@ -33,7 +33,7 @@ from kdlora.data.metrics import primary_metric
 from kdlora.errors import UserError
 from kdlora.records.schema import Efficiency, RunRecord
 from kdlora.records.store import atomic_write_text, write_record
-from kdlora.strategies import STRATEGIES, teacher_run_id
+from kdlora.strategies import STRATEGIES, TeacherRunIds, teacher_run_id
 
 IMPORT_NOTE = "legacy import:"  # the report counts records with such notes (analysis/tidy.py)
 
@@ -93,16 +93,18 @@ def iter_legacy_records(path: str | Path, errors: list[str] | None = None) -> It
     root = legacy_root(path)
     if root is None:
         raise UserError(f"{path}: no legacy results found (expected {{fft,lora,kd-lora}}/{GLOB[2:]})")
+    teacher_ids = TeacherRunIds()  # the study's students share one FFT teacher per family, task and seed
     for file in legacy_files(root):
         try:
-            yield parse_legacy_file(file, root)
+            yield parse_legacy_file(file, root, teacher_ids)
         except LegacyFormatError as exc:
             if errors is not None:
                 errors.append(str(exc))
 
 
-def parse_legacy_file(file: Path, root: Path) -> RunRecord:
-    """One legacy metrics.json as a RunRecord; LegacyFormatError names the file on any defect."""
+def parse_legacy_file(file: Path, root: Path, teacher_ids: TeacherRunIds | None = None) -> RunRecord:
+    """One legacy metrics.json as a RunRecord; LegacyFormatError names the file on any defect.
+    `teacher_ids`: shared by the files of one study, so each teacher's run_id is computed once."""
     try:
         raw = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -110,13 +112,13 @@ def parse_legacy_file(file: Path, root: Path) -> RunRecord:
     if not isinstance(raw, dict) or not raw:
         raise LegacyFormatError(f"{file}: empty or not a JSON object")
     try:
-        return _to_record(raw, file, root)
+        return _to_record(raw, file, root, teacher_ids)
     except (KeyError, TypeError, ValueError, IndexError, UserError) as exc:
         reason = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise LegacyFormatError(f"{file}: partial or inconsistent legacy record ({reason})") from None
 
 
-def _to_record(raw: dict[str, Any], file: Path, root: Path) -> RunRecord:
+def _to_record(raw: dict[str, Any], file: Path, root: Path, teacher_ids: TeacherRunIds | None = None) -> RunRecord:
     where, folder = _path_fields(file)
     args, train = raw["args"], raw["train"]
     if not isinstance(args, dict):
@@ -131,7 +133,7 @@ def _to_record(raw: dict[str, Any], file: Path, root: Path) -> RunRecord:
     name, value = primary_metric(config.task, metrics, "legacy")
     if value is None:
         raise ValueError(f"primary metric {name} missing")
-    teacher = teacher_run_id(config)
+    teacher = teacher_run_id(config) if teacher_ids is None else teacher_ids(config)
     return RunRecord(
         run_id=config.run_id,
         status="completed",

@@ -94,9 +94,17 @@ class Strategy:
     def validate(self, cfg: RunConfig) -> None:
         """Refuse impossible values of this strategy's fields (raise ValueError)."""
 
-    def teacher(self, cfg: RunConfig) -> RunConfig | None:
-        """The run whose trained model teaches this one (None: no teacher)."""
+    def teacher_inputs(self, cfg: RunConfig) -> dict[str, Any] | None:
+        """The fields the teacher run is built (validated) from: teacher(cfg) is
+        type(cfg)(**teacher_inputs(cfg)). None: no teacher."""
         return None
+
+    def teacher(self, cfg: RunConfig) -> RunConfig | None:
+        """The run whose trained model teaches this one (None: no teacher). A strategy says what
+        its teacher is built from (teacher_inputs); one that overrides this method instead still
+        works, only TeacherRunIds cannot share the work of its students' teachers."""
+        inputs = self.teacher_inputs(cfg)
+        return None if inputs is None else type(cfg)(**inputs)
 
     def check(self, cfg: RunConfig) -> None:
         """Refuse what cannot run, before anything is loaded."""
@@ -121,6 +129,45 @@ def teacher_of(cfg: RunConfig) -> RunConfig | None:
 def teacher_run_id(cfg: RunConfig) -> str | None:
     teacher = teacher_of(cfg)
     return None if teacher is None else teacher.run_id
+
+
+def _tagged(value: Any) -> Any:
+    """`value` with the type of every part, so that 1, 1.0 and True (equal in Python, dumped
+    differently into a run_id) are different cache keys."""
+    if isinstance(value, (tuple, list)):
+        return type(value), tuple(_tagged(v) for v in value)
+    return type(value), value
+
+
+class TeacherRunIds:
+    """teacher_run_id(cfg) for many configs, each distinct teacher built and hashed once.
+
+    A grid or a study has many students per teacher (every variant of a cell distils from one FFT
+    run); building each student's teacher config again (pydantic validation + canonical JSON +
+    sha256) was a third of a large grid's expansion. The teacher is a function of
+    teacher_inputs(cfg) alone (Strategy.teacher builds exactly type(cfg)(**inputs), validated as
+    always), so equal inputs -- same keys, values and types -- give the same run_id. Use one per
+    expansion or load: the teacher's run_id also hashes its task's data fingerprint, which a
+    long-lived cache could hold after the task's files changed."""
+
+    def __init__(self) -> None:
+        self._ids: dict[Any, str] = {}
+
+    def __call__(self, cfg: RunConfig) -> str | None:
+        strategy = STRATEGIES.get(cfg.strategy)
+        if type(strategy).teacher is not Strategy.teacher:  # teacher() overridden: not from teacher_inputs
+            return teacher_run_id(cfg)
+        inputs = strategy.teacher_inputs(cfg)
+        if inputs is None:
+            return None
+        try:
+            key = (type(cfg), tuple((k, _tagged(v)) for k, v in inputs.items()))
+            run_id = self._ids.get(key)
+        except TypeError:  # an unhashable value: built every time
+            return type(cfg)(**inputs).run_id
+        if run_id is None:
+            run_id = self._ids[key] = type(cfg)(**inputs).run_id
+        return run_id
 
 
 def ordered_strategies() -> list[Strategy]:

@@ -112,11 +112,11 @@ class KdLora(Strategy):
         data["teacher_batch_size"] = data.get("teacher_batch_size") or data.get("batch_size", 32)
         return data
 
-    def teacher(self, cfg):
+    def teacher_inputs(self, cfg):
         """The FFT run whose fine-tuned model teaches this run: the student's shared settings,
         with the teacher_* fields as the teacher's own optimisation."""
         own = {field: getattr(cfg, mine) for mine, field in self.teacher_fields.items()}
-        return type(cfg)(strategy=self.teacher_strategy, **own, **cfg.shared_with_teacher())
+        return {"strategy": self.teacher_strategy, **own, **cfg.shared_with_teacher()}
 
     def check(self, cfg) -> None:
         if model_names(cfg.family, cfg.teacher_model, cfg.student_model)[1] is None:
