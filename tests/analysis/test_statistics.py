@@ -260,6 +260,24 @@ def test_hodges_lehmann_equals_the_full_sort(rng, n):
             assert np.array_equal(fast, slow, equal_nan=True)  # exact equality, nan where nan
 
 
+def test_walsh_band_equals_full_sort(rng):
+    """The band of averages between two thresholds (n > 361) gives the full sort's order
+    statistics, also for heavy ties, values a few ulps apart, subnormals and a huge range."""
+    from kdlora.analysis import walsh
+
+    n = 400
+    cases = [rng.normal(size=n), np.round(rng.normal(size=n), 1), rng.integers(-2, 3, n).astype(float),
+             np.zeros(n), np.r_[np.zeros(n // 2), np.ones(n // 2)], 0.1 + np.arange(n) * 1e-17,
+             0.3 + rng.integers(0, 4, n) * 2.0 ** -52, rng.normal(size=n) * 1e-310,
+             np.r_[rng.normal(size=n - 2), 1e300, -1e300], rng.standard_cauchy(n)]
+    i, j = np.triu_indices(n)
+    m = i.size
+    for d in cases:
+        full = np.sort((d[i] + d[j]) / 2)
+        for ranks in ([m // 2 - 1, m // 2, m // 2 - 2000, m // 2 + 1999], [0, m - 1], [7, m // 3]):
+            assert np.array_equal(walsh.order_statistics(d, ranks), full[ranks])
+
+
 def test_hodges_lehmann_nan_like_np_median():
     est, lo, hi = stats.hodges_lehmann([np.nan, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
     ref = _hodges_lehmann_by_full_sort([np.nan, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])

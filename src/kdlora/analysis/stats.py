@@ -18,6 +18,8 @@ from kdlora.lazy import lazy_module
 
 st = lazy_module("scipy.stats")  # imported on first use (~0.7 CPU s), after `kdlora report` forks its figure workers
 
+from kdlora.analysis import walsh
+
 NAN = float("nan")
 BOOT_CELLS = 1 << 16  # bootstrap indices drawn per block (256 KiB of int32: fits in cache)
 MIN_BOOTSTRAP_N = 5  # fewer values: no bootstrap CI
@@ -134,15 +136,16 @@ def hodges_lehmann(diff, confidence: float = 0.95) -> tuple[float, float, float]
         return NAN, NAN, NAN
     m = n * (n + 1) // 2
     c = _hl_rank(n, m, confidence)
-    # 0-based ranks of the median (two middle values when m is even), the largest value (nan
-    # sorts last: np.median's nan check) and the CI bounds
-    ranks = [(m - 1) // 2, m // 2, m - 1] + ([c - 1, m - c] if c >= 1 else [])
-    values = walsh_order_statistics(d, ranks)
+    # 0-based ranks of the median (two middle values when m is even) and the CI bounds; with
+    # inf or nan in d also of the largest value (nan sorts last: np.median's nan check)
+    finite = bool(np.isfinite(d).all())
+    ranks = [(m - 1) // 2, m // 2] + ([c - 1, m - c] if c >= 1 else []) + ([] if finite else [m - 1])
+    values = walsh.order_statistics(d, ranks)
     middle = values[:1] if m % 2 else values[:2]  # np.median's arithmetic: their mean
-    estimate = NAN if np.isnan(values[2]) else float(np.mean(middle))
+    estimate = NAN if not finite and np.isnan(values[-1]) else float(np.mean(middle))
     if c < 1:
         return estimate, NAN, NAN
-    return estimate, float(values[3]), float(values[4])
+    return estimate, float(values[2]), float(values[3])
 
 
 def _hl_rank(n: int, m: int, confidence: float) -> int:
@@ -154,27 +157,6 @@ def _hl_rank(n: int, m: int, confidence: float) -> int:
         return int(below[-1]) + 1 if below.size else 0
     sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
     return int(math.floor(m / 2 - st.norm.ppf(1 - tail) * sd))
-
-
-def walsh_averages(d: np.ndarray) -> np.ndarray:
-    """All (d_i + d_j) / 2, i <= j, row by row: d_i + d[i:] written into one buffer, which
-    needs no n(n+1)/2 index arrays (np.triu_indices costs more than the sums)."""
-    n = d.size
-    out = np.empty(n * (n + 1) // 2)
-    start = 0
-    for i in range(n):
-        np.add(d[i:], d[i], out=out[start:start + n - i])
-        start += n - i
-    out /= 2
-    return out
-
-
-def walsh_order_statistics(d: np.ndarray, ranks: Sequence[int]) -> np.ndarray:
-    """The Walsh averages at 0-based `ranks` of their sorted order (nan sorting last, as in
-    np.sort): np.partition places exactly those, in O(m) instead of a full O(m log m) sort."""
-    walsh = walsh_averages(d)
-    walsh.partition(sorted(set(ranks)))
-    return walsh[list(ranks)]
 
 
 def tost_paired(a, b, margin: float) -> float:
