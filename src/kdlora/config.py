@@ -180,15 +180,7 @@ class _RunConfigBase(BaseModel):
 
     @model_validator(mode="after")
     def _check_values(self) -> RunConfig:
-        fields, isfinite = self.__dict__, math.isfinite
-        for name, (low, low_in, high, high_in) in RANGES.items():  # out_of_range(), inlined: ~25 per config
-            value = fields.get(name)
-            if value is None:
-                continue
-            if (isinstance(value, float) and not isfinite(value)) or (
-                    low is not None and (value < low or (value == low and not low_in))) or (
-                    high is not None and (value > high or (value == high and not high_in))):
-                raise ValueError(f"{name} must be {range_text(name)} (got {value})")
+        _check_ranges(self.__dict__)
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         if self.param_budget is not None:
@@ -260,13 +252,47 @@ class _RunConfigBase(BaseModel):
     def shared_with_teacher(self) -> dict[str, Any]:
         """The settings a teacher run takes from its student: every field that belongs to no
         plug-in, to no adapter, and is not the student's own method or optimisation."""
-        skip = PLUGIN_FIELDS | set(ADAPTER_FIELDS) | set(NOT_SHARED_WITH_TEACHER)
-        return {k: getattr(self, k) for k in type(self).model_fields if k not in skip}
+        return {k: getattr(self, k) for k in _shared_with_teacher(type(self))}
 
     def with_updates(self, **changes: Any) -> RunConfig:
         data = self.model_dump()
         data.update(changes)
         return build_config(data)
+
+
+# Tuples of range-checked values (RANGES order) that passed: a grid's thousands of configs repeat a
+# few such tuples, and the check is a pure function of the values (a failure is never stored, so
+# its message is always made afresh). Bounded: cleared when full.
+_RANGES_OK: set[tuple] = set()
+
+
+def _check_ranges(fields: dict[str, Any]) -> None:
+    """Refuse a value out of its RANGES range (out_of_range, inlined: ~25 fields per config)."""
+    key = tuple(fields.get(name) for name in RANGES)
+    try:
+        if key in _RANGES_OK:
+            return
+    except TypeError:  # an unhashable value (not a number): checked below, as always
+        key = None
+    isfinite = math.isfinite
+    for (name, (low, low_in, high, high_in)), value in zip(RANGES.items(), key or [fields.get(n) for n in RANGES]):
+        if value is None:
+            continue
+        if (isinstance(value, float) and not isfinite(value)) or (
+                low is not None and (value < low or (value == low and not low_in))) or (
+                high is not None and (value > high or (value == high and not high_in))):
+            raise ValueError(f"{name} must be {range_text(name)} (got {value})")
+    if key is not None:
+        if len(_RANGES_OK) > 4096:
+            _RANGES_OK.clear()
+        _RANGES_OK.add(key)
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_with_teacher(cls: type) -> tuple[str, ...]:
+    """The fields RunConfig.shared_with_teacher() copies, in field order."""
+    skip = PLUGIN_FIELDS | set(ADAPTER_FIELDS) | set(NOT_SHARED_WITH_TEACHER)
+    return tuple(k for k in cls.model_fields if k not in skip)
 
 
 @functools.lru_cache(maxsize=None)

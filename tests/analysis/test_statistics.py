@@ -260,6 +260,24 @@ def test_hodges_lehmann_equals_the_full_sort(rng, n):
             assert np.array_equal(fast, slow, equal_nan=True)  # exact equality, nan where nan
 
 
+def test_walsh_band_equals_full_sort(rng):
+    """The band of averages between two thresholds (n > 361) gives the full sort's order
+    statistics, also for heavy ties, values a few ulps apart, subnormals and a huge range."""
+    from kdlora.analysis import walsh
+
+    n = 400
+    cases = [rng.normal(size=n), np.round(rng.normal(size=n), 1), rng.integers(-2, 3, n).astype(float),
+             np.zeros(n), np.r_[np.zeros(n // 2), np.ones(n // 2)], 0.1 + np.arange(n) * 1e-17,
+             0.3 + rng.integers(0, 4, n) * 2.0 ** -52, rng.normal(size=n) * 1e-310,
+             np.r_[rng.normal(size=n - 2), 1e300, -1e300], rng.standard_cauchy(n)]
+    i, j = np.triu_indices(n)
+    m = i.size
+    for d in cases:
+        full = np.sort((d[i] + d[j]) / 2)
+        for ranks in ([m // 2 - 1, m // 2, m // 2 - 2000, m // 2 + 1999], [0, m - 1], [7, m // 3]):
+            assert np.array_equal(walsh.order_statistics(d, ranks), full[ranks])
+
+
 def test_hodges_lehmann_nan_like_np_median():
     est, lo, hi = stats.hodges_lehmann([np.nan, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
     ref = _hodges_lehmann_by_full_sort([np.nan, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
@@ -274,6 +292,32 @@ def test_verdict_rules():
     assert stats.verdict(0.3, -0.002, 0.002, 0.01, 0.05) == "equivalent"
     assert stats.verdict(0.3, -0.05, 0.05, 0.4, 0.05) == "inconclusive"
     assert stats.not_testable(2, 0.05) and stats.not_testable(5, 0.05) and not stats.not_testable(6, 0.05)
+
+
+def _bootstrap_by_one_draw(values, strata, n_boot=2000, confidence=0.95, seed=0):
+    """The plain computation: one (n_boot x size) int32 draw per stratum, in np.unique order."""
+    x = np.asarray(values, dtype=float)
+    groups = pd.factorize(np.asarray(strata))[0]
+    rng, total = np.random.default_rng(seed), np.zeros(n_boot)
+    for g in np.unique(groups):
+        member = x[groups == g]
+        total += member[rng.integers(0, member.size, size=(n_boot, member.size), dtype=np.int32)].sum(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(total / x.size, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+@pytest.mark.parametrize("n", [5, 9, 700, 20000])
+def test_bootstrap_blocks_equal_one_draw(rng, n):
+    """Drawing the resamples in cache-sized blocks, and sharing them between columns with the same
+    strata, gives bit-identical CIs to one big draw per stratum (numpy's int32 stream does not
+    depend on how the draws are split)."""
+    x, y = rng.normal(0.8, 0.1, n), np.round(rng.normal(0.0, 1.0, n), 2)
+    strata = rng.choice(["cola", "sst2", "rte"], n) if n > 5 else np.array(["cola"] * 4 + ["rte"])
+    n_boot = 300 if n > 1000 else 2000
+    assert stats.bootstrap_mean_ci(x, strata, n_boot, seed=4) == _bootstrap_by_one_draw(x, strata, n_boot, seed=4)
+    both = stats.bootstrap_mean_cis([x, y], strata, n_boot, seed=4)
+    assert both == [stats.bootstrap_mean_ci(x, strata, n_boot, seed=4), stats.bootstrap_mean_ci(y, strata, n_boot, seed=4)]
 
 
 def test_bootstrap_needs_five_values():

@@ -86,10 +86,12 @@ def _axis_rows(part: pd.DataFrame, group: list[str], others: list[str], s: Setti
         costs["peak_memory_bytes"] = np.nan
     runs = frame.groupby("_level").size().reindex(levels)
     tasks = matrix.index.get_level_values("task")
+    columns = [matrix[level].to_numpy(float) if level in matrix else np.array([]) for level in levels]
+    # every level has the same complete blocks, so one set of resamples serves all levels
+    cis = (stats.bootstrap_mean_cis(columns, tasks, s.n_boot, s.confidence, s.seed) if len(matrix)
+           else [(np.nan, np.nan)] * len(levels))
     rows = []
-    for level in levels:
-        values = matrix[level].to_numpy(float) if level in matrix else np.array([])
-        lo, hi = stats.bootstrap_mean_ci(values, tasks, s.n_boot, s.confidence, s.seed) if values.size else (np.nan,) * 2
+    for level, values, (lo, hi) in zip(levels, columns, cis):
         rows.append({"axis": axis, "strategy": part["strategy"].iloc[0], "variant": part["variant"].iloc[0],
                      "method": part["base_method"].iloc[0], "level": level, "blocks": len(matrix),
                      "runs": int(runs[level]), "score": score,

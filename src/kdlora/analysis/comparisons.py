@@ -157,14 +157,20 @@ def wide(df: pd.DataFrame, layout: str, value: str = "primary") -> pd.DataFrame:
     return df.groupby([*index, column])[value].mean().unstack(column)
 
 
-def matched(table: pd.DataFrame, c: Comparison) -> pd.DataFrame:
-    """Blocks where both sides have a value: columns a, b and task."""
+class Pairs(NamedTuple):
+    """Matched blocks of one comparison: a's and b's values and each block's task."""
+    a: np.ndarray
+    b: np.ndarray
+    task: np.ndarray
+
+
+def matched(table: pd.DataFrame, c: Comparison) -> Pairs:
+    """Blocks where both sides have a value (plain arrays: a comparison reads them a dozen times)."""
     if c.a not in table or c.b not in table:
-        return pd.DataFrame({"a": [], "b": [], "task": []})
+        return Pairs(np.array([]), np.array([]), np.array([], dtype=object))
     values = table[[c.a, c.b]].to_numpy(dtype=float)
     keep = ~np.isnan(values).any(axis=1)
-    return pd.DataFrame({"a": values[keep, 0], "b": values[keep, 1],
-                         "task": table.index.get_level_values("task").to_numpy()[keep]})
+    return Pairs(values[keep, 0], values[keep, 1], table.index.get_level_values("task").to_numpy()[keep])
 
 
 def paired_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]] | None = None,
@@ -213,19 +219,20 @@ def add_verdicts(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
 
 def _paired_row(df: pd.DataFrame, c: Comparison, tables: dict, s: Settings) -> dict:
     pairs = matched(tables[(c.layout, "primary")], c)
-    a, b = pairs["a"].to_numpy(float), pairs["b"].to_numpy(float)
+    a, b = pairs.a, pairs.b
     diff = a - b
-    lo, hi = stats.bootstrap_mean_ci(diff, pairs["task"], s.n_boot, s.confidence, s.seed)
+    norm = _normalised_pairs(c, tables)
+    (lo, hi), norm_ci = _bootstrap_cis(diff, pairs.task, norm, s)
     effect, e_lo, e_hi = stats.hodges_lehmann(diff, s.confidence)
     welch = stats.welch(pooled(df, c, "a"), pooled(df, c, "b"))
     sd = float(np.std(diff, ddof=1)) if diff.size > 1 else np.nan
     row = {
         "test_family": c.test_family, "comparison": c.label, "a": c.a, "b": c.b, "matched_on": c.matched_on,
         **stats.paired_summary(a, b),
-        "ci_low": lo, "ci_high": hi, **_normalised_diff(c, tables, s),
+        "ci_low": lo, "ci_high": hi, **_normalised_diff(norm, norm_ci, s),
         "deciding_test": DECIDING_TEST, "effect": effect, "effect_ci_low": e_lo, "effect_ci_high": e_hi,
         "p_tost": stats.tost_paired(a, b, s.equivalence_margin) if diff.size else np.nan,
-        "n_tasks": pairs["task"].nunique(),
+        "n_tasks": pd.unique(pairs.task).size,
         "min_wilcoxon_p": stats.min_wilcoxon_p(diff.size),
         "min_detectable_diff": stats.min_detectable_dz(diff.size, s.alpha, s.power) * sd,
         "welch_n_a": welch["n_a"], "welch_n_b": welch["n_b"], "welch_mean_a": welch["mean_a"],
@@ -238,8 +245,7 @@ def _paired_row(df: pd.DataFrame, c: Comparison, tables: dict, s: Settings) -> d
 
 
 def _verdict_row(df: pd.DataFrame, c: Comparison, tables: dict, s: Settings) -> dict:
-    pairs = matched(tables[(c.layout, "primary")], c)
-    a, b = pairs["a"].to_numpy(float), pairs["b"].to_numpy(float)
+    a, b, _ = matched(tables[(c.layout, "primary")], c)
     _, p_t = stats.paired_t(a, b)
     _, p_w = stats.wilcoxon(a, b)
     effect, e_lo, e_hi = stats.hodges_lehmann(a - b, s.confidence)
@@ -252,21 +258,34 @@ def _verdict_row(df: pd.DataFrame, c: Comparison, tables: dict, s: Settings) -> 
     return row
 
 
-def _normalised_diff(c: Comparison, tables: dict, s: Settings) -> dict:
-    """Mean paired difference in FFT-normalised units, comparable across tasks (not for families:
-    each family is normalised by its own FFT), with its TOST p against the normalised margin."""
-    nan = {"mean_diff_norm": np.nan, "ci_norm_low": np.nan, "ci_norm_high": np.nan, "p_tost_norm": np.nan}
+def _normalised_pairs(c: Comparison, tables: dict) -> Pairs | None:
+    """Matched FFT-normalised scores, comparable across tasks; None for families (each family is
+    normalised by its own FFT) or without normalised scores."""
     table = tables.get((c.layout, "score_norm"))
-    if c.layout == "family" or table is None:
-        return nan
-    pairs = matched(table, c)
-    if pairs.empty:
-        return nan
-    diff = (pairs["a"] - pairs["b"]).to_numpy(float)
-    lo, hi = stats.bootstrap_mean_ci(diff, pairs["task"], s.n_boot, s.confidence, s.seed)
-    return {"mean_diff_norm": float(diff.mean()), "ci_norm_low": lo, "ci_norm_high": hi,
-            "p_tost_norm": stats.tost_paired(pairs["a"].to_numpy(float), pairs["b"].to_numpy(float),
-                                             s.equivalence_margin_norm)}
+    return None if c.layout == "family" or table is None else matched(table, c)
+
+
+def _bootstrap_cis(diff: np.ndarray, task: np.ndarray, norm: Pairs | None, s: Settings):
+    """Bootstrap CIs of the mean difference and of the normalised one (None without): one set
+    of resamples for both when they have the same strata, as when every run has a score_norm."""
+    if norm is None:
+        return stats.bootstrap_mean_ci(diff, task, s.n_boot, s.confidence, s.seed), None
+    norm_diff = norm.a - norm.b
+    if np.array_equal(norm.task, task):
+        ci, norm_ci = stats.bootstrap_mean_cis([diff, norm_diff], task, s.n_boot, s.confidence, s.seed)
+        return ci, norm_ci
+    return (stats.bootstrap_mean_ci(diff, task, s.n_boot, s.confidence, s.seed),
+            stats.bootstrap_mean_ci(norm_diff, norm.task, s.n_boot, s.confidence, s.seed))
+
+
+def _normalised_diff(norm: Pairs | None, ci: tuple[float, float] | None, s: Settings) -> dict:
+    """Mean paired difference in FFT-normalised units with its CI and its TOST p against the
+    normalised margin (nan without normalised pairs)."""
+    if norm is None or norm.a.size == 0:
+        return {"mean_diff_norm": np.nan, "ci_norm_low": np.nan, "ci_norm_high": np.nan, "p_tost_norm": np.nan}
+    diff = norm.a - norm.b
+    return {"mean_diff_norm": float(diff.mean()), "ci_norm_low": ci[0], "ci_norm_high": ci[1],
+            "p_tost_norm": stats.tost_paired(norm.a, norm.b, s.equivalence_margin_norm)}
 
 
 SENSITIVITY_COLUMNS = ["test_family", "comparison", "a", "b", "verdict", "n_pairs", "effect",
@@ -312,7 +331,8 @@ def paired_by_task(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) -
     """Mean paired difference per task for LoRA-only vs KD-LoRA, each in its task's own metric."""
     rows, table = [], wide(df, "method")
     for c in lora_vs_kd(df, axes):
-        for task, part in matched(table, c).groupby("task", sort=False):
+        pairs = matched(table, c)
+        for task, part in pd.DataFrame(pairs._asdict()).groupby("task", sort=False):
             diff = (part["a"] - part["b"]).to_numpy(float)
             rows.append({"variant": c.label, "task": task, "n_pairs": diff.size,
                          "mean_diff": float(diff.mean()), "min_wilcoxon_p": stats.min_wilcoxon_p(diff.size)})

@@ -80,6 +80,18 @@ def design_table(df: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFrame:
     return out[["arm", "strategy", "variant", *varied, "runs", "families", "tasks", "seeds", "label"]]
 
 
+def distinct(values: pd.Series):
+    """One of each value, to be labelled once instead of per run: numbers through pd.unique
+    (equal numbers get equal labels); other values keyed by type as well, so True and 1 stay
+    apart; unhashable ones (lists) as they are."""
+    if values.dtype.kind in "biuf":
+        return values.unique()
+    try:
+        return list({(type(v), v): v for v in values}.values())
+    except TypeError:
+        return values
+
+
 def settings_table(df: pd.DataFrame, axes: dict[str, list[str]], pool: tuple[str, ...]) -> pd.DataFrame:
     """design_settings.csv: each setting that applies to some run: varied (by which methods),
     pooled, set per (family, task) cell, or fixed (its value); or "not recorded" when no run
@@ -93,7 +105,7 @@ def settings_table(df: pd.DataFrame, axes: dict[str, list[str]], pool: tuple[str
         per_cell = per_cell_levels[c] == 1
         status = ("pooled" if c in pool else "varied" if methods else "not a factor" if c in NOT_FACTORS
                   else "fixed" if values.nunique() == 1 else "per family/task" if per_cell else "per method")
-        shown = sorted({level_text(v) for v in values}, key=natural_key)
+        shown = sorted({level_text(v) for v in distinct(values)}, key=natural_key)
         rows.append({"setting": c, "status": status, "methods": ", ".join(methods),
                      "values": ", ".join(shown[:12]) + (" ..." if len(shown) > 12 else "")})
     # settings no run records (legacy imports hold kdlora's defaults for them, assumed for re-running)

@@ -256,8 +256,13 @@ def scores(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 def _score_row(level: str, name: str, part: pd.DataFrame, s: Settings) -> dict:
     strategy, _, variant = name.partition(":") if level != "all" else ("", "", "")
     norm = part.dropna(subset=["score_norm"])
-    p_lo, p_hi = stats.bootstrap_mean_ci(part["primary"].to_numpy(), part["task"], s.n_boot, s.confidence, s.seed)
-    n_lo, n_hi = stats.bootstrap_mean_ci(norm["score_norm"].to_numpy(), norm["task"], s.n_boot, s.confidence, s.seed)
+    if len(norm) == len(part):  # the same runs and strata: one set of resamples serves both
+        (p_lo, p_hi), (n_lo, n_hi) = stats.bootstrap_mean_cis(
+            [part["primary"].to_numpy(), norm["score_norm"].to_numpy()], part["task"], s.n_boot, s.confidence, s.seed)
+    else:
+        p_lo, p_hi = stats.bootstrap_mean_ci(part["primary"].to_numpy(), part["task"], s.n_boot, s.confidence, s.seed)
+        n_lo, n_hi = stats.bootstrap_mean_ci(norm["score_norm"].to_numpy(), norm["task"], s.n_boot, s.confidence,
+                                             s.seed)
     return {"level": level, "name": name, "strategy": strategy or None, "variant": variant or None,
             "runs": len(part), "performance_mean": part["primary"].mean(), "performance_std": part["primary"].std(),
             "performance_ci_low": p_lo, "performance_ci_high": p_hi, "n_norm": len(norm),

@@ -98,12 +98,38 @@ def read_record(path: str | Path) -> RunRecord:
 def iter_records(results_dir: str | Path, errors: list[str] | None = None) -> Iterator[RunRecord]:
     """Every valid record under DIR/runs; invalid files are reported into `errors`, not raised."""
     runs = Path(results_dir) / RUNS_DIR
-    for path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+    folder = str(runs)
+    for name in _json_names(folder) if runs.is_dir() else []:
         try:
-            yield read_record(path)
+            yield _read_listed(folder, name)
         except ValueError as exc:
             if errors is not None:
                 errors.append(str(exc))
+
+
+def _json_names(folder: str) -> list[str]:
+    """The names sorted(Path(folder).glob("*.json")) lists, without a Path per file (10,000 records:
+    0.3 s of path parsing and comparing). Siblings sort as their names do; `*.json` matches every
+    name ending so, hidden ones too; an unreadable folder lists nothing, as glob does."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(e.name for e in entries if e.name.endswith(".json"))
+    except PermissionError:
+        return []
+
+
+def _read_listed(folder: str, name: str) -> RunRecord:
+    """read_record(Path(folder) / name) for a name _json_names listed, its file read as read_text
+    reads it. Anything wrong: read_record itself reads the file again, so the error is its own."""
+    path = os.path.join(folder, name)  # == str(Path(folder) / name)
+    try:
+        with open(path) as f:  # Path.read_text(): locale encoding, universal newlines
+            record = RunRecord.model_validate_json(f.read())
+    except (ValidationError, ValueError, OSError):
+        return read_record(path)
+    if len(name) > 5 and name[:-5] != record.run_id:  # Path(name).suffix is "" only for ".json" itself
+        return read_record(path)
+    return record
 
 
 def load_completed(results_dir: str | Path, run_id: str) -> RunRecord | None:

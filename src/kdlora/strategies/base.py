@@ -161,7 +161,8 @@ class TeacherRunIds:
         if inputs is None:
             return None
         try:
-            key = (type(cfg), tuple((k, _tagged(v)) for k, v in inputs.items()))
+            key = (type(cfg), tuple(inputs.items()),
+                   tuple(_tagged(v) if isinstance(v, (tuple, list)) else type(v) for v in inputs.values()))
             run_id = self._ids.get(key)
         except TypeError:  # an unhashable value: built every time
             return type(cfg)(**inputs).run_id
