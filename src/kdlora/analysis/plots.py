@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
@@ -95,10 +97,59 @@ class _SubsetFont:
         self.data = data
 
 
+def _subset_file(key: tuple[str, int], glyphs: set) -> Path | None:
+    """Where a font subset is kept between processes: matplotlib's cache folder, under a name
+    made of everything the subset depends on (the font file's size and time, both libraries'
+    versions, the glyphs). None where the font file cannot be read."""
+    import hashlib
+
+    import fontTools
+    import matplotlib
+
+    try:
+        st = os.stat(key[0])
+        folder = Path(matplotlib.get_cachedir())
+    except (OSError, RuntimeError):
+        return None
+    ident = repr((key, st.st_size, st.st_mtime_ns, matplotlib.__version__, fontTools.version, sorted(glyphs)))
+    return folder / "kdlora-font-subsets" / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.ttf-subset"
+
+
+def _load_subset(path: Path | None, glyphs: set):
+    """(glyphs, font bytes, glyph index map) from a subset file, or None (missing, unreadable, or
+    not the subset asked for)."""
+    import json
+
+    try:
+        head, _, data = path.read_bytes().partition(b"\n")
+        meta = json.loads(head)
+        if meta["glyphs"] != sorted(glyphs) or data[:4] not in (b"\x00\x01\x00\x00", b"true", b"OTTO"):
+            return None
+        return set(glyphs), data, {int(k): int(v) for k, v in meta["map"]}
+    except (AttributeError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store_subset(path: Path | None, hit) -> None:
+    import json
+
+    from kdlora.records.store import atomic_write_bytes
+
+    if path is None:
+        return
+    head = json.dumps({"glyphs": sorted(hit[0]), "map": sorted(hit[2].items())}).encode()
+    try:
+        atomic_write_bytes(path, head + b"\n" + hit[1])
+    except OSError:  # a read-only cache folder: subset again next time
+        pass
+
+
 def _cache_font_subsets() -> None:
     """Embedding a TrueType font in a PDF (pdf.fonttype 42) subsets it with fontTools, about 0.1 s
     a PDF, for glyphs that differ little from figure to figure. Subset once per process to a
     superset that grows when needed, and reuse it: PDFs embed a few kB more of the same font.
+    The subset is also kept in matplotlib's cache folder, so that the next report's workers
+    read it instead of subsetting again (~0.13 s each).
     Installed only where matplotlib's private helpers are as expected; else PDFs subset as usual."""
     from matplotlib.backends import _backend_pdf_ps as pdf_ps
 
@@ -113,8 +164,13 @@ def _cache_font_subsets() -> None:
         want, hit = set(glyphs), _SUBSETS.get(key)
         if hit is None or not want <= hit[0]:
             every = want | (hit[0] if hit else set())
-            with subset(fontfile, every) as result:
-                hit = _SUBSETS[key] = (every, as_file(result.font).getvalue(), dict(result.glyph_index_map))
+            stored = _subset_file(key, every)
+            hit = _load_subset(stored, every)
+            if hit is None:
+                with subset(fontfile, every) as result:
+                    hit = (every, as_file(result.font).getvalue(), dict(result.glyph_index_map))
+                _store_subset(stored, hit)
+            _SUBSETS[key] = hit
         yield pdf_ps.SubsetResults(_SubsetFont(hit[1]), hit[2])
 
     def cached_as_file(font):
