@@ -79,6 +79,7 @@ def style():
     import matplotlib
 
     _cache_font_subsets()
+    _cache_text_layouts()
     with matplotlib.rc_context(RC):
         yield
 
@@ -178,6 +179,44 @@ def _cache_font_subsets() -> None:
 
     pdf_ps.get_glyphs_subset, pdf_ps.font_as_file = cached_subset, cached_as_file
     pdf_ps._kdlora_subset_cache = True
+
+
+def _cache_text_layouts() -> None:
+    """matplotlib lays a text out (font metrics, lines, alignment, rotation) each time it is drawn
+    or measured: ~1700 times for one report's six figures, for ~240 texts and their three
+    renderers (the crop box's, the PNG's, the PDF's), each time looking the font up again. Keep
+    each layout per renderer, keyed by everything it depends on; texts that wrap, use TeX or turn
+    with their transform are laid out as before. Installed only where `Text._get_layout` is as
+    expected."""
+    import weakref
+
+    from matplotlib.text import Text
+
+    if getattr(Text, "_kdlora_layout_cache", False) or not hasattr(Text, "_get_layout"):
+        return
+    layout = Text._get_layout
+    per_renderer: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def cached_layout(self, renderer):
+        if self.get_wrap() or self.get_usetex() or self.get_transform_rotates_text():
+            return layout(self, renderer)
+        fp = self._fontproperties
+        key = (self._text, self.get_figure(root=True).dpi, getattr(renderer, "dpi", None), tuple(fp.get_family()),
+               fp.get_style(), fp.get_variant(), fp.get_weight(), fp.get_stretch(), fp.get_size(), fp.get_file(),
+               fp.get_math_fontfamily(), self.get_parse_math(), self._linespacing, self._get_multialignment(),
+               self._rotation, self.get_rotation_mode(), self._horizontalalignment, self._verticalalignment)
+        try:
+            known = per_renderer.setdefault(renderer, {})
+        except TypeError:  # a renderer that cannot be referenced weakly
+            return layout(self, renderer)
+        hit = known.get(key)
+        if hit is None:
+            hit = known[key] = layout(self, renderer)
+        bbox, lines, box = hit
+        return bbox.frozen(), list(lines), box
+
+    Text._get_layout = cached_layout
+    Text._kdlora_layout_cache = True
 
 
 def new_figure(width: str = "double", height: float = 3.0) -> Figure:
