@@ -247,6 +247,7 @@ def collapsed_runs(df: pd.DataFrame) -> pd.DataFrame:
 def scores(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """Mean primary (pooled, the reference's way) and mean FFT-normalised score with a
     task-stratified bootstrap CI, for all runs, each strategy and each method."""
+    df = df[["strategy", "method", "task", "primary", "score_norm"]]  # subsets copy only these
     groups = [("all", "all", df)]
     groups += [("strategy", s, df[df["strategy"] == s]) for s in ordered(df["strategy"], STRATEGY_ORDER)]
     groups += [("method", m, df[df["method"] == m]) for m in method_order(df["method"])]
