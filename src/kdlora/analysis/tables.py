@@ -256,7 +256,7 @@ def scores(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 
 def _score_row(level: str, name: str, part: pd.DataFrame, s: Settings) -> dict:
     strategy, _, variant = name.partition(":") if level != "all" else ("", "", "")
-    norm = part.dropna(subset=["score_norm"])
+    norm = part[part["score_norm"].notna()]  # (a mask: dropna(subset=) costs ~2 ms a call)
     if len(norm) == len(part):  # the same runs and strata: one set of resamples serves both
         (p_lo, p_hi), (n_lo, n_hi) = stats.bootstrap_mean_cis(
             [part["primary"].to_numpy(), norm["score_norm"].to_numpy()], part["task"], s.n_boot, s.confidence, s.seed)
