@@ -13,9 +13,11 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
 
 from kdlora.analysis import walsh
+from kdlora.lazy import lazy_module
+
+st = lazy_module("scipy.stats")  # imported on first use (~0.7 CPU s), after `kdlora report` forks its figure workers
 
 NAN = float("nan")
 BOOT_CELLS = 1 << 16  # bootstrap indices drawn per block (256 KiB of int32: fits in cache)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from kdlora.analysis.fmt import missing, num, pct
 from kdlora.analysis.model import Analysis
 from kdlora.analysis.tidy import STRATEGY_LABEL
+
+if TYPE_CHECKING:  # rich is imported when printing, after the report's work (not by its figure workers)
+    from rich.console import Console
+    from rich.table import Table
 
 
 def summary_table(a: Analysis) -> Table:
@@ -18,6 +20,8 @@ def summary_table(a: Analysis) -> Table:
     methods = scores[scores["level"] == "method"]
     use_norm = methods["score_norm_mean"].notna().all()
     col = "score_norm_mean" if use_norm else "performance_mean"
+    from rich.table import Table
+
     table = Table(title="Best method per strategy", title_justify="left")
     for head in ("Strategy", "Best", "Score" + (" (FFT = 1)" if use_norm else ""), "Runs", "Trainable params (M)",
                  "Median train time (s)"):
@@ -32,7 +36,10 @@ def summary_table(a: Analysis) -> Table:
 
 
 def print_summary(a: Analysis, report: Path, console: Console | None = None) -> None:
-    console = console or Console()
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
     runs = len(a["runs"])
     comp = a.tables.get("completion")
     line = f"{runs} completed runs"

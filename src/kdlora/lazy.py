@@ -1,0 +1,47 @@
+"""A module imported on first use, for imports that would cost a fresh process time it may not
+need yet (`kdlora report` forks its figure workers, which never test anything, before the
+analysis needs scipy.stats' ~0.7 CPU s).
+
+    st = lazy_module("scipy.stats")   # nothing imported yet
+    st.wilcoxon(...)                  # imports scipy.stats, then behaves as the module
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+
+class LazyModule:
+    """Stands for the module `name`: the first attribute read imports it; each attribute, once
+    read, is kept on the stand-in, so later reads cost what a module attribute costs."""
+
+    def __init__(self, name: str) -> None:
+        self.__dict__["_lazy_name"] = name
+
+    def _lazy_module(self) -> ModuleType:
+        return importlib.import_module(self.__dict__["_lazy_name"])
+
+    def __getattr__(self, attr: str) -> Any:  # only for attributes not yet kept
+        value = getattr(self._lazy_module(), attr)
+        if not attr.startswith("__"):
+            self.__dict__[attr] = value
+        return value
+
+    def __dir__(self) -> list[str]:
+        return dir(self._lazy_module())
+
+    def __repr__(self) -> str:
+        name = self.__dict__["_lazy_name"]
+        import sys
+
+        return f"<lazy module {name!r} ({'imported' if name in sys.modules else 'not imported yet'})>"
+
+
+def lazy_module(name: str) -> Any:
+    """`name` imported on first use (an attribute read); returns the module itself if it is
+    already imported."""
+    import sys
+
+    return sys.modules.get(name) or LazyModule(name)
