@@ -13,8 +13,9 @@ import functools
 import hashlib
 import json
 import math
+import operator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -261,14 +262,26 @@ class _RunConfigBase(BaseModel):
 
 
 # Tuples of range-checked values (RANGES order) that passed: a grid's thousands of configs repeat a
-# few such tuples, and the check is a pure function of the values (a failure is never stored, so
-# its message is always made afresh). Bounded: cleared when full.
+# few such tuples, and the check is a pure function of the values and RANGES, which is complete
+# once RunConfig exists (plugin_fields adds the plug-ins' ranges at import). A failure is never
+# stored, so its message is always made afresh. Bounded: cleared when full.
 _RANGES_OK: set[tuple] = set()
+
+
+@functools.lru_cache(maxsize=None)
+def _range_values(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple]:
+    """The values of `names` (RANGES' keys) in a config's field dict, as one tuple."""
+    if len(names) == 1:
+        return lambda fields: (fields[names[0]],)
+    return operator.itemgetter(*names)
 
 
 def _check_ranges(fields: dict[str, Any]) -> None:
     """Refuse a value out of its RANGES range (out_of_range, inlined: ~25 fields per config)."""
-    key = tuple(fields.get(name) for name in RANGES)
+    try:
+        key = _range_values(tuple(RANGES))(fields)
+    except KeyError:  # not every field set (not a validated config): each read as getattr would
+        key = tuple(fields.get(name) for name in RANGES)
     try:
         if key in _RANGES_OK:
             return

@@ -80,10 +80,11 @@ def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
         "teacher_run_id": record.teacher_run_id or eff.get("teacher_run_id") or _teacher_of(cfg),
         "source": source,
     }
-    row.update({m: _number(metrics.get(m)) for m in METRICS})
+    # _number(value), its usual cases inlined (26 numbers per record)
+    row.update({m: v if type(v := metrics.get(m)) is float else _number(v) for m in METRICS})
     row["selection_primary"] = _number(record.metrics_selection.get("primary"))  # the protocol's choosing metric
-    row.update({e: _number(eff.get(e)) for e in EFFICIENCY})
-    row["import_notes"] = sum(1 for n in record.notes if n.startswith(IMPORT_NOTE)) or None
+    row.update({e: v if type(v := eff.get(e)) is float else np.nan if v is None else _number(v) for e in EFFICIENCY})
+    row["import_notes"] = (sum(1 for n in record.notes if n.startswith(IMPORT_NOTE)) or None) if record.notes else None
     # efficiency measured while other work loaded the host (records from before have no host_load)
     row["contended"] = (record.host_load or {}).get("contended")
     row["num_labels"] = None if task in GLUE_TASKS else num_labels_of(record)

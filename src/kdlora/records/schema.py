@@ -102,16 +102,15 @@ def nonfinite(values: dict[str, Any], prefix: str = "") -> list[str]:
 def record_nonfinite(record: RunRecord) -> list[str]:
     """The non-finite metrics and efficiency figures of a record."""
     eff = record.efficiency
-    if all(_all_finite(v) for v in (record.metrics, record.metrics_selection, eff.__dict__,
-                                     eff.__pydantic_extra__ or {})):
+    if _all_finite(record.metrics, record.metrics_selection, eff.__dict__, eff.__pydantic_extra__ or {}):
         return []  # the usual case, answered without dumping the efficiency (its fields and extras)
     return (nonfinite(record.metrics) + nonfinite(record.metrics_selection, "selection ")
             + nonfinite(record.efficiency.model_dump(), "efficiency."))
 
 
-def _all_finite(values: dict[str, Any]) -> bool:
-    """No float in `values` is NaN or infinite (nonfinite(values) would be empty)."""
-    return all(map(math.isfinite, [v for v in values.values() if isinstance(v, float)]))
+def _all_finite(*dicts: dict[str, Any]) -> bool:
+    """No float value in `dicts` is NaN or infinite (nonfinite() of each would be empty)."""
+    return all(map(math.isfinite, [v for values in dicts for v in values.values() if isinstance(v, float)]))
 
 
 def as_failed_if_nonfinite(record: RunRecord) -> tuple[RunRecord, list[str]]:
