@@ -225,6 +225,18 @@ def test_hodges_lehmann_by_hand():
     assert stats.signed_rank_cdf(10)[8] == pytest.approx(25 / 1024)
 
 
+@pytest.mark.parametrize("n", [0, 1, 2, 9, 57, 300])
+def test_signed_rank_cdf_equals_the_plain_recursion(n):
+    """Updating only the support 0 .. k(k+1)/2 gives the plain full-length recursion's values."""
+    pmf = np.zeros(n * (n + 1) // 2 + 1)
+    pmf[0] = 1.0
+    for k in range(1, n + 1):
+        shifted = np.zeros_like(pmf)
+        shifted[k:] = pmf[:-k]
+        pmf = 0.5 * (pmf + shifted)
+    assert np.array_equal(stats.signed_rank_cdf(n), np.cumsum(pmf))
+
+
 def test_hodges_lehmann_ci_inverts_wilcoxon(rng):
     """The exact CI excludes 0 exactly when the exact two-sided Wilcoxon p is below 0.05."""
     for _ in range(20):

@@ -118,10 +118,19 @@ def all_comparisons(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) 
     return [*lora_vs_kd(df, axes), *each_vs_fft(df), *between_families(df)]
 
 
-def pooled(df: pd.DataFrame, c: Comparison, side: str) -> np.ndarray:
-    """Every run of one side, unmatched: what the reference's Welch test used."""
-    column = LAYOUTS[c.layout][1]
-    return df.loc[df[column] == getattr(c, side), "primary"].to_numpy()
+def pools(df: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """layout -> compared value -> the primary metric of every run with that value, in table
+    order, unmatched: what the reference's Welch test used (one groupby, not a mask per side)."""
+    primary = df["primary"].to_numpy()
+    out = {}
+    for layout, (_, column) in LAYOUTS.items():
+        out[layout] = {k: primary[rows] for k, rows in df.groupby(column, sort=False).indices.items()}
+    return out
+
+
+def pooled(runs: dict[str, dict[str, np.ndarray]], c: Comparison, side: str) -> np.ndarray:
+    """Every run of one side of c (from `pools`), empty when it has none."""
+    return runs[c.layout].get(getattr(c, side), np.array([]))
 
 
 # ----- legacy: pooled Welch ------------------------------------------------------------------------
@@ -129,7 +138,8 @@ def legacy_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]
     """The reference's three tables: LoRA-only vs KD-LoRA per variant, variant (both strategies
     pooled) vs FFT, and family vs family over all runs; unpaired Welch, uncorrected. Arms with
     different settings stay apart (a variant's arm is its variant and varied settings)."""
-    rows = [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b")) for c in lora_vs_kd(df, axes)]
+    runs = pools(df)
+    rows = [_welch_row(c.test_family, c.label, pooled(runs, c, "a"), pooled(runs, c, "b")) for c in lora_vs_kd(df, axes)]
     peft = df[df["strategy"] != REFERENCE]
     variant_arm = pd.Series([m.partition(":")[2] for m in peft["method"]], index=peft.index, dtype=object)
     ffts = arms_of(df, REFERENCE)
@@ -138,7 +148,7 @@ def legacy_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]
         against = strategy_label(REFERENCE) if len(ffts) == 1 else method_label(f)
         for v in method_order(variant_arm):
             rows.append(_welch_row("vs_fft", f"{v} vs {against}", peft.loc[variant_arm == v, "primary"].to_numpy(), fft))
-    rows += [_welch_row(c.test_family, c.label, pooled(df, c, "a"), pooled(df, c, "b"))
+    rows += [_welch_row(c.test_family, c.label, pooled(runs, c, "a"), pooled(runs, c, "b"))
              for c in between_families(df)]
     out = pd.DataFrame(rows)
     if not out.empty:
@@ -151,10 +161,20 @@ def _welch_row(test_family: str, label: str, a: np.ndarray, b: np.ndarray) -> di
 
 
 # ----- sound: paired -------------------------------------------------------------------------------
-def wide(df: pd.DataFrame, layout: str, value: str = "primary") -> pd.DataFrame:
+class Wide(NamedTuple):
+    """Blocks x compared values as plain arrays: values, column position of each compared value,
+    and each block's task."""
+    values: np.ndarray
+    column: dict[str, int]
+    task: np.ndarray
+
+
+def wide(df: pd.DataFrame, layout: str, value: str = "primary") -> Wide:
     """Blocks x compared values (runs sharing a block are averaged); one groupby for all comparisons."""
     index, column = LAYOUTS[layout]
-    return df.groupby([*index, column])[value].mean().unstack(column)
+    table = df.groupby([*index, column])[value].mean().unstack(column)
+    return Wide(table.to_numpy(dtype=float), {c: i for i, c in enumerate(table.columns)},
+                table.index.get_level_values("task").to_numpy())
 
 
 class Pairs(NamedTuple):
@@ -164,13 +184,13 @@ class Pairs(NamedTuple):
     task: np.ndarray
 
 
-def matched(table: pd.DataFrame, c: Comparison) -> Pairs:
-    """Blocks where both sides have a value (plain arrays: a comparison reads them a dozen times)."""
-    if c.a not in table or c.b not in table:
+def matched(table: Wide, c: Comparison) -> Pairs:
+    """Blocks where both sides have a value."""
+    if c.a not in table.column or c.b not in table.column:
         return Pairs(np.array([]), np.array([]), np.array([], dtype=object))
-    values = table[[c.a, c.b]].to_numpy(dtype=float)
-    keep = ~np.isnan(values).any(axis=1)
-    return Pairs(values[keep, 0], values[keep, 1], table.index.get_level_values("task").to_numpy()[keep])
+    a, b = table.values[:, table.column[c.a]], table.values[:, table.column[c.b]]
+    keep = ~(np.isnan(a) | np.isnan(b))
+    return Pairs(a[keep], b[keep], table.task[keep])
 
 
 def paired_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]] | None = None,
@@ -180,6 +200,7 @@ def paired_tests(df: pd.DataFrame, settings: Settings, axes: dict[str, list[str]
     (`verdicts_only`: what a verdict needs, without bootstrap CIs, power and Welch)."""
     values = ("primary",) if verdicts_only else ("primary", "score_norm")
     tables = {(layout, value): wide(df, layout, value) for layout in LAYOUTS for value in values if value in df}
+    tables["pooled"] = {} if verdicts_only else pools(df)
     row = _verdict_row if verdicts_only else _paired_row
     rows = [row(df, c, tables, settings) for c in all_comparisons(df, axes)]
     out = pd.DataFrame(rows)
@@ -224,7 +245,7 @@ def _paired_row(df: pd.DataFrame, c: Comparison, tables: dict, s: Settings) -> d
     norm = _normalised_pairs(c, tables)
     (lo, hi), norm_ci = _bootstrap_cis(diff, pairs.task, norm, s)
     effect, e_lo, e_hi = stats.hodges_lehmann(diff, s.confidence)
-    welch = stats.welch(pooled(df, c, "a"), pooled(df, c, "b"))
+    welch = stats.welch(pooled(tables["pooled"], c, "a"), pooled(tables["pooled"], c, "b"))
     sd = float(np.std(diff, ddof=1)) if diff.size > 1 else np.nan
     row = {
         "test_family": c.test_family, "comparison": c.label, "a": c.a, "b": c.b, "matched_on": c.matched_on,

@@ -48,14 +48,16 @@ def present(df: pd.DataFrame) -> list[str]:
 
 def summary_by_variant(df: pd.DataFrame) -> pd.DataFrame:
     """efficiency_summary_by_variant.csv: one row per method (FFT included)."""
-    rows = []
-    for method, part in df.groupby("method"):
+    rows, measures = [], present(df)
+    keep = ["method", "strategy", "variant", "primary", *(["score_norm"] if "score_norm" in df else []),
+            *measures, "memory_kind"]
+    for method, part in df[keep].groupby("method"):  # groups copy only the columns used
         first = part.iloc[0]
         row = {"method": method, "strategy": first["strategy"], "variant": first["variant"],
                "label": method_label(method), "runs": len(part),
                "performance_mean": part["primary"].mean(), "performance_std": part["primary"].std(),
                "score_norm_mean": part["score_norm"].mean() if "score_norm" in part else np.nan}
-        for col in present(df):
+        for col in measures:
             row[f"{col}_mean"] = part[col].mean()
             row[f"{col}_median"] = part[col].median()
         row.update(_readable(row, part))
@@ -96,12 +98,14 @@ def correlations(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 def gains(df: pd.DataFrame) -> pd.DataFrame:
     """Efficiency of PEFT against FFT, and of KD-LoRA against LoRA-only: ratios baseline / group
     for costs and group / baseline for rates, of means and of medians (> 1 = the group is better)."""
-    groups = {"FFT": df[df["strategy"] == REFERENCE], "PEFT (all)": df[df["strategy"] != REFERENCE],
-              **{STRATEGY_LABEL[s]: df[df["strategy"] == s] for s in ADAPTER_STRATEGIES},
-              WITH_TEACHER: with_teacher_share(df)}
+    columns = present(df)
+    used = [*BLOCK, "strategy", "memory_kind", *columns]
+    runs = df[used]  # the groups below copy only these columns
+    groups = {"FFT": runs[runs["strategy"] == REFERENCE], "PEFT (all)": runs[runs["strategy"] != REFERENCE],
+              **{STRATEGY_LABEL[s]: runs[runs["strategy"] == s] for s in ADAPTER_STRATEGIES},
+              WITH_TEACHER: with_teacher_share(df)[used]}
     pairs = [("FFT", "PEFT (all)"), ("FFT", "LoRA-only"), ("FFT", "KD-LoRA"), ("FFT", WITH_TEACHER),
              ("LoRA-only", "KD-LoRA"), ("LoRA-only", WITH_TEACHER)]
-    columns = present(df)
     blocks = {name: g.groupby(BLOCK)[columns].mean() for name, g in groups.items()}  # one groupby per group
     aligned = {(x, y): blocks[x].align(blocks[y], join="inner", axis=0) for x, y in pairs}  # one join per pair
     rows = []

@@ -247,6 +247,7 @@ def collapsed_runs(df: pd.DataFrame) -> pd.DataFrame:
 def scores(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """Mean primary (pooled, the reference's way) and mean FFT-normalised score with a
     task-stratified bootstrap CI, for all runs, each strategy and each method."""
+    df = df[["strategy", "method", "task", "primary", "score_norm"]]  # subsets copy only these
     groups = [("all", "all", df)]
     groups += [("strategy", s, df[df["strategy"] == s]) for s in ordered(df["strategy"], STRATEGY_ORDER)]
     groups += [("method", m, df[df["method"] == m]) for m in method_order(df["method"])]
@@ -255,7 +256,7 @@ def scores(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 
 def _score_row(level: str, name: str, part: pd.DataFrame, s: Settings) -> dict:
     strategy, _, variant = name.partition(":") if level != "all" else ("", "", "")
-    norm = part.dropna(subset=["score_norm"])
+    norm = part[part["score_norm"].notna()]  # (a mask: dropna(subset=) costs ~2 ms a call)
     if len(norm) == len(part):  # the same runs and strata: one set of resamples serves both
         (p_lo, p_hi), (n_lo, n_hi) = stats.bootstrap_mean_cis(
             [part["primary"].to_numpy(), norm["score_norm"].to_numpy()], part["task"], s.n_boot, s.confidence, s.seed)
