@@ -253,7 +253,8 @@ class _RunConfigBase(BaseModel):
     def shared_with_teacher(self) -> dict[str, Any]:
         """The settings a teacher run takes from its student: every field that belongs to no
         plug-in, to no adapter, and is not the student's own method or optimisation."""
-        return {k: getattr(self, k) for k in _shared_with_teacher(type(self))}
+        names, values = _shared_with_teacher(type(self))
+        return dict(zip(names, values(self.__dict__)))
 
     def with_updates(self, **changes: Any) -> RunConfig:
         data = self.model_dump()
@@ -270,7 +271,7 @@ _RANGES_OK: set[tuple] = set()
 
 @functools.lru_cache(maxsize=None)
 def _range_values(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple]:
-    """The values of `names` (RANGES' keys) in a config's field dict, as one tuple."""
+    """The values of `names` (RANGES' keys, say) in a config's field dict, as one tuple."""
     if len(names) == 1:
         return lambda fields: (fields[names[0]],)
     return operator.itemgetter(*names)
@@ -302,10 +303,12 @@ def _check_ranges(fields: dict[str, Any]) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _shared_with_teacher(cls: type) -> tuple[str, ...]:
-    """The fields RunConfig.shared_with_teacher() copies, in field order."""
+def _shared_with_teacher(cls: type) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], tuple]]:
+    """The fields RunConfig.shared_with_teacher() copies, in field order, and a reader of their
+    values from a config's field dict (every field is set on a config)."""
     skip = PLUGIN_FIELDS | set(ADAPTER_FIELDS) | set(NOT_SHARED_WITH_TEACHER)
-    return tuple(k for k in cls.model_fields if k not in skip)
+    names = tuple(k for k in cls.model_fields if k not in skip)
+    return names, _range_values(names)
 
 
 @functools.lru_cache(maxsize=None)

@@ -374,17 +374,30 @@ def _short_task(task: str) -> str:
 
 
 def _cell(grid: GridConfig, family: str, task: str, seed: int, point: dict[tuple[str, str], Any],
-          choice: TeacherChoice | None, teacher_ids: TeacherRunIds) -> tuple[list[RunConfig], list[RunConfig]]:
+          choice: TeacherChoice | None, teacher_ids: TeacherRunIds,
+          memo: dict[tuple, Any] | None = None) -> tuple[list[RunConfig], list[RunConfig]]:
     """(runs, pending) of one (family, task, seed, axis point): the teacher (FFT) runs first, then
     the rest. `pending` holds one stand-in per student (KD-LoRA) whose teacher the protocol has not
-    selected yet (counted by `kdlora plan`, run once the FFT search is done)."""
+    selected yet (counted by `kdlora plan`, run once the FFT search is done). `memo`: the point's
+    settings and candidates, shared by every (family, task, seed) cell of that point (read only)."""
     ident = {"family": family, "task": task, "seed": seed}
     single: dict[str, list[RunConfig]] = {}  # the runs of a strategy without variants (FFT), one per candidate
+    memo = {} if memo is None else memo
+
+    def settings(name: str, variant: str | None = None) -> dict[str, Any]:
+        if ("settings", name, variant) not in memo:
+            memo["settings", name, variant] = _settings(grid, name, point, variant)
+        return memo["settings", name, variant]
+
+    def cands(name: str, variant: str | None) -> list[dict[str, Any]]:
+        if ("candidates", name, variant) not in memo:
+            memo["candidates", name, variant] = candidates(grid, name, variant)
+        return memo["candidates", name, variant]
 
     def runs_of(name: str) -> list[RunConfig]:
         if name not in single:
-            single[name] = [_build(grid, {**ident, **_settings(grid, name, point), **cand, "strategy": name})
-                            for cand in candidates(grid, name, None)]
+            single[name] = [_build(grid, {**ident, **settings(name), **cand, "strategy": name})
+                            for cand in cands(name, None)]
         return single[name]
 
     runs, pending = [], []
@@ -394,8 +407,8 @@ def _cell(grid: GridConfig, family: str, task: str, seed: int, point: dict[tuple
             continue
         teachers = runs_of(strategy.teacher_strategy) if strategy.teacher_strategy else None
         for variant in grid.variants:
-            for cand in candidates(grid, strategy.name, variant):
-                data = {**ident, **_settings(grid, strategy.name, point, variant), **cand,
+            for cand in cands(strategy.name, variant):
+                data = {**ident, **settings(strategy.name, variant), **cand,
                         "strategy": strategy.name, "variant": variant}
                 if teachers is None:
                     runs.append(_build(grid, data))
@@ -474,10 +487,12 @@ def _expand(grid: GridConfig, choice: TeacherChoice | None) -> tuple[list[RunCon
     seen: dict[str, RunConfig] = {}
     waiting: dict[str, RunConfig] = {}
     teacher_ids = TeacherRunIds()  # one per expansion: a cell's students share their teacher
+    points = [{(name, key): v for (name, key, _), v in zip(axes, values)}
+              for values in itertools.product(*(vals for _, _, vals in axes))]
+    memos: list[dict[tuple, Any]] = [{} for _ in points]  # per point: its settings, for every cell
     for family, task, seed in itertools.product(grid.families, grid.tasks, grid.seeds):
-        for values in itertools.product(*(vals for _, _, vals in axes)):
-            point = {(name, key): v for (name, key, _), v in zip(axes, values)}
-            runs, pending = _cell(grid, family, task, seed, point, choice, teacher_ids)
+        for point, memo in zip(points, memos):
+            runs, pending = _cell(grid, family, task, seed, point, choice, teacher_ids, memo)
             for cfg in runs:
                 seen.setdefault(cfg.run_id, cfg)
             for cfg in pending:

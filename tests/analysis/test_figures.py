@@ -213,3 +213,23 @@ def test_figure_width_sets_the_printed_size(legacy_analysis, tmp_path):
         assert 0.85 * plots.WIDTHS[width] <= inches <= plots.WIDTHS[width] + 0.05, (width, inches)
     with pytest.raises(UserError, match="figure width"):
         FigureWorkers(enabled=False, width="triple")
+
+
+def test_font_subsets_are_kept_between_processes(tmp_path, monkeypatch):
+    """The PDFs' TrueType subset is stored in matplotlib's cache folder and read back only when it
+    is the subset asked for (same font file, library versions and glyphs)."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    monkeypatch.setattr(matplotlib, "get_cachedir", lambda: str(tmp_path))
+    key = (font_manager.findfont("DejaVu Sans"), 0)
+    glyphs, data, index = {3, 5, 8}, b"\x00\x01\x00\x00 a font", {3: 1, 5: 2, 8: 3}
+    path = plots._subset_file(key, glyphs)
+    assert path is not None and tmp_path in path.parents
+    plots._store_subset(path, (glyphs, data, index))
+    assert plots._load_subset(path, glyphs) == (glyphs, data, index)
+    assert plots._load_subset(path, {3, 5}) is None  # not the glyphs it holds
+    assert plots._subset_file(key, {3, 5}) != path
+    path.write_bytes(b"not a subset")
+    assert plots._load_subset(path, glyphs) is None
+    assert plots._subset_file(("/no/such/font.ttf", 0), glyphs) is None

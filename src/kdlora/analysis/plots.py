@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
@@ -77,6 +79,7 @@ def style():
     import matplotlib
 
     _cache_font_subsets()
+    _cache_text_layouts()
     with matplotlib.rc_context(RC):
         yield
 
@@ -95,10 +98,59 @@ class _SubsetFont:
         self.data = data
 
 
+def _subset_file(key: tuple[str, int], glyphs: set) -> Path | None:
+    """Where a font subset is kept between processes: matplotlib's cache folder, under a name
+    made of everything the subset depends on (the font file's size and time, both libraries'
+    versions, the glyphs). None where the font file cannot be read."""
+    import hashlib
+
+    import fontTools
+    import matplotlib
+
+    try:
+        st = os.stat(key[0])
+        folder = Path(matplotlib.get_cachedir())
+    except (OSError, RuntimeError):
+        return None
+    ident = repr((key, st.st_size, st.st_mtime_ns, matplotlib.__version__, fontTools.version, sorted(glyphs)))
+    return folder / "kdlora-font-subsets" / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.ttf-subset"
+
+
+def _load_subset(path: Path | None, glyphs: set):
+    """(glyphs, font bytes, glyph index map) from a subset file, or None (missing, unreadable, or
+    not the subset asked for)."""
+    import json
+
+    try:
+        head, _, data = path.read_bytes().partition(b"\n")
+        meta = json.loads(head)
+        if meta["glyphs"] != sorted(glyphs) or data[:4] not in (b"\x00\x01\x00\x00", b"true", b"OTTO"):
+            return None
+        return set(glyphs), data, {int(k): int(v) for k, v in meta["map"]}
+    except (AttributeError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store_subset(path: Path | None, hit) -> None:
+    import json
+
+    from kdlora.records.store import atomic_write_bytes
+
+    if path is None:
+        return
+    head = json.dumps({"glyphs": sorted(hit[0]), "map": sorted(hit[2].items())}).encode()
+    try:
+        atomic_write_bytes(path, head + b"\n" + hit[1])
+    except OSError:  # a read-only cache folder: subset again next time
+        pass
+
+
 def _cache_font_subsets() -> None:
     """Embedding a TrueType font in a PDF (pdf.fonttype 42) subsets it with fontTools, about 0.1 s
     a PDF, for glyphs that differ little from figure to figure. Subset once per process to a
     superset that grows when needed, and reuse it: PDFs embed a few kB more of the same font.
+    The subset is also kept in matplotlib's cache folder, so that the next report's workers
+    read it instead of subsetting again (~0.13 s each).
     Installed only where matplotlib's private helpers are as expected; else PDFs subset as usual."""
     from matplotlib.backends import _backend_pdf_ps as pdf_ps
 
@@ -113,8 +165,13 @@ def _cache_font_subsets() -> None:
         want, hit = set(glyphs), _SUBSETS.get(key)
         if hit is None or not want <= hit[0]:
             every = want | (hit[0] if hit else set())
-            with subset(fontfile, every) as result:
-                hit = _SUBSETS[key] = (every, as_file(result.font).getvalue(), dict(result.glyph_index_map))
+            stored = _subset_file(key, every)
+            hit = _load_subset(stored, every)
+            if hit is None:
+                with subset(fontfile, every) as result:
+                    hit = (every, as_file(result.font).getvalue(), dict(result.glyph_index_map))
+                _store_subset(stored, hit)
+            _SUBSETS[key] = hit
         yield pdf_ps.SubsetResults(_SubsetFont(hit[1]), hit[2])
 
     def cached_as_file(font):
@@ -122,6 +179,44 @@ def _cache_font_subsets() -> None:
 
     pdf_ps.get_glyphs_subset, pdf_ps.font_as_file = cached_subset, cached_as_file
     pdf_ps._kdlora_subset_cache = True
+
+
+def _cache_text_layouts() -> None:
+    """matplotlib lays a text out (font metrics, lines, alignment, rotation) each time it is drawn
+    or measured: ~1700 times for one report's six figures, for ~240 texts and their three
+    renderers (the crop box's, the PNG's, the PDF's), each time looking the font up again. Keep
+    each layout per renderer, keyed by everything it depends on; texts that wrap, use TeX or turn
+    with their transform are laid out as before. Installed only where `Text._get_layout` is as
+    expected."""
+    import weakref
+
+    from matplotlib.text import Text
+
+    if getattr(Text, "_kdlora_layout_cache", False) or not hasattr(Text, "_get_layout"):
+        return
+    layout = Text._get_layout
+    per_renderer: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def cached_layout(self, renderer):
+        if self.get_wrap() or self.get_usetex() or self.get_transform_rotates_text():
+            return layout(self, renderer)
+        fp = self._fontproperties
+        key = (self._text, self.get_figure(root=True).dpi, getattr(renderer, "dpi", None), tuple(fp.get_family()),
+               fp.get_style(), fp.get_variant(), fp.get_weight(), fp.get_stretch(), fp.get_size(), fp.get_file(),
+               fp.get_math_fontfamily(), self.get_parse_math(), self._linespacing, self._get_multialignment(),
+               self._rotation, self.get_rotation_mode(), self._horizontalalignment, self._verticalalignment)
+        try:
+            known = per_renderer.setdefault(renderer, {})
+        except TypeError:  # a renderer that cannot be referenced weakly
+            return layout(self, renderer)
+        hit = known.get(key)
+        if hit is None:
+            hit = known[key] = layout(self, renderer)
+        bbox, lines, box = hit
+        return bbox.frozen(), list(lines), box
+
+    Text._get_layout = cached_layout
+    Text._kdlora_layout_cache = True
 
 
 def new_figure(width: str = "double", height: float = 3.0) -> Figure:

@@ -131,6 +131,9 @@ def teacher_run_id(cfg: RunConfig) -> str | None:
     return None if teacher is None else teacher.run_id
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _tagged(value: Any) -> Any:
     """`value` with the type of every part, so that 1, 1.0 and True (equal in Python, dumped
     differently into a run_id) are different cache keys."""
@@ -161,8 +164,11 @@ class TeacherRunIds:
         if inputs is None:
             return None
         try:
-            key = (type(cfg), tuple(inputs.items()),
-                   tuple(_tagged(v) if isinstance(v, (tuple, list)) else type(v) for v in inputs.values()))
+            values = tuple(inputs.values())
+            types = tuple(map(type, values))
+            if not _SCALARS.issuperset(types):  # a tuple's items: their types too
+                types = tuple(_tagged(v) for v in values)
+            key = (type(cfg), tuple(inputs), values, types)
             run_id = self._ids.get(key)
         except TypeError:  # an unhashable value: built every time
             return type(cfg)(**inputs).run_id
