@@ -52,6 +52,17 @@ def test_constant_predictor_detection():
     assert not constant_predictor("custom", "accuracy", 0.5)
 
 
+def test_constant_predictor_mask_equals_the_scalar_test():
+    from kdlora.analysis.glue import constant_predictor_mask
+
+    values = np.array([279 / 408, 129 / 408, 279 / 408 + 0.5 / 408, 279 / 408 + 0.49 / 408, 0.0, 1e-13, -1e-11,
+                       31 / 71, 40 / 71, 0.6, 1 / 3, np.nan])
+    for task in ("mrpc", "wnli", "mnli", "cola", "custom"):
+        for metric in ("accuracy", "mismatched_accuracy", "f1", "mcc", "pearson", "macro_f1"):
+            assert constant_predictor_mask(task, metric, values).tolist() == [
+                constant_predictor(task, metric, float(v)) for v in values]
+
+
 def test_normalised_score_by_hand():
     df = tidy([run(strategy="fft", primary=0.7), run(primary=0.6), run(seed=2, primary=0.65),
                run(strategy="fft", seed=3, primary=0.45), run(seed=3, primary=0.5)])

@@ -83,13 +83,16 @@ def correlations(df: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """
     rows = []
     usable = df if memory_kind_of(df["memory_kind"]) != "mixed" else df.assign(peak_memory_bytes=np.nan)
-    for col in present(usable):
-        scopes = ("pooled", "within task") if usable["task"].nunique() > 1 else ("pooled",)
+    columns = present(usable)
+    scopes = ("pooled", "within task") if usable["task"].nunique() > 1 else ("pooled",)
+    # every column's task means in one groupby (each column's mean is computed on its own)
+    task_mean = usable.groupby("task")[[*columns, "primary"]].transform("mean") if len(scopes) > 1 else None
+    for col in columns:
         for scope in scopes:
             x, y = usable[col], usable["primary"]
             if scope == "within task":
-                x = x - usable.groupby("task")[col].transform("mean")
-                y = y - usable.groupby("task")["primary"].transform("mean")
+                x = x - task_mean[col]
+                y = y - task_mean["primary"]
             res = stats.correlation(x.to_numpy(), y.to_numpy(), settings.confidence)
             rows.append({"measure": col, "label": MEASURES[col][0], "scope": scope, **res})
     return pd.DataFrame(rows)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 VALIDATION_LABEL_COUNTS: dict[str, tuple[int, ...]] = {
     "cola": (322, 721),
     "sst2": (428, 444),
@@ -72,3 +74,15 @@ def constant_predictor(task: str, metric: str, value: float) -> bool:
         return False
     n = sum(counts)
     return any(abs(value - c / n) < 0.5 / n for c in counts)
+
+
+def constant_predictor_mask(task: str, metric: str, values: np.ndarray) -> np.ndarray:
+    """constant_predictor for many values of one task and metric at once (same comparisons)."""
+    v = np.asarray(values, dtype=float)
+    if metric in CORRELATION_METRICS or metric == "f1":
+        return np.abs(v) < 1e-12  # nan compares False
+    counts = _counts(task, metric)
+    if counts is None or metric not in ("accuracy", "matched_accuracy", "mismatched_accuracy"):
+        return np.zeros(v.shape, dtype=bool)
+    n = sum(counts)
+    return np.logical_or.reduce([np.abs(v - c / n) < 0.5 / n for c in counts])

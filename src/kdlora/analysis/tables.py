@@ -13,7 +13,7 @@ import pandas as pd
 from kdlora.analysis import stats
 from kdlora.analysis.methods import REFERENCE, TAUGHT_STRATEGIES
 from kdlora.analysis.model import Settings
-from kdlora.analysis.glue import chance_of_primary, constant_predictor
+from kdlora.analysis.glue import chance_of_primary, constant_predictor_mask
 from kdlora.analysis.tidy import KEY, METRICS, STRATEGY_ORDER, method_of
 from kdlora.data.metrics import GLUE_TASKS
 
@@ -140,8 +140,8 @@ def completion(df: pd.DataFrame, expected: pd.DataFrame) -> tuple[pd.DataFrame, 
     exp["key"] = _keyed(exp)
     done_keys = _keyed(df.assign(seed=df["seed"].astype(int)))
     unique_key = ~exp["key"].duplicated(keep=False)
-    exp["done"] = exp["run_id"].isin(set(df["run_id"])) | (unique_key & exp["key"].isin(set(done_keys)))
-    matched = df["run_id"].isin(set(exp["run_id"])) | done_keys.isin(set(exp.loc[unique_key, "key"]))
+    exp["done"] = _among(exp["run_id"], df["run_id"]) | (unique_key & _among(exp["key"], done_keys))
+    matched = _among(df["run_id"], exp["run_id"]) | _among(done_keys, exp.loc[unique_key, "key"])
     rows = [_completion_row("overall", "all", exp)]
     for scope in ("strategy", "family", "task"):
         for level, part in exp.groupby(scope, sort=False):
@@ -152,6 +152,13 @@ def completion(df: pd.DataFrame, expected: pd.DataFrame) -> tuple[pd.DataFrame, 
         expected=("done", "size"), done=("done", "sum")).reset_index()
     per_cell["completion_pct"] = 100 * per_cell["done"] / per_cell["expected"]
     return summary, per_cell
+
+
+def _among(values: pd.Series, pool: pd.Series) -> pd.Series:
+    """values.isin(pool) for string ids, by set lookups: pandas' isin on arrow strings makes a
+    pyarrow scalar of every pool value (~70 ms for 10,000 run ids)."""
+    members = set(pool.tolist())
+    return pd.Series([v in members for v in values.tolist()], index=values.index, dtype=bool)
 
 
 def _completion_row(scope: str, level: str, part: pd.DataFrame) -> dict:
@@ -233,12 +240,19 @@ def collapsed_runs(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     long = df.melt(id_vars=["run_id", "family", "task", "seed", "method"], value_vars=list(METRICS),
                    var_name="metric", value_name="value").dropna(subset=["value"])
-    hits = [constant_predictor(t, m, v) for t, m, v in zip(long["task"], long["metric"], long["value"])]
-    for run_id, part in long[hits].groupby("run_id", sort=False):
-        first = part.iloc[0]
-        rows.append({"run_id": run_id, "family": first["family"], "task": first["task"],
-                     "seed": first["seed"], "method": first["method"],
-                     "evidence": "; ".join(f"{m}={v:.4f}" for m, v in zip(part["metric"], part["value"]))})
+    hits = np.zeros(len(long), dtype=bool)
+    values = long["value"].to_numpy(dtype=float)
+    for (task, metric), at in long.groupby(["task", "metric"], sort=False, dropna=False).indices.items():
+        hits[at] = constant_predictor_mask(task, metric, values[at])  # one test per task and metric
+    hit = {c: long[c].to_numpy()[hits] for c in long.columns}  # plain arrays: a row per collapsed run
+    where: dict = {}
+    for k, run_id in enumerate(hit["run_id"]):  # each run's metric rows, runs in order of appearance
+        where.setdefault(run_id, []).append(k)
+    for run_id, at in where.items():
+        first = at[0]
+        rows.append({"run_id": run_id, "family": hit["family"][first], "task": hit["task"][first],
+                     "seed": hit["seed"][first], "method": hit["method"][first],
+                     "evidence": "; ".join(f"{hit['metric'][k]}={hit['value'][k]:.4f}" for k in at)})
     cols = ["run_id", "family", "task", "seed", "method", "evidence"]
     return pd.DataFrame(rows, columns=cols).sort_values(["task", "method", "family"]).reset_index(drop=True)
 
