@@ -168,6 +168,8 @@ class _RunConfigBase(BaseModel):
     @field_validator("track", mode="before")
     @classmethod
     def _known_trackers(cls, v: Any) -> str | None:
+        if v is None:  # parse_track(None), the usual case, without the import statement per config
+            return None
         from kdlora.tracking import parse_track
 
         return parse_track(",".join(v) if isinstance(v, (list, tuple)) else v)
