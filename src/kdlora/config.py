@@ -168,6 +168,8 @@ class _RunConfigBase(BaseModel):
     @field_validator("track", mode="before")
     @classmethod
     def _known_trackers(cls, v: Any) -> str | None:
+        if v is None:  # parse_track(None), the usual case, without the import statement per config
+            return None
         from kdlora.tracking import parse_track
 
         return parse_track(",".join(v) if isinstance(v, (list, tuple)) else v)
@@ -225,7 +227,10 @@ class _RunConfigBase(BaseModel):
         """hashed_fields() of this config's model_dump(mode="json") `data` (dumped once by canonical)."""
         strategy = STRATEGIES.get(self.strategy)
         variant = VARIANTS.get(self.variant) if self.variant else None
-        kept = _kept_fields(strategy, variant, tuple(data))
+        try:
+            kept = _kept_fields(strategy, variant, tuple(data))
+        except TypeError:  # a plug-in object that is not hashable (it defines __eq__ only): not cached
+            kept = _kept_fields.__wrapped__(strategy, variant, tuple(data))
         return [k for k in kept if k not in PROTOCOL_DEFAULTS or data[k] != PROTOCOL_DEFAULTS[k]]
 
     @functools.cached_property  # a frozen model: computed once (a 1,000-run grid asks ~5 times per run)

@@ -313,6 +313,7 @@ def log_axis(ax, which: str, values, scale: float = 1.0, max_ticks: int = 6) -> 
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     if v.size == 0:
+        ax.autoscale(enable=True, axis=which)  # no limits to set: matplotlib's (if held, see _hold_autoscale)
         return
     lo, hi = float(v.min()), float(v.max())
     if hi / lo < 1.5:  # a narrow range: widen it so that at least two ticks fit
@@ -427,16 +428,18 @@ def efficiency_scatter(a: Analysis, width: str = "double") -> Figure | None:
     groups = {m: part for m, part in df.groupby("method")}
     arms = arm_index(methods)
     size = 6 if len(df) > 300 else 12
+    _hold_autoscale(axes.ravel())
     for ax, (column, label, div) in zip(axes.ravel(), measures):
         for m in methods:
             part = groups[m]
             s, v = split(m)
             filled = arms[m] == 0
-            ax.scatter(part[column] / div, part["primary"], s=size * msize(v), marker=marker(v),
-                       c=color(s) if filled else "white", edgecolors=color(s), alpha=0.55,
+            ax.scatter((part[column] / div).to_numpy(), part["primary"].to_numpy(), s=size * msize(v),
+                       marker=marker(v), c=color(s) if filled else "white", edgecolors=color(s), alpha=0.55,
                        linewidths=0 if filled else 0.6, rasterized=len(df) > RASTER_ABOVE)
         log_axis(ax, "x", df[column], div, max_ticks=6 if width == "double" else 4)
         ax.set_xlabel(label)
+    _release_autoscale(axes.ravel()[:len(measures)], "y")
     for ax in axes[:, 0]:
         ax.set_ylabel("primary metric")
     for ax in axes.ravel()[len(measures):]:
@@ -444,6 +447,19 @@ def efficiency_scatter(a: Analysis, width: str = "double") -> Figure | None:
     fig.subplots_adjust(hspace=0.45, wspace=0.12 if width == "double" else 0.3, bottom=0.06, top=0.98)
     strategy_variant_legend(fig, methods, width=width)
     return fig
+
+
+def _hold_autoscale(axes) -> None:
+    """No autoscaling while a figure's artists are added: matplotlib rescales an axes (and those
+    sharing it) on every collection added after another, ~1 ms each; `_release_autoscale` asks for
+    the one that counts once all the data are there (the same limits)."""
+    for ax in axes:
+        ax.set_autoscale_on(False)
+
+
+def _release_autoscale(axes, axis: str) -> None:
+    for ax in axes:
+        ax.autoscale(enable=True, axis=axis)
 
 
 def _score_label(a: Analysis) -> str:
@@ -474,6 +490,7 @@ def pareto(a: Analysis, width: str = "double") -> Figure | None:
         axes, legend_ax = list(grid[:len(costs)]), (grid[len(costs)] if len(costs) < 4 else None)
         for ax in grid[len(costs) + 1:]:
             ax.set_visible(False)
+    _hold_autoscale(fig.axes)
     for i, (ax, cost) in enumerate(zip(axes, costs)):
         part = front[front["cost"] == cost]
         label, div = PARETO_COSTS.get(cost, (cost, None))[0], 1.0
@@ -491,6 +508,7 @@ def pareto(a: Analysis, width: str = "double") -> Figure | None:
         ax.set_xlabel(label)
         if width == "double" and i == 0 or width == "single" and i % 2 == 0:
             ax.set_ylabel(_score_label(a))
+    _release_autoscale(axes, "y")
     methods = method_order(front["method"].unique())
     if width == "double":
         fig.subplots_adjust(wspace=0.12, bottom=0.08, top=0.98)
@@ -577,6 +595,7 @@ def per_task_bars(a: Analysis, width: str = "double") -> Figure | None:
         x.append(i + gap)
     x = np.asarray(x)
     bar_w = 0.8
+    _hold_autoscale(axes.ravel())  # every limit is set below
     for ax, t in zip(axes.ravel(), tasks):
         part = stat.xs(t, level="task").reindex(methods)
         mean, sd = part["mean"].to_numpy(), part["std"].fillna(0).to_numpy()

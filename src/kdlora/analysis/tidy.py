@@ -71,7 +71,11 @@ def record_row(record: RunRecord, policy: str, source: str = "") -> dict:
     task = record.task_name
     custom = None if task in GLUE_TASKS else metrics.get("primary_name")
     name, value = primary_metric(task, metrics, policy, custom)
-    eff = record.efficiency.model_dump()
+    # record.efficiency.model_dump() without the dump: its fields and extras as they are (what is read
+    # from it below is scalar: a dump would hand back the same objects)
+    eff = record.efficiency.__dict__
+    if record.efficiency.__pydantic_extra__:
+        eff = {**eff, **record.efficiency.__pydantic_extra__}
     row = {
         "run_id": record.run_id, "family": cfg.get("family"), "task": task,
         "seed": cfg.get("seed"), "strategy": cfg.get("strategy"), "variant": cfg.get("variant"),
