@@ -353,8 +353,9 @@ def paired_by_task(df: pd.DataFrame, axes: dict[str, list[str]] | None = None) -
     rows, table = [], wide(df, "method")
     for c in lora_vs_kd(df, axes):
         pairs = matched(table, c)
-        for task, part in pd.DataFrame(pairs._asdict()).groupby("task", sort=False):
-            diff = (part["a"] - part["b"]).to_numpy(float)
+        for task in pd.unique(pairs.task):  # tasks in order of appearance
+            here = pairs.task == task
+            diff = pairs.a[here] - pairs.b[here]
             rows.append({"variant": c.label, "task": task, "n_pairs": diff.size,
                          "mean_diff": float(diff.mean()), "min_wilcoxon_p": stats.min_wilcoxon_p(diff.size)})
     return pd.DataFrame(rows, columns=["variant", "task", "n_pairs", "mean_diff", "min_wilcoxon_p"])

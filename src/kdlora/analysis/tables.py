@@ -56,9 +56,9 @@ def add_normalised(df: pd.DataFrame) -> pd.DataFrame:
     FFT seeds when that seed has none). FFT at or below chance cannot anchor a scale: nan.
     """
     out = df.copy()
-    cache: dict[tuple[str, str], float] = {}
-    out["chance"] = [cache.setdefault((t, n), chance_of_primary(t, n))
-                     for t, n in zip(out["task"], out["primary_name"])]
+    keys = list(zip(out["task"].tolist(), out["primary_name"].tolist()))
+    chance = {key: chance_of_primary(*key) for key in set(keys)}  # once per (task, metric)
+    out["chance"] = [chance[key] for key in keys]
     # custom tasks: 1/k for accuracy-like metrics (and macro-F1, 1/k for balanced classes)
     uniform = out["primary_name"].isin(UNIFORM_CHANCE) & (out["num_labels"] > 1)
     out["chance"] = out["chance"].fillna((1.0 / out["num_labels"]).where(uniform))

@@ -80,10 +80,12 @@ def _thresholds(ds: np.ndarray, q_lo: float, q_hi: float) -> tuple[float, float]
     """Walsh averages of an evenly spaced subsample at quantiles q_lo and q_hi (-inf / inf
     outside [0, 1])."""
     step = max(1, ds.size // SUBSAMPLE)
-    sample = np.sort(averages(ds[step // 2::step]))
+    sample = averages(ds[step // 2::step])
     last = sample.size - 1
-    lo = sample[int(q_lo * last)] if q_lo > 0 else -np.inf
-    hi = sample[min(last, int(np.ceil(q_hi * last)))] if q_hi < 1 else np.inf
+    at = [int(q_lo * last) if q_lo > 0 else 0, min(last, int(np.ceil(q_hi * last))) if q_hi < 1 else last]
+    sample.partition(at)  # two order statistics: no need to sort the sample
+    lo = sample[at[0]] if q_lo > 0 else -np.inf
+    hi = sample[at[1]] if q_hi < 1 else np.inf
     return float(lo), float(hi)
 
 
