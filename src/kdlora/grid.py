@@ -383,6 +383,9 @@ def _cell(grid: GridConfig, family: str, task: str, seed: int, point: dict[tuple
     ident = {"family": family, "task": task, "seed": seed}
     single: dict[str, list[RunConfig]] = {}  # the runs of a strategy without variants (FFT), one per candidate
     memo = {} if memo is None else memo
+    if "families" not in memo:
+        memo["families"] = known_families()  # asked once per point, not per student
+    families = memo["families"]
 
     def settings(name: str, variant: str | None = None) -> dict[str, Any]:
         if ("settings", name, variant) not in memo:
@@ -417,7 +420,7 @@ def _cell(grid: GridConfig, family: str, task: str, seed: int, point: dict[tuple
                 for teacher in chosen if chosen is not None else teachers[:1]:
                     cfg = _build(grid, {**data, **{mine: getattr(teacher, theirs)
                                                    for mine, theirs in strategy.teacher_fields.items()}})
-                    _check_teacher(grid, cfg, teacher, teacher_ids)
+                    _check_teacher(grid, cfg, teacher, teacher_ids, families)
                     (runs if chosen is not None else pending).append(cfg)
     # the teachers are needed even when the grid does not list their strategy
     missing = [run for name, cell in single.items() if name not in grid.strategies for run in cell]
@@ -435,8 +438,9 @@ def _chosen_teachers(grid: GridConfig, teachers: list[RunConfig], family: str, t
     return [t for t in teachers if all(getattr(t, k) == v for k, v in picked.items())][:1]
 
 
-def _check_teacher(grid: GridConfig, student: RunConfig, expected: RunConfig, teacher_ids: TeacherRunIds) -> None:
-    families = known_families()
+def _check_teacher(grid: GridConfig, student: RunConfig, expected: RunConfig, teacher_ids: TeacherRunIds,
+                   families: dict[str, bool] | None = None) -> None:
+    families = known_families() if families is None else families
     name = student.strategy
     if STRATEGIES.get(name).trains_student and student.student_model is None and not families.get(student.family, False):
         raise UserError(f"{grid.source}: family {student.family!r} has no student model, so it cannot run "

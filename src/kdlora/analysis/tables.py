@@ -23,8 +23,16 @@ BLOCK = ["family", "task", "seed"]
 # ----- ordering helpers ---------------------------------------------------------------------
 def ordered(values, order=()) -> list:
     """Known names in their conventional order first, then the rest sorted."""
-    values = [v for v in pd.unique(pd.Series(list(values)).dropna())]
+    values = first_seen(values)
     return [v for v in order if v in values] + sorted(v for v in values if v not in order)
+
+
+def first_seen(values) -> list:
+    """The distinct non-missing values in order of first appearance. A typed Series (e.g. arrow
+    strings) is read as it is; anything else goes through a new Series, which infers a dtype."""
+    if isinstance(values, pd.Series) and values.dtype != object:
+        return list(values.dropna().unique())
+    return list(pd.unique(pd.Series(list(values)).dropna()))
 
 
 def task_order(tasks) -> list[str]:
@@ -38,7 +46,7 @@ def method_order(methods) -> list[str]:
         strategy, _, variant = base.partition(":")
         levels = tuple(natural_key(v.partition("=")[2]) for v in settings.split())
         return (STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else 9, variant, levels)
-    return sorted(pd.unique(pd.Series(list(methods)).dropna()), key=key)
+    return sorted(first_seen(methods), key=key)
 
 
 def natural_key(text: str) -> tuple:
