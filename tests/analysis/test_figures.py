@@ -233,3 +233,28 @@ def test_font_subsets_are_kept_between_processes(tmp_path, monkeypatch):
     path.write_bytes(b"not a subset")
     assert plots._load_subset(path, glyphs) is None
     assert plots._subset_file(("/no/such/font.ttf", 0), glyphs) is None
+
+
+def test_a_worker_imports_the_font_subsetter_only_when_it_subsets(tmp_path):
+    """Figure workers stand a placeholder in for fontTools' subsetter (subsets come from disk);
+    a PDF that does need a new subset still gets one, with TrueType fonts."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from kdlora.analysis import plots\n"
+        "plots.defer_font_subsetter()\n"
+        "from matplotlib.backends import backend_agg, backend_pdf\n"
+        "assert 'fontTools.ttLib.tables.otTables' not in sys.modules\n"
+        "plots._load_subset = lambda *a: None\n"  # as if nothing were on disk
+        "plots._store_subset = lambda *a: None\n"
+        "with plots.style():\n"
+        "    fig = plots.new_figure('single', 1.0)\n"
+        "    fig.text(0.5, 0.5, 'a new subset')\n"
+        "    pdf = plots.render(fig, ('pdf',))['pdf']\n"
+        "assert 'fontTools.ttLib.tables.otTables' in sys.modules\n"
+        "sys.stdout.buffer.write(pdf)\n")
+    pdf = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=120).stdout
+    fonts = _pdf_fonts(pdf)
+    assert fonts and "Type3" not in fonts and fonts & {"TrueType", "CIDFontType2", "Type0"}, fonts

@@ -89,9 +89,10 @@ def _warm_up() -> None:
     os.nice(NICENESS)
     gc.freeze()
     with _no_collector_pauses():
-        from matplotlib.backends import backend_agg, backend_pdf  # noqa: F401
-
         from kdlora.analysis import plots
+
+        plots.defer_font_subsetter()
+        from matplotlib.backends import backend_agg, backend_pdf  # noqa: F401
 
         with plots.style():  # fonts, and the PDFs' TrueType subset (every character the figures use)
             fig = plots.new_figure("single", 1.0)

@@ -99,6 +99,33 @@ class _SubsetFont:
         self.data = data
 
 
+def defer_font_subsetter() -> None:
+    """matplotlib's PDF backend imports fontTools' subsetter (~0.08 s) as it is imported, but with
+    the subsets kept on disk (`_cache_font_subsets`) a figure worker seldom runs it: stand a
+    placeholder in for it that imports the real one when it is first used. For the figure
+    workers, before matplotlib's backends are imported (nothing else there imports fontTools);
+    a no-op where the subsetter is imported already."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    name = "fontTools.subset"
+    if name in sys.modules or importlib.util.find_spec(name) is None:
+        return
+    placeholder = types.ModuleType(name)
+
+    def __getattr__(attr):  # the first use: the real module, into the placeholder too
+        if sys.modules.get(name) is placeholder:
+            del sys.modules[name]
+        real = importlib.import_module(name)
+        placeholder.__dict__.update({k: v for k, v in vars(real).items() if k != "__getattr__"})
+        return getattr(real, attr)
+
+    placeholder.__getattr__ = __getattr__
+    sys.modules[name] = placeholder
+
+
 def _subset_file(key: tuple[str, int], glyphs: set) -> Path | None:
     """Where a font subset is kept between processes: matplotlib's cache folder, under a name
     made of everything the subset depends on (the font file's size and time, both libraries'
