@@ -111,13 +111,17 @@ def gains(df: pd.DataFrame) -> pd.DataFrame:
              ("LoRA-only", "KD-LoRA"), ("LoRA-only", WITH_TEACHER)]
     blocks = {name: g.groupby(BLOCK)[columns].mean() for name, g in groups.items()}  # one groupby per group
     aligned = {(x, y): blocks[x].align(blocks[y], join="inner", axis=0) for x, y in pairs}  # one join per pair
+    # each group's mean and median of each measure, once (a group is in several pairs); None: no values
+    summary = {(name, col): (g[col].mean(), g[col].median()) if g[col].notna().any() else None
+               for name, g in groups.items() for col in columns}
+    kinds = {name: memory_kind_of(g["memory_kind"]) for name, g in groups.items()}
     rows = []
     for col in columns:
         for base, group in pairs:
-            a, b = groups[base], groups[group]
-            if a[col].notna().any() and b[col].notna().any() and _same_memory(col, a, b):
+            a, b = summary[(base, col)], summary[(group, col)]
+            if a is not None and b is not None and _same_memory(col, kinds[base], kinds[group]):
                 block_a, block_b = aligned[(base, group)]
-                rows.append({**_gain(col, base, group, a[col], b[col]),
+                rows.append({**_gain(col, base, group, a, b),
                              **_paired_ratio(col, block_a[col].to_numpy(float), block_b[col].to_numpy(float))})
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["measure", "label", "baseline", "group"])
 
@@ -158,19 +162,21 @@ def _paired_ratio(col: str, a: np.ndarray, b: np.ndarray) -> dict:
     return {"paired_blocks": int(both.sum()), "ratio_paired_median": float(np.median(ratios)) if ratios.size else np.nan}
 
 
-def _same_memory(col: str, a: pd.DataFrame, b: pd.DataFrame) -> bool:
+def _same_memory(col: str, kind_a: str | None, kind_b: str | None) -> bool:
+    """Memory is compared only between groups with one and the same memory_kind."""
     if col != "peak_memory_bytes":
         return True
-    kinds = {memory_kind_of(a["memory_kind"]), memory_kind_of(b["memory_kind"])}
+    kinds = {kind_a, kind_b}
     return len(kinds) == 1 and "mixed" not in kinds
 
 
-def _gain(col: str, base: str, group: str, a: pd.Series, b: pd.Series) -> dict:
+def _gain(col: str, base: str, group: str, a: tuple[float, float], b: tuple[float, float]) -> dict:
+    """One gains row from the baseline's and the group's (mean, median) of measure `col`."""
     up = col in HIGHER_IS_BETTER
     ratio = (lambda x, y: y / x) if up else (lambda x, y: x / y)
     row = {"measure": col, "label": MEASURES[col][0], "unit": MEASURES[col][1], "baseline": base, "group": group,
            "direction": "increase" if up else "reduction",
-           "baseline_mean": a.mean(), "group_mean": b.mean(), "baseline_median": a.median(), "group_median": b.median()}
+           "baseline_mean": a[0], "group_mean": b[0], "baseline_median": a[1], "group_median": b[1]}
     row["ratio_of_means"] = ratio(row["baseline_mean"], row["group_mean"])
     row["ratio_of_medians"] = ratio(row["baseline_median"], row["group_median"])
     scale = {"trainable_params": 1e6, "peak_memory_bytes": 1e6}.get(col, 1.0)
