@@ -4,6 +4,7 @@ figure that fails fails the report (no report.md) instead of hanging or being sk
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,38 @@ def test_beside_without_workers_runs_when_asked():
         result = workers.beside(lambda x: calls.append(x) or x * 2, 21)
         assert calls == []
         assert result() == 42 and calls == [21]
+
+
+CLOSE_WITH_BIG_TASKS_QUEUED = """
+import os, sys, threading
+from pathlib import Path
+from kdlora.analysis import drawing
+
+class Big:  # stands for an analysis whose tables pickle to several MB (10,000 runs)
+    def __init__(self):
+        self.payload = b"\\0" * 8_000_000
+
+for attempt in range(10):
+    workers = drawing.FigureWorkers(workers=2)
+    workers._submit(Big(), Path(sys.argv[1]), list(drawing.DRAWING_ORDER))
+    closed = threading.Event()
+    threading.Thread(target=lambda: (workers.close(), closed.set()), daemon=True).start()
+    if not closed.wait(30):
+        print(f"close() hung on attempt {attempt}", flush=True)
+        os._exit(1)
+    assert not Path(workers.folder).exists(), "the tables file outlived the workers"
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="figure workers are forked on Linux only")
+def test_closing_workers_with_big_figures_queued_does_not_hang(tmp_path):
+    """A report that fails (bad input, a failing figure) closes its workers with figures still
+    queued. When each task carried the pickled tables, a task bigger than the pipe's buffer could
+    leave the pool's feeder thread blocked on a worker `terminate` had killed, and `close` never
+    returned (this script hung on its first or third attempt); the tasks now name a file. Run in
+    a fresh process, as `kdlora report` is, so a hang cannot take the test session with it."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", CLOSE_WITH_BIG_TASKS_QUEUED, str(tmp_path / "never")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]

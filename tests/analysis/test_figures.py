@@ -258,3 +258,25 @@ def test_a_worker_imports_the_font_subsetter_only_when_it_subsets(tmp_path):
     pdf = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=120).stdout
     fonts = _pdf_fonts(pdf)
     assert fonts and "Type3" not in fonts and fonts & {"TrueType", "CIDFontType2", "Type0"}, fonts
+
+
+def test_matplotlib_speedups_are_undone_after_each_figure():
+    """The figures' speed-ups replace matplotlib internals only while kdlora draws: a user's own
+    figures in the same process get matplotlib as it was."""
+    from matplotlib.backends import _backend_pdf_ps as pdf_ps
+    from matplotlib.backends import backend_pdf
+    from matplotlib.text import Text
+
+    from kdlora.analysis import plots
+
+    def current():
+        return (Text._get_layout, pdf_ps.get_glyphs_subset, pdf_ps.font_as_file, backend_pdf.RendererPdf.draw_markers)
+
+    before = current()
+    with plots.style():
+        inside = current()
+        with plots.style():  # nested: still the same speed-ups, and still in place after it
+            assert current() == inside
+        assert current() == inside
+    assert all(a is not b for a, b in zip(before, inside))  # each one was installed ...
+    assert current() == before  # ... and undone

@@ -7,7 +7,7 @@ one loads the report's inputs (`beside`) while the other imports matplotlib and 
 and the main process imports the statistics libraries; then they draw the figures they are
 handed while the main process computes the tables. The figures that need only the first tables (the runs, cells and
 completion) are handed over as soon as those exist, the rest when the analysis is complete. The
-tables reach the workers pickled, once per figure.
+tables reach the workers pickled, through a file each worker reads once.
 
 This module imports only the standard library at the top.
 """
@@ -19,7 +19,9 @@ import itertools
 import multiprocessing
 import os
 import pickle
+import shutil
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
@@ -114,12 +116,12 @@ def _warm_up() -> None:
     _WARM = True
 
 
-def _draw(job: tuple[int, bytes, str, str, str]) -> list[Path]:
-    token, blob, name, out, width = job
+def _draw(job: tuple[int, str, str, str, str]) -> list[Path]:
+    token, tables, name, out, width = job
     _warm_up()
     if token not in _UNPICKLED:
         _UNPICKLED.clear()
-        _UNPICKLED[token] = pickle.loads(blob)
+        _UNPICKLED[token] = pickle.loads(Path(tables).read_bytes())
     return write_figure(_UNPICKLED[token], name, Path(out), width)
 
 
@@ -146,6 +148,7 @@ class FigureWorkers:
         self.size = n if n >= 2 else 0
         self.pending: dict = {}  # figure name -> its AsyncResult
         self.pool = multiprocessing.get_context("fork").Pool(n, initializer=_settle) if n >= 2 else None
+        self.folder = tempfile.mkdtemp(prefix="kdlora-figures-") if self.pool is not None else None
         if self.pool is not None and not defer_warm_up:
             for _ in range(n):
                 self.pool.apply_async(_warm_up)
@@ -184,16 +187,21 @@ class FigureWorkers:
         return lambda: [p for name in FIGURES for p in pending[name].get(TIMEOUT_S)]
 
     def _submit(self, analysis, out: Path, names) -> None:
-        blob = pickle.dumps(analysis, protocol=pickle.HIGHEST_PROTOCOL)
+        # The tables go through a file, read once per worker, and the tasks name it: a task bigger
+        # than the pipe's buffer (the tables are 1-8 MB) can leave the pool's feeder thread
+        # blocked on a worker that `terminate` has killed, and the report hung in `close`.
         token = next(_TOKENS)
+        tables = Path(self.folder) / f"{token}.pickle"
+        tables.write_bytes(pickle.dumps(analysis, protocol=pickle.HIGHEST_PROTOCOL))
         # the costliest first, so that two workers finish at about the same time
         for name in sorted(names, key=lambda n: DRAWING_ORDER.index(n) if n in DRAWING_ORDER else 0):
-            self.pending[name] = self.pool.apply_async(_draw, ((token, blob, name, str(out), self.width),))
+            self.pending[name] = self.pool.apply_async(_draw, ((token, str(tables), name, str(out), self.width),))
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
+            shutil.rmtree(self.folder, ignore_errors=True)
             self.pool = None
 
     def __enter__(self) -> FigureWorkers:

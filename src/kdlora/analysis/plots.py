@@ -75,14 +75,46 @@ STATUS_FIGURES = ("completion_heatmap",)  # about the study's progress, not its 
 # ----- style ---------------------------------------------------------------------------------------
 @contextmanager
 def style():
-    """The figures' rc settings, for building and saving one figure."""
+    """The figures' rc settings and matplotlib speed-ups, for building and saving one figure;
+    both are undone as the block ends, so a program that draws its own figures beside kdlora's
+    gets matplotlib as it was."""
     import matplotlib
 
-    _cache_font_subsets()
-    _cache_text_layouts()
-    _fast_pdf_markers()
-    with matplotlib.rc_context(RC):
+    with matplotlib.rc_context(RC), _patched(_speedups):
         yield
+
+
+_PATCHING = [False]  # inside a style() block: the speed-ups are in place already
+
+
+def _speedups() -> list[tuple[object, str, object]]:
+    """(object, attribute, replacement) of each speed-up whose matplotlib internals are as expected."""
+    return [*_cache_font_subsets(), *_cache_text_layouts(), *_fast_pdf_markers()]
+
+
+@contextmanager
+def _patched(make: Callable[[], list[tuple[object, str, object]]]):
+    """The replacements `make` gives, in place for the block (once, however deeply nested)."""
+    if _PATCHING[0]:
+        yield
+        return
+    patches = make()
+    saved = [(obj, name, vars(obj).get(name, _ABSENT)) for obj, name, _ in patches]
+    _PATCHING[0] = True
+    try:
+        for obj, name, value in patches:
+            setattr(obj, name, value)
+        yield
+    finally:
+        for obj, name, value in reversed(saved):
+            if value is _ABSENT:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, value)
+        _PATCHING[0] = False
+
+
+_ABSENT = object()
 
 
 # Every character the figures print, so that one TrueType subset per process serves every PDF, and
@@ -173,7 +205,7 @@ def _store_subset(path: Path | None, hit) -> None:
         pass
 
 
-def _cache_font_subsets() -> None:
+def _cache_font_subsets() -> list[tuple[object, str, object]]:
     """Embedding a TrueType font in a PDF (pdf.fonttype 42) subsets it with fontTools, about 0.1 s
     a PDF, for glyphs that differ little from figure to figure. Subset once per process to a
     superset that grows when needed, and reuse it: PDFs embed a few kB more of the same font.
@@ -182,9 +214,8 @@ def _cache_font_subsets() -> None:
     Installed only where matplotlib's private helpers are as expected; else PDFs subset as usual."""
     from matplotlib.backends import _backend_pdf_ps as pdf_ps
 
-    if getattr(pdf_ps, "_kdlora_subset_cache", False) or not all(
-            hasattr(pdf_ps, n) for n in ("get_glyphs_subset", "font_as_file", "SubsetResults")):
-        return
+    if not all(hasattr(pdf_ps, n) for n in ("get_glyphs_subset", "font_as_file", "SubsetResults")):
+        return []
     subset, as_file = pdf_ps.get_glyphs_subset, pdf_ps.font_as_file
 
     @contextmanager
@@ -205,11 +236,10 @@ def _cache_font_subsets() -> None:
     def cached_as_file(font):
         return io.BytesIO(font.data) if isinstance(font, _SubsetFont) else as_file(font)
 
-    pdf_ps.get_glyphs_subset, pdf_ps.font_as_file = cached_subset, cached_as_file
-    pdf_ps._kdlora_subset_cache = True
+    return [(pdf_ps, "get_glyphs_subset", cached_subset), (pdf_ps, "font_as_file", cached_as_file)]
 
 
-def _cache_text_layouts() -> None:
+def _cache_text_layouts() -> list[tuple[object, str, object]]:
     """matplotlib lays a text out (font metrics, lines, alignment, rotation) each time it is drawn
     or measured: ~1700 times for one report's six figures, for ~240 texts and their three
     renderers (the crop box's, the PNG's, the PDF's), each time looking the font up again. Keep
@@ -220,8 +250,8 @@ def _cache_text_layouts() -> None:
 
     from matplotlib.text import Text
 
-    if getattr(Text, "_kdlora_layout_cache", False) or not hasattr(Text, "_get_layout"):
-        return
+    if not hasattr(Text, "_get_layout"):
+        return []
     layout = Text._get_layout
     per_renderer: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -243,11 +273,10 @@ def _cache_text_layouts() -> None:
         bbox, lines, box = hit
         return bbox.frozen(), list(lines), box
 
-    Text._get_layout = cached_layout
-    Text._kdlora_layout_cache = True
+    return [(Text, "_get_layout", cached_layout)]
 
 
-def _fast_pdf_markers() -> None:
+def _fast_pdf_markers() -> list[tuple[object, str, object]]:
     """The PDF backend writes a marker per point through a generic path iterator and a PDF
     formatter per number (~25 µs a point, ~3000 points in the legacy efficiency figure). Write the
     same operators in one pass over the transformed points; where a point lies outside the page
@@ -256,9 +285,8 @@ def _fast_pdf_markers() -> None:
     from matplotlib.backends import backend_pdf as pdf
 
     renderer = getattr(pdf, "RendererPdf", None)
-    if renderer is None or getattr(renderer, "_kdlora_fast_markers", False) or not all(
-            hasattr(pdf, n) for n in ("_fill", "Op")):
-        return
+    if renderer is None or not all(hasattr(pdf, n) for n in ("_fill", "Op")):
+        return []
     original = renderer.draw_markers
 
     def draw_markers(self, gc, marker_path, marker_trans, path, trans, rgbFace=None):
@@ -284,8 +312,7 @@ def _fast_pdf_markers() -> None:
             self.file.write(b"\n".join(lines) + b"\n")
         self.file.output(pdf.Op.grestore)
 
-    renderer.draw_markers = draw_markers
-    renderer._kdlora_fast_markers = True
+    return [(renderer, "draw_markers", draw_markers)]
 
 
 def new_figure(width: str = "double", height: float = 3.0) -> Figure:
