@@ -334,10 +334,11 @@ def status(grid: Path = GridArg, results: Path = ResultsOpt,
 
     if not results.is_dir():
         raise UserError(f"results directory {str(results)!r} not found")
+    from kdlora.grid import load_grid
     from kdlora.sweep.teachers import expected_runs
 
-    spec, _ = _load(grid)
-    runs = expected_runs(spec, results)  # with an FFT search: the chosen teachers' students too
+    spec = load_grid(grid)
+    runs = expected_runs(spec, results)  # with an FFT search: the chosen teachers' students; saved budget sizes
     table = st.run_table(runs, results)
     console = _console()
     queue_line = _slurm_queue(table, results)
