@@ -6,6 +6,8 @@ and never loads torch.
 
 from __future__ import annotations
 
+import gc
+
 import typer
 
 from kdlora.commands import analysis as analysis_cmd
@@ -34,7 +36,13 @@ app.add_typer(example_cmd.app, name="example")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # At exit the interpreter's collector scans every object the command made or imported
+        # (a report's tables, pandas and scipy): ~0.4 s of a 4 s report. Frozen objects are still
+        # freed as usual, only never scanned again.
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pytest
 
 from kdlora.analysis import drawing, plots
 from kdlora.analysis.report import build, write_report
+from kdlora.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +80,27 @@ def test_no_figures_starts_no_workers(analysis, tmp_path):
         write_report(analysis, tmp_path / "out", figures=False, workers=workers)
     assert not (tmp_path / "out" / "figures").exists()
     assert (tmp_path / "out" / "report.md").is_file()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="figure workers are forked on Linux only")
+def test_inputs_loaded_by_a_worker_give_the_same_analysis(synthetic_results, synthetic_grid, analysis, tmp_path):
+    """`kdlora report` has a figure worker expand the grid and load the records while it imports
+    the statistics libraries: the analysis must be the one loading them here gives, and bad
+    input must still fail with its one line."""
+    with drawing.FigureWorkers(workers=2, defer_warm_up=True) as workers:
+        beside = build([synthetic_results], "glue", synthetic_grid, workers=workers)
+        assert beside.tables.keys() == analysis.tables.keys()
+        for name, frame in analysis.tables.items():
+            assert beside[name].equals(frame), name
+        with pytest.raises(UserError, match="results directory .*missing.* not found"):
+            build([tmp_path / "missing"], "glue", workers=workers)
+        report = write_report(beside, tmp_path / "out", workers=workers)  # workers warmed up for figures
+    assert (tmp_path / "out" / "figures" / "per_task_bars.png").exists() and report.exists()
+
+
+def test_beside_without_workers_runs_when_asked():
+    calls = []
+    with drawing.FigureWorkers(workers=0) as workers:
+        result = workers.beside(lambda x: calls.append(x) or x * 2, 21)
+        assert calls == []
+        assert result() == 42 and calls == [21]

@@ -3,8 +3,9 @@
 Drawing is most of a report's time and the figures are independent of each other, so with more
 than one core they are drawn in parallel. The workers are forked when the caller likes
 (`kdlora report` forks them once the analysis's modules are imported, which they then share):
-each one imports matplotlib and warms its fonts while the main process loads the records and
-computes the tables, then draws the figures it is handed. The figures that need only the first tables (the runs, cells and
+one loads the report's inputs (`beside`) while the other imports matplotlib and warms its fonts
+and the main process imports the statistics libraries; then they draw the figures they are
+handed while the main process computes the tables. The figures that need only the first tables (the runs, cells and
 completion) are handed over as soon as those exist, the rest when the analysis is complete. The
 tables reach the workers pickled, once per figure.
 
@@ -21,7 +22,7 @@ import pickle
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 TIMEOUT_S = 600  # a worker that died would otherwise leave the report waiting forever
 MAX_WORKERS = 2  # the main process keeps writing CSVs and LaTeX beside them
@@ -31,7 +32,9 @@ FIGURE_WIDTHS = ("double", "single")  # plots.WIDTHS, named here without importi
 DRAWING_ORDER = ("per_task_bars", "efficiency_performance_scatter", "completion_heatmap", "paired_differences_forest",
                  "pareto_frontier", "critical_difference")
 _UNPICKLED: dict[int, object] = {}  # per worker: the tables it was last sent
+_WARM = False  # per worker: matplotlib imported and its fonts ready
 _TOKENS = itertools.count()
+T = TypeVar("T")
 
 
 def worker_count() -> int:
@@ -79,15 +82,23 @@ def _no_collector_pauses() -> Iterator[None]:
         gc.collect(0)
 
 
-def _warm_up() -> None:
-    """In each worker, before any figure is asked for: matplotlib's imports, the font cache and
-    the PDFs' font subset (the analysis's own imports come with the fork). The workers run at
-    NICENESS: under load from other work a lowered priority starved them (figures waited up to
-    3x the analysis's time), and the warm-up is short since the fork moved after the imports.
-    What the fork and the imports leave stays for good: it is frozen out of the garbage
-    collector's scans (during the imports they cost ~0.1 s, and the figures' later ones too)."""
+def _settle() -> None:
+    """Each worker as it starts. The workers run at NICENESS: under load from other work a
+    lowered priority starved them (figures waited up to 3x the analysis's time). What the fork
+    leaves stays for good: it is frozen out of the garbage collector's scans (during matplotlib's
+    imports they cost ~0.1 s, and the figures' later ones too)."""
     os.nice(NICENESS)
     gc.freeze()
+
+
+def _warm_up() -> None:
+    """In a worker, before its first figure (once): matplotlib's imports, the font cache and the
+    PDFs' font subset (the analysis's own imports come with the fork). Asked for as a task, not
+    run as the pool's initializer, so that a worker can first take the report's inputs (`beside`)
+    while the other one warms up."""
+    global _WARM
+    if _WARM:
+        return
     with _no_collector_pauses():
         from kdlora.analysis import plots
 
@@ -100,10 +111,12 @@ def _warm_up() -> None:
             plots.render(fig, ("png", "pdf"))
             del fig
     gc.freeze()
+    _WARM = True
 
 
 def _draw(job: tuple[int, bytes, str, str, str]) -> list[Path]:
     token, blob, name, out, width = job
+    _warm_up()
     if token not in _UNPICKLED:
         _UNPICKLED.clear()
         _UNPICKLED[token] = pickle.loads(blob)
@@ -113,14 +126,16 @@ def _draw(job: tuple[int, bytes, str, str, str]) -> list[Path]:
 class FigureWorkers:
     """A pool of figure-drawing processes (or none: then `start` draws in the caller).
 
-        with FigureWorkers() as workers:      # fork now
-            analysis = build(..., early=workers.early(out))   # meanwhile they import matplotlib
+        with FigureWorkers(defer_warm_up=True) as workers:      # fork now
+            analysis = build(..., workers=workers, early=workers.early(out))   # one worker loads
+                                        # the inputs, the other imports matplotlib; then both draw
             paths = workers.start(analysis, out)   # they draw ...
             write_csvs(...)                   # ... while this process writes
             figure_paths = paths()            # wait for them
     """
 
-    def __init__(self, enabled: bool = True, workers: int | None = None, width: str = "double"):
+    def __init__(self, enabled: bool = True, workers: int | None = None, width: str = "double",
+                 defer_warm_up: bool = False):
         if width not in FIGURE_WIDTHS:
             from kdlora.errors import UserError
 
@@ -128,8 +143,23 @@ class FigureWorkers:
         self.enabled = enabled
         self.width = width  # the figures' size: a paper's column (3.3 in) or its text width (6.9 in)
         n = (worker_count() if workers is None else workers) if enabled else 0
+        self.size = n if n >= 2 else 0
         self.pending: dict = {}  # figure name -> its AsyncResult
-        self.pool = multiprocessing.get_context("fork").Pool(n, initializer=_warm_up) if n >= 2 else None
+        self.pool = multiprocessing.get_context("fork").Pool(n, initializer=_settle) if n >= 2 else None
+        if self.pool is not None and not defer_warm_up:
+            for _ in range(n):
+                self.pool.apply_async(_warm_up)
+
+    def beside(self, fn: Callable[..., T], *args) -> Callable[[], T]:
+        """fn(*args) in a worker while the caller goes on (with `defer_warm_up`, the other
+        workers warm up meanwhile); the returned function waits for its result (re-raising what
+        it raised). Without workers fn runs when that function is called."""
+        if self.pool is None:
+            return lambda: fn(*args)
+        job = self.pool.apply_async(fn, args)
+        for _ in range(self.size - 1):
+            self.pool.apply_async(_warm_up)
+        return lambda: job.get(TIMEOUT_S)
 
     def early(self, out: Path) -> Callable[[object], None] | None:
         """A callback for `report.build(early=...)`: hands the figures that need only the first

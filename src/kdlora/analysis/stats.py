@@ -19,6 +19,14 @@ from kdlora.lazy import lazy_module
 
 st = lazy_module("scipy.stats")  # imported on first use (~0.7 CPU s), after `kdlora report` forks its figure workers
 
+
+def import_libraries() -> None:
+    """Import the statistics libraries now, when the caller has a core to spare for them
+    (`report.build` does while a worker loads the records)."""
+    import scipy.stats  # noqa: F401
+    import statsmodels.stats.multitest  # noqa: F401
+
+
 NAN = float("nan")
 BOOT_CELLS = 1 << 16  # bootstrap indices drawn per block (256 KiB of int32: fits in cache)
 MIN_BOOTSTRAP_N = 5  # fewer values: no bootstrap CI

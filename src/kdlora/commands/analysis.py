@@ -49,16 +49,17 @@ def report(
     from kdlora.analysis.report import build, write_report
     from kdlora.analysis.summary import print_summary
 
-    # Forked after the analysis's imports (pandas, scipy), which the workers then share instead of
-    # importing them again on the same cores: they load matplotlib while this process loads the
-    # records and computes the tables.
-    with FigureWorkers(enabled=figures, width=figure_width) as workers:
+    # Forked after the analysis's imports (pandas), which the workers then share instead of
+    # importing them again on the same cores: one loads the records while the other imports
+    # matplotlib and this process scipy.stats; then they draw while this process computes.
+    with FigureWorkers(enabled=figures, width=figure_width, defer_warm_up=True) as workers:
 
         settings = Settings(policy=metric_policy, pool=tuple(pool), equivalence_margin=equivalence_margin,
                             equivalence_margin_norm=equivalence_margin_norm, glue_average=glue_average,
                             select=select)
 
-        analysis = build([*results, *legacy], metric_policy, grid, settings, early=workers.early(out))
+        analysis = build([*results, *legacy], metric_policy, grid, settings, early=workers.early(out),
+                         workers=workers)
         path = write_report(analysis, out, figures=figures, workers=workers)
     print_summary(analysis, path)
 
