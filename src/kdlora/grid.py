@@ -277,9 +277,8 @@ def use_saved_sizes(grid: GridConfig, results: Iterable[str | Path]) -> None:
         try:
             import torch  # noqa: F401  (counting needs it)
         except ImportError:
-            raise UserError(f"{grid.source}: the param_budget size of {cfg.family} {cfg.strategy}/{cfg.variant} is not "
-                            f"in {where} and counting it needs torch; save the sizes with {how} where torch is "
-                            "installed (kdlora sweep saves them too)") from None
+            raise UserError(f"its param_budget size is not in {where} and counting it needs torch; save the sizes "
+                            f"with {how} where torch is installed (kdlora sweep saves them too)") from None
         import sys
 
         print(f"note: {where} lacks param_budget sizes of {grid.source}; counting them on meta-device models "

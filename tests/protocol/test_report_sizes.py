@@ -23,7 +23,12 @@ EXPECTED = (
     "keys = expected_from_grid(sys.argv[1], [sys.argv[2]])\n"
     "print(json.dumps({{'torch': 'torch' in sys.modules, 'keys': [[str(v) for v in row] for row in keys.itertuples(index=False)]}}))\n"
 )
-NO_TORCH = "sys.modules['torch'] = None  # as on a laptop without torch: `import torch` fails\n"
+NO_TORCH = (  # as on a laptop without torch: `import torch` fails
+    "class NoTorch:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.partition('.')[0] == 'torch':\n"
+    "            raise ModuleNotFoundError(name)\n"
+    "sys.meta_path.insert(0, NoTorch())\n")
 
 
 @pytest.fixture(scope="module")
