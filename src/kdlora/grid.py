@@ -53,6 +53,7 @@ class _GridBase(BaseModel):
     _runs: list[RunConfig] | None = PrivateAttr(default=None)  # expand_grid's result, once computed
     _pending: list[RunConfig] = PrivateAttr(default_factory=list)  # students awaiting the teacher selection
     _matches: dict[tuple, Any] = PrivateAttr(default_factory=dict)  # param_budget sizes, for kdlora plan
+    _sizes: Any = PrivateAttr(default=None)  # kdlora.param_budget.Sizes: counted or saved sizes (load_grid's)
 
     name: str | None = None
     description: str | None = None
@@ -227,8 +228,12 @@ def known_families() -> dict[str, bool]:
 
 
 # ----- loading ----------------------------------------------------------------------------------
-def load_grid(path: str | Path) -> GridConfig:
-    """Read and validate a grid file; every mistake is one UserError naming the bad key."""
+def load_grid(path: str | Path, sizes: Any = None) -> GridConfig:
+    """Read and validate a grid file; every mistake is one UserError naming the bad key.
+    `sizes` (kdlora.param_budget.Sizes): param_budget sizes to reuse rather than count (with
+    torch), e.g. those a sweep saved beside its results; counted ones are added to it. A grid
+    with param_budget is expanded (its adapters sized) on first use instead of here, so that
+    saved sizes can still be given (use_saved_sizes) and what needs no runs needs no torch."""
     path = Path(path)
     data = read_yaml(path)
     base = path.resolve().parent
@@ -238,8 +243,51 @@ def load_grid(path: str | Path) -> GridConfig:
     except ValidationError as exc:
         raise UserError(f"{path}: {describe_grid_error(exc)}") from None
     grid = _resolve_paths(grid, base, path)
-    expand_grid(grid)  # refuse a grid whose runs cannot all be built, before anything runs (result cached)
+    grid._sizes = sizes
+    if not has_param_budget(grid):
+        expand_grid(grid)  # refuse a grid whose runs cannot all be built, before anything runs (result cached)
     return grid
+
+
+def has_param_budget(grid: GridConfig) -> bool:
+    """Whether any of the grid's runs has a param_budget (top level, a section, per_variant, zip, search)."""
+    spaces = [*(grid.section(n) for n in SECTION_SCOPE), *grid.per_variant.values(), *grid.zip_,
+              *(v for k, v in grid.search.items() if k != "per_variant"), *grid.search.get("per_variant", {}).values()]
+    return grid.param_budget is not None or any("param_budget" in space for space in spaces)
+
+
+def use_saved_sizes(grid: GridConfig, results: Iterable[str | Path]) -> None:
+    """Size the grid's adapters with the sizes saved in each results directory's param_budget.json
+    (`kdlora sweep` and `kdlora plan --results` write it) rather than by counting them with torch.
+    A size not saved there is counted with torch and a note, or refused in one line without torch.
+    Nothing changes for a grid already expanded or without param_budget."""
+    from kdlora.param_budget import SIZES_FILE, Sizes
+
+    results = [Path(r) for r in results]
+    if grid._runs is not None or not has_param_budget(grid) or not results:
+        return
+    where = results[0] / SIZES_FILE
+    told: list[bool] = []
+
+    def on_miss(cfg: RunConfig) -> None:
+        if told:
+            return
+        told.append(True)
+        how = f"`kdlora plan {grid.source} --results {results[0]}`"
+        try:
+            import torch  # noqa: F401  (counting needs it)
+        except ImportError:
+            raise UserError(f"its param_budget size is not in {where} and counting it needs torch; save the sizes "
+                            f"with {how} where torch is installed (kdlora sweep saves them too)") from None
+        import sys
+
+        print(f"note: {where} lacks param_budget sizes of {grid.source}; counting them on meta-device models "
+              f"(imports torch); {how} saves them", file=sys.stderr)
+
+    saved = Sizes.read(results, on_miss=on_miss)
+    if grid._sizes is not None:
+        saved.entries = {**saved.entries, **grid._sizes.entries}
+    grid._sizes = saved
 
 
 def describe_grid_error(exc: ValidationError) -> str:
@@ -359,10 +407,12 @@ def _build(grid: GridConfig, data: dict[str, Any]) -> RunConfig:
         raise UserError(f"{grid.source}: run {what}: {describe_validation_error(exc)}") from None
     if cfg.param_budget is None or not STRATEGIES.get(cfg.strategy).uses_adapters:
         return cfg
-    from kdlora.param_budget import resolve  # imports torch: only for grids with matched budgets
+    from kdlora.param_budget import Sizes, resolve  # counting imports torch; a saved size does not
 
+    if grid._sizes is None:
+        grid._sizes = Sizes()
     try:
-        cfg, match = resolve(cfg)
+        cfg, match = resolve(cfg, sizes=grid._sizes)
     except UserError as exc:
         raise UserError(f"{grid.source}: run {what}: {exc}") from None
     grid._matches.setdefault((cfg.family, cfg.task, cfg.strategy, cfg.variant), match)
@@ -529,6 +579,13 @@ def budget_matches(grid: GridConfig) -> dict[tuple, Any]:
     """(family, task, strategy, variant) -> kdlora.param_budget.Match of every matched adapter."""
     expand_grid(grid)
     return dict(grid._matches)
+
+
+def save_budget_sizes(grid: GridConfig, results: str | Path) -> Path | None:
+    """Save the grid's param_budget sizes into results/param_budget.json (merged with those there),
+    so that `kdlora report --grid` rebuilds the grid's runs without torch. None without sizes."""
+    expand_grid(grid)
+    return grid._sizes.write(results) if grid._sizes is not None else None
 
 
 def searched_keys(grid: GridConfig) -> Callable[[RunConfig], set[str]]:

@@ -6,14 +6,20 @@ parameters on the model it adapts (the teacher-size model for LoRA-only, the stu
 come closest to the reference variant's at rank r on that same model. Counts are exact: the
 model is instantiated on the meta device (no weights, no memory) and the variant applied to it.
 A budget that no size meets within the tolerance (±15 %) is refused.
+
+Counting needs torch, so the sizes a grid chose are saved beside its results (SIZES_FILE, written
+by `kdlora sweep` and `kdlora plan --results`): `kdlora report --grid` reads them back (`Sizes`)
+and rebuilds the same runs, run_ids included, without torch.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
 
-from kdlora.config import RunConfig, build_config
+from kdlora.config import EXECUTION_FIELDS, RunConfig, build_config
 from kdlora.errors import UserError
 from kdlora.strategies import STRATEGIES
 
@@ -162,16 +168,80 @@ def match(cfg: RunConfig, num_labels: int) -> Match:
     return Match(cfg.variant, name, best, count(best) + head, target + head)
 
 
-def resolve(cfg: RunConfig, num_labels: int | None = None) -> tuple[RunConfig, Match | None]:
+SIZES_FILE = "param_budget.json"  # in a results directory: the sizes its sweep chose
+SIZES_VERSION = 1
+
+
+class Sizes:
+    """The Match of every budgeted adapter by what decides it (the model it adapts, its layers,
+    the label count, the adapter's shape settings and the budget): what resolve() counted, or
+    read back from SIZES_FILE. `on_miss(cfg)` is called before a size is counted (torch)."""
+
+    def __init__(self, entries: dict[str, Match] | None = None,
+                 on_miss: Callable[[RunConfig], None] | None = None) -> None:
+        self.entries: dict[str, Match] = dict(entries or {})
+        self.on_miss = on_miss
+
+    @staticmethod
+    def key(cfg: RunConfig, num_labels: int) -> str:
+        name, layers = adapted_model(cfg)
+        return json.dumps({"model": name, "layers": None if layers is None else list(layers), "labels": num_labels,
+                           "shape": {k: v for k, v in json.loads(_shape_key(cfg)).items() if k not in EXECUTION_FIELDS},
+                           "budget": cfg.param_budget.model_dump(mode="json")},
+                          sort_keys=True)
+
+    @classmethod
+    def read(cls, dirs: Iterable[str | Path], on_miss: Callable[[RunConfig], None] | None = None) -> Sizes:
+        """The sizes saved in each directory's SIZES_FILE (absent files are skipped)."""
+        entries: dict[str, Match] = {}
+        for d in dirs:
+            path = Path(d) / SIZES_FILE
+            if not path.is_file():
+                continue
+            try:
+                data = json.loads(path.read_text())
+                if data.get("version") != SIZES_VERSION:
+                    raise ValueError(f"version {data.get('version')!r}, expected {SIZES_VERSION}")
+                for row in data["sizes"]:
+                    entries[json.dumps(row["key"], sort_keys=True)] = Match(**row["match"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise UserError(f"{path}: not a param_budget sizes file ({exc}); delete it and rewrite it with "
+                                "`kdlora plan GRID --results DIR`") from None
+        return cls(entries, on_miss)
+
+    def write(self, directory: str | Path) -> Path | None:
+        """Save the sizes into directory/SIZES_FILE, merged with those already there (atomic);
+        nothing is written when there are none."""
+        from kdlora.records.store import atomic_write_text
+
+        if not self.entries:
+            return None
+        path = Path(directory) / SIZES_FILE
+        merged = {**Sizes.read([directory]).entries, **self.entries} if path.is_file() else dict(self.entries)
+        rows = [{"key": json.loads(k), "match": asdict(m)} for k, m in sorted(merged.items())]
+        atomic_write_text(path, json.dumps({"version": SIZES_VERSION, "sizes": rows}, indent=1) + "\n")
+        return path
+
+
+def resolve(cfg: RunConfig, num_labels: int | None = None,
+            sizes: Sizes | None = None) -> tuple[RunConfig, Match | None]:
     """cfg with its adapter sized to the budget (unchanged without one, or for FFT); refuses a
-    budget no size meets within its tolerance. Idempotent: a resolved config resolves to itself."""
+    budget no size meets within its tolerance. Idempotent: a resolved config resolves to itself.
+    With `sizes`, a size already there is reused (no torch) and a counted one is added."""
     if cfg.param_budget is None or not STRATEGIES.get(cfg.strategy).uses_adapters:
         return cfg, None
     if num_labels is None:
         from kdlora.data.tasks import resolve_task
 
         num_labels = resolve_task(cfg.task).num_labels
-    m = match(cfg, num_labels)
+    key = Sizes.key(cfg, num_labels) if sizes is not None else None
+    m = sizes.entries.get(key) if sizes is not None else None
+    if m is None:
+        if sizes is not None and sizes.on_miss is not None:
+            sizes.on_miss(cfg)
+        m = match(cfg, num_labels)
+        if sizes is not None:
+            sizes.entries[key] = m
     tol = cfg.param_budget.tolerance
     if abs(m.ratio - 1) > tol:
         b = cfg.param_budget

@@ -137,3 +137,33 @@ def test_two_sweeps_on_one_results_dir_never_run_a_run_twice(small_grid, tmp_pat
     expected = {r.run_id for r in expand_grid(load_grid(small_grid))}
     assert sorted(ran) == sorted(expected), "a run was started twice (or never)"
     assert {r.run_id for r in iter_records(results) if r.status == "completed"} == expected
+
+
+def test_sweep_saves_budget_sizes_and_report_expects_its_runs_without_torch(tmp_path):
+    """A param_budget grid: the sweep saves the sizes in DIR/param_budget.json; the report's grid
+    expansion, in a process that cannot import torch, expects exactly the runs the sweep recorded."""
+    from transformers import CONFIG_MAPPING
+
+    CONFIG_MAPPING["bert"](vocab_size=1000, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                           num_hidden_layers=2).save_pretrained(tmp_path / "teacher")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"families": ["bert"], "tasks": ["rte"], "seeds": [1], "strategies": ["lora"],
+                                    "variants": ["lora", "dora", "mrlora"], "param_budget": {"reference": "lora", "r": 8},
+                                    "hyperparameters": {"teacher_model": str(tmp_path / "teacher")}}))
+    results = tmp_path / "results"
+    done = runner.invoke(app, sweep_args(grid, results, workers=1))
+    assert done.exit_code == 0, done.output
+    assert (results / "param_budget.json").is_file()
+    recorded = sorted(r.run_id for r in iter_records(results))
+    code = ("import sys\n"
+            "class NoTorch:\n"  # as on a laptop without torch: `import torch` fails
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.partition('.')[0] == 'torch':\n"
+            "            raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "from kdlora.analysis.report import expected_from_grid\n"
+            "print(' '.join(sorted(expected_from_grid(sys.argv[1], [sys.argv[2]])['run_id'])))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(grid), str(results)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == recorded and len(recorded) == 3

@@ -76,12 +76,17 @@ def _print_param_budget(console, spec) -> None:
 
 @user_errors
 def plan(grid: Path = GridArg,
-         csv: Optional[Path] = typer.Option(None, "--csv", help="write every expected run to this CSV")) -> None:
+         csv: Optional[Path] = typer.Option(None, "--csv", help="write every expected run to this CSV"),
+         results: Optional[Path] = typer.Option(
+             None, "--results", help="save the grid's param_budget sizes in DIR/param_budget.json (kdlora sweep "
+                                     "does too), so that `kdlora report --grid` needs no torch")) -> None:
     """Expand a grid and print how many runs it expects, with a breakdown."""
     from rich.table import Table
 
     from kdlora.grid import breakdown, run_row
 
+    if results is not None:
+        check_results_dir(results)
     spec, runs = _load(grid)
     counts = breakdown(runs)
     console = _console()
@@ -110,6 +115,13 @@ def plan(grid: Path = GridArg,
 
         atomic_write_text(csv, pd.DataFrame([run_row(r) for r in runs]).to_csv(index=False))
         console.print(f"wrote {csv}")
+    if results is not None:
+        from kdlora.grid import save_budget_sizes
+
+        results.mkdir(parents=True, exist_ok=True)
+        saved = save_budget_sizes(spec, results)
+        console.print(f"wrote {saved}" if saved else "no param_budget sizes to save (the grid sets no param_budget)",
+                      highlight=False)
 
 
 @user_errors
@@ -186,6 +198,9 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
         pool.close()
         raise
     results.mkdir(parents=True, exist_ok=True)
+    from kdlora.grid import save_budget_sizes
+
+    save_budget_sizes(spec, results)  # so that `kdlora report --grid` rebuilds the same runs without torch
     console = _console()
     failed = False
     while True:  # one stage, or two when students wait for the teacher choice
@@ -319,10 +334,11 @@ def status(grid: Path = GridArg, results: Path = ResultsOpt,
 
     if not results.is_dir():
         raise UserError(f"results directory {str(results)!r} not found")
+    from kdlora.grid import load_grid
     from kdlora.sweep.teachers import expected_runs
 
-    spec, _ = _load(grid)
-    runs = expected_runs(spec, results)  # with an FFT search: the chosen teachers' students too
+    spec = load_grid(grid)
+    runs = expected_runs(spec, results)  # with an FFT search: the chosen teachers' students; saved budget sizes
     table = st.run_table(runs, results)
     console = _console()
     queue_line = _slurm_queue(table, results)

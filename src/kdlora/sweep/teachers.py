@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdlora.grid import (GridConfig, TeacherChoice, expand_grid, needs_teacher_selection, pending_students,
-                         search_space, teacher_strategies)
+                         search_space, teacher_strategies, use_saved_sizes)
 
 
 def choose_teachers(grid: GridConfig, results_dir: str | Path) -> TeacherChoice:
@@ -39,7 +39,10 @@ def choose_teachers(grid: GridConfig, results_dir: str | Path) -> TeacherChoice:
 def expected_runs(grid: GridConfig, results_dir: str | Path | None) -> list:
     """Every run the grid expects given what is in results_dir: the students of chosen teachers,
     and, for cells whose teacher is not chosen yet, one stand-in per student (first FFT candidate
-    as teacher: counted as to do, never run under that id)."""
+    as teacher: counted as to do, never run under that id). A grid with param_budget not yet
+    expanded is sized with the sizes results_dir keeps (param_budget.json): no torch needed."""
+    if results_dir is not None:
+        use_saved_sizes(grid, [results_dir])
     if not needs_teacher_selection(grid):
         return expand_grid(grid)
     choice = choose_teachers(grid, results_dir) if results_dir is not None and Path(results_dir).is_dir() else {}
