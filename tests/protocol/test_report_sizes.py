@@ -104,3 +104,18 @@ def test_sizes_file_is_checked(budget_grid, tmp_path):
     (tmp_path / "param_budget.json").write_text("{not json")
     with pytest.raises(UserError, match="not a param_budget sizes file"):
         expected_from_grid(budget_grid, [tmp_path])
+
+
+def test_report_grid_reads_sizes_from_every_results_directory(budget_grid, tmp_path):
+    """`kdlora report --results A --results B`: sizes saved beside B count as well as A's."""
+    from kdlora.analysis.report import expected_from_grid
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "runs").mkdir(parents=True)
+    assert CliRunner().invoke(app, ["plan", str(budget_grid), "--results", str(second)]).exit_code == 0
+    code = (NO_TORCH + "from kdlora.analysis.report import expected_from_grid\n"
+            "print(len(expected_from_grid(sys.argv[1], sys.argv[2:])))\n")
+    done = subprocess.run([sys.executable, "-c", "import sys\n" + code, str(budget_grid), str(first), str(second)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) == len(expected_from_grid(budget_grid))
