@@ -14,7 +14,8 @@ Each run also reports the CPU seconds (user + system) the process used: on a sha
 whose load changes from run to run, CPU time is the steadier measure of what the report costs.
 A separate worker process runs the same steps once per workload with a timer around each
 (imports; the statistics libraries' import while a figure worker expands the grid and loads the
-records, and the wait for those; analysis, CSV, LaTeX, the wait for the figure workers, markdown) so the JSON says where the time goes; CPU seconds per phase are the main process's
+records, and the wait for those; analysis, CSV, LaTeX, report.md's body, the wait for the figure
+workers, report.md's list of files) so the JSON says where the time goes; CPU seconds per phase are the main process's
 only (the figure workers draw in parallel from the end of the analysis). Exits non-zero only if it could not measure.
 
 Usage: python bench/bench_report.py [--reps 3] [--quick]
@@ -101,7 +102,7 @@ def worker(argv: list[str]) -> None:
 
     from kdlora.analysis import report as rep
     from kdlora.analysis import stats
-    from kdlora.analysis.markdown import render
+    from kdlora.analysis.markdown import body, render
     from kdlora.analysis.summary import print_summary
     from kdlora.records import atomic_write_text
     mark("imports")
@@ -124,11 +125,13 @@ def worker(argv: list[str]) -> None:
     mark("csv")
     rep.write_latex(analysis, out)
     mark("latex")
+    sections = body(analysis)
+    mark("markdown")  # all but the list of figures, as write_report renders it while they are drawn
     figures = drawn()
     workers.close()
     mark("figures_wait")  # drawn by the workers since the tables were ready; this is the wait left
-    atomic_write_text(out / "report.md", render(analysis, [p.relative_to(out) for p in figures]))
-    mark("markdown")
+    atomic_write_text(out / "report.md", render(analysis, [p.relative_to(out) for p in figures], sections))
+    mark("markdown_files")
     with redirect_stdout(io.StringIO()):
         print_summary(analysis, out / "report.md")
     mark("terminal_summary")

@@ -501,10 +501,17 @@ def figures_list(a: Analysis, figures: Sequence[Path]) -> list[str]:
     return out
 
 
-def render(a: Analysis, figures: Sequence[Path] = ()) -> str:
-    sections = [header(a), protocol_section(a), design_section(a), executive_summary(a), lora_vs_kd(a),
-                vs_fft_and_families(a), ranking(a), power_note(a), sensitivity_section(a), ablation_section(a),
-                efficiency_section(a), parameter_section(a), teacher_section(a),
-                findings(a, "recommendations", "5. Recommendations"), findings(a, "limitations", "6. Limitations"),
-                per_task_section(a), files_section(a, figures)]
+def body(a: Analysis) -> list[str]:
+    """Every section but the list of files, which needs the figures drawn: `write_report` renders
+    these while the figure workers finish."""
+    return [header(a), protocol_section(a), design_section(a), executive_summary(a), lora_vs_kd(a),
+            vs_fft_and_families(a), ranking(a), power_note(a), sensitivity_section(a), ablation_section(a),
+            efficiency_section(a), parameter_section(a), teacher_section(a),
+            findings(a, "recommendations", "5. Recommendations"), findings(a, "limitations", "6. Limitations"),
+            per_task_section(a)]
+
+
+def render(a: Analysis, figures: Sequence[Path] = (), sections: list[str] | None = None) -> str:
+    """report.md: `sections` (from `body`, rendered earlier) or the body now, then the files."""
+    sections = [*(body(a) if sections is None else sections), files_section(a, figures)]
     return "\n".join(s for s in sections if s)

@@ -178,7 +178,7 @@ def write_report(analysis: Analysis, out: str | Path, figures: bool = True,
     """Every output under OUT; report.md is written last, after everything it links to.
     The figures are drawn by `workers` (forked here if not given, at `figure_width`: "double",
     6.9 in, or "single", 3.3 in) while the tables are written."""
-    from kdlora.analysis.markdown import render
+    from kdlora.analysis.markdown import body, render
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -189,7 +189,8 @@ def write_report(analysis: Analysis, out: str | Path, figures: bool = True,
         drawn = workers.start(analysis, out) if figures else (lambda: [])
         write_csvs(analysis, out)
         write_latex(analysis, out)
+        sections = body(analysis)  # all but the list of figures, while they are drawn
         figure_paths = drawn()
     report = out / "report.md"
-    atomic_write_text(report, render(analysis, [p.relative_to(out) for p in figure_paths]))
+    atomic_write_text(report, render(analysis, [p.relative_to(out) for p in figure_paths], sections))
     return report
