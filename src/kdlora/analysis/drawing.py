@@ -149,6 +149,7 @@ class FigureWorkers:
         self.pending: dict = {}  # figure name -> its AsyncResult
         self.pool = multiprocessing.get_context("fork").Pool(n, initializer=_settle) if n >= 2 else None
         self.folder = tempfile.mkdtemp(prefix="kdlora-figures-") if self.pool is not None else None
+        self.defer_warm_up = defer_warm_up
         if self.pool is not None and not defer_warm_up:
             for _ in range(n):
                 self.pool.apply_async(_warm_up)
@@ -160,8 +161,9 @@ class FigureWorkers:
         if self.pool is None:
             return lambda: fn(*args)
         job = self.pool.apply_async(fn, args)
-        for _ in range(self.size - 1):
-            self.pool.apply_async(_warm_up)
+        if self.defer_warm_up:  # else every worker was asked to warm up as the pool started
+            for _ in range(self.size - 1):
+                self.pool.apply_async(_warm_up)
         return lambda: job.get(TIMEOUT_S)
 
     def early(self, out: Path) -> Callable[[object], None] | None:

@@ -140,16 +140,15 @@ def build(results: Iterable[str | Path], policy: str = "glue", grid: str | Path 
     results = [Path(r) for r in results]
     if not results:
         raise UserError("give at least one --results DIR (or --legacy DIR)")
-    inputs = (workers.beside if workers is not None else _now)(load_inputs, results, policy, grid)
-    stats.import_libraries()
-    expected, loaded = inputs()
+    if workers is not None:
+        inputs = workers.beside(load_inputs, results, policy, grid)
+        stats.import_libraries()
+        expected, loaded = inputs()
+    else:
+        expected, loaded = load_inputs(results, policy, grid)
     settings = settings or Settings(policy=policy)
     return analyse(loaded, settings, expected, [str(r) for r in results], None if grid is None else str(grid),
                    early)
-
-
-def _now(fn: Callable, *args) -> Callable:
-    return lambda: fn(*args)
 
 
 # ----- outputs -----------------------------------------------------------------------------------------
