@@ -1,15 +1,17 @@
 """The report's figures, drawn by worker processes while the main process computes and writes.
 
 Drawing is most of a report's time and the figures are independent of each other, so with more
-than one core they are drawn in parallel. The workers are forked when the caller likes
-(`kdlora report` forks them once the analysis's modules are imported, which they then share):
-one loads the report's inputs (`beside`) while the other imports matplotlib and warms its fonts
-and the main process imports the statistics libraries; then they draw the figures they are
-handed while the main process computes the tables. The figures that need only the first tables (the runs, cells and
-completion) are handed over as soon as those exist, the rest when the analysis is complete. The
-tables reach the workers pickled, through a file each worker reads once.
+than one core they are drawn in parallel. The first worker is forked when the caller likes
+(`kdlora report` forks it once the analysis's modules are imported, which it then shares): it
+loads the report's inputs (`beside`) while the main process imports the statistics libraries,
+then imports matplotlib and warms its fonts, and then forks the second worker, which so starts
+warm instead of paying the ~0.4 CPU s again on the same cores (forktree.py). Both draw the
+figures they are handed while the main process computes the tables. The figures that need only
+the first tables (the runs, cells and completion) are handed over as soon as those exist, the
+rest when the analysis is complete. The tables reach the workers pickled, through a file each
+worker reads once.
 
-This module imports only the standard library at the top.
+This module imports only the standard library (and forktree, which does too) at the top.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
+
+from kdlora.analysis.forktree import ForkTree
 
 TIMEOUT_S = 600  # a worker that died would otherwise leave the report waiting forever
 MAX_WORKERS = 2  # the main process keeps writing CSVs and LaTeX beside them
@@ -85,8 +89,8 @@ def _no_collector_pauses() -> Iterator[None]:
 
 
 def _settle() -> None:
-    """Each worker as it starts. The workers run at NICENESS: under load from other work a
-    lowered priority starved them (figures waited up to 3x the analysis's time). What the fork
+    """The first worker as it starts. It runs at NICENESS: under load from other work a lowered
+    priority starved the workers (figures waited up to 3x the analysis's time). What the fork
     leaves stays for good: it is frozen out of the garbage collector's scans (during matplotlib's
     imports they cost ~0.1 s, and the figures' later ones too)."""
     os.nice(NICENESS)
@@ -94,10 +98,10 @@ def _settle() -> None:
 
 
 def _warm_up() -> None:
-    """In a worker, before its first figure (once): matplotlib's imports, the font cache and the
-    PDFs' font subset (the analysis's own imports come with the fork). Asked for as a task, not
-    run as the pool's initializer, so that a worker can first take the report's inputs (`beside`)
-    while the other one warms up."""
+    """In the first worker, before its first figure (once): matplotlib's imports, the font cache
+    and the PDFs' font subset (the analysis's own imports come with the fork); the other workers
+    are forked from it after this, warm. Asked for as a task, not run as the worker starts, so
+    that the worker can first take the report's inputs (`beside`)."""
     global _WARM
     if _WARM:
         return
@@ -114,6 +118,10 @@ def _warm_up() -> None:
             del fig
     gc.freeze()
     _WARM = True
+
+
+def _is_warm() -> bool:
+    return _WARM
 
 
 def _draw(job: tuple[int, str, str, str, str]) -> list[Path]:
@@ -146,25 +154,25 @@ class FigureWorkers:
         self.width = width  # the figures' size: a paper's column (3.3 in) or its text width (6.9 in)
         n = (worker_count() if workers is None else workers) if enabled else 0
         self.size = n if n >= 2 else 0
-        self.pending: dict = {}  # figure name -> its AsyncResult
-        self.pool = multiprocessing.get_context("fork").Pool(n, initializer=_settle) if n >= 2 else None
+        self.pending: dict[str, int] = {}  # figure name -> its task
+        # One worker is forked here; the other is forked from it once matplotlib is warm there.
+        self.pool = ForkTree(n, initializer=_settle, ready=_is_warm) if n >= 2 else None
         self.folder = tempfile.mkdtemp(prefix="kdlora-figures-") if self.pool is not None else None
         self.defer_warm_up = defer_warm_up
         if self.pool is not None and not defer_warm_up:
-            for _ in range(n):
-                self.pool.apply_async(_warm_up)
+            self.pool.submit(_warm_up)
 
     def beside(self, fn: Callable[..., T], *args) -> Callable[[], T]:
-        """fn(*args) in a worker while the caller goes on (with `defer_warm_up`, the other
-        workers warm up meanwhile); the returned function waits for its result (re-raising what
-        it raised). Without workers fn runs when that function is called."""
+        """fn(*args) in the first worker while the caller goes on (with `defer_warm_up`, that
+        worker warms up next and then forks the others); the returned function waits for its
+        result (re-raising what it raised). Without workers fn runs when that function is called."""
         if self.pool is None:
             return lambda: fn(*args)
-        job = self.pool.apply_async(fn, args)
-        if self.defer_warm_up:  # else every worker was asked to warm up as the pool started
-            for _ in range(self.size - 1):
-                self.pool.apply_async(_warm_up)
-        return lambda: job.get(TIMEOUT_S)
+        pool = self.pool
+        job = pool.submit(fn, *args)
+        if self.defer_warm_up:  # else the first worker was asked to warm up as it started
+            pool.submit(_warm_up)
+        return lambda: pool.result(job, TIMEOUT_S)
 
     def early(self, out: Path) -> Callable[[object], None] | None:
         """A callback for `report.build(early=...)`: hands the figures that need only the first
@@ -185,8 +193,8 @@ class FigureWorkers:
         if self.pool is None:
             return lambda: [p for name in FIGURES for p in write_figure(analysis, name, out, self.width)]
         self._submit(analysis, out, [name for name in FIGURES if name not in self.pending])
-        pending, self.pending = self.pending, {}  # the next report starts afresh
-        return lambda: [p for name in FIGURES for p in pending[name].get(TIMEOUT_S)]
+        pending, self.pending, pool = self.pending, {}, self.pool  # the next report starts afresh
+        return lambda: [p for name in FIGURES for p in pool.result(pending[name], TIMEOUT_S)]
 
     def _submit(self, analysis, out: Path, names) -> None:
         # The tables go through a file, read once per worker, and the tasks name it: a task bigger
@@ -197,12 +205,11 @@ class FigureWorkers:
         tables.write_bytes(pickle.dumps(analysis, protocol=pickle.HIGHEST_PROTOCOL))
         # the costliest first, so that two workers finish at about the same time
         for name in sorted(names, key=lambda n: DRAWING_ORDER.index(n) if n in DRAWING_ORDER else 0):
-            self.pending[name] = self.pool.apply_async(_draw, ((token, str(tables), name, str(out), self.width),))
+            self.pending[name] = self.pool.submit(_draw, (token, str(tables), name, str(out), self.width))
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.close()
             shutil.rmtree(self.folder, ignore_errors=True)
             self.pool = None
 
