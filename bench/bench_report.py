@@ -173,7 +173,7 @@ def main() -> Path:
             bench.note(f"{name}, where the time goes (one timed run, wall s): " + ", ".join(
                 f"{k} {v:.2f}" for k, v in ph["phases_s"].items()) + "; main process CPU s: " + ", ".join(
                 f"{k} {v:.2f}" for k, v in ph["phases_cpu_s"].items()) + ". The first figure worker is forked after "
-                "the imports: the first expands the grid and loads the records (stats_imports is this process importing "
+                "the imports; it expands the grid and loads the records (stats_imports is this process importing "
                 "scipy.stats and statsmodels meanwhile, inputs_wait what was left of the loading), then imports "
                 "matplotlib and forks the second, warm; they draw three figures from the first tables while the statistics are computed and "
                 "the rest from the end of the analysis; figures_wait is what is left of them after the CSVs and "

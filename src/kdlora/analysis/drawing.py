@@ -136,9 +136,9 @@ def _draw(job: tuple[int, str, str, str, str]) -> list[Path]:
 class FigureWorkers:
     """A pool of figure-drawing processes (or none: then `start` draws in the caller).
 
-        with FigureWorkers(defer_warm_up=True) as workers:      # fork now
-            analysis = build(..., workers=workers, early=workers.early(out))   # one worker loads
-                                        # the inputs, the other imports matplotlib; then both draw
+        with FigureWorkers(defer_warm_up=True) as workers:      # fork the first worker now
+            analysis = build(..., workers=workers, early=workers.early(out))   # it loads the
+                        # inputs, imports matplotlib, forks the second; both draw the early figures
             paths = workers.start(analysis, out)   # they draw ...
             write_csvs(...)                   # ... while this process writes
             figure_paths = paths()            # wait for them
