@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import gc
 
-import typer
+from kdlora.lazy import imports_without_collector
 
-from kdlora.commands import analysis as analysis_cmd
-from kdlora.commands import demo as demo_cmd
-from kdlora.commands import example as example_cmd
-from kdlora.commands import export as export_cmd
-from kdlora.commands import sweep as sweep_cmd
-from kdlora.commands import train as train_cmd
+with imports_without_collector():
+    import typer
+
+    from kdlora.commands import analysis as analysis_cmd
+    from kdlora.commands import demo as demo_cmd
+    from kdlora.commands import example as example_cmd
+    from kdlora.commands import export as export_cmd
+    from kdlora.commands import sweep as sweep_cmd
+    from kdlora.commands import train as train_cmd
 
 app = typer.Typer(
     no_args_is_help=True,

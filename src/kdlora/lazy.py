@@ -4,13 +4,17 @@ analysis needs scipy.stats' ~0.7 CPU s).
 
     st = lazy_module("scipy.stats")   # nothing imported yet
     st.wilcoxon(...)                  # imports scipy.stats, then behaves as the module
+
+and `imports_without_collector()`, for a block of heavy imports.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
+from contextlib import contextmanager
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator
 
 
 class LazyModule:
@@ -45,3 +49,18 @@ def lazy_module(name: str) -> Any:
     import sys
 
     return sys.modules.get(name) or LazyModule(name)
+
+
+@contextmanager
+def imports_without_collector() -> Iterator[None]:
+    """Heavy imports (typer, pandas, scipy.stats) with the cyclic garbage collector paused. They
+    make some 10^5 lasting objects and next to no garbage cycles, yet each allocation burst
+    triggers a collection, and the oldest generation's scans over the growing heap cost ~10 % of
+    `kdlora report`'s import time (~0.2 CPU s). Collections resume as before afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

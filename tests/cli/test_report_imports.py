@@ -35,3 +35,21 @@ def test_lazy_module_behaves_as_the_module():
     assert lazy.dumps({"a": 1}) == json.dumps({"a": 1})
     assert "dumps" in vars(lazy) and lazy.loads is json.loads
     assert "dumps" in dir(lazy)
+
+
+def test_imports_without_collector_pause_it_and_restore_what_was_there():
+    import gc
+
+    from kdlora.lazy import imports_without_collector
+
+    assert gc.isenabled()
+    with imports_without_collector():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with imports_without_collector():
+            pass
+        assert not gc.isenabled()  # a caller's own pause is left as it was
+    finally:
+        gc.enable()

@@ -130,16 +130,12 @@ class ForkTree:
                              "finishing its tasks")
 
     def _kill(self) -> None:
-        try:  # the first worker leads a process group of its own, its forks included
-            os.killpg(self._first.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self._first.kill()  # the later workers die with it (_die_with_parent)
         self._first.join()
 
     # ----- the workers' side -----------------------------------------------------------------------------
     def _lead(self, others: int, initializer: Callable[[], None] | None, ready: Callable[[], bool]) -> None:
         """The first worker: serve tasks; once `ready()`, fork `others` more that serve beside it."""
-        os.setpgid(0, 0)
         self._tasks_in.close()
         self._results_out.close()
         if initializer is not None:
@@ -153,11 +149,12 @@ class ForkTree:
             os.waitpid(pid, 0)
 
     def _fork(self) -> int:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # a later worker: serve until told to stop, then leave at once
             code = 1
             try:
-                _die_with_parent()
+                _die_with_parent(parent)
                 while self._serve_one():
                     pass
                 code = 0
@@ -227,12 +224,14 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """A later worker is killed with the first (Linux's PR_SET_PDEATHSIG): one left alone would
     wait for ever on the task pipe's lock if the first died holding it."""
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the first died before the line above took effect
+        os._exit(1)
 
 
 def _with_traceback(exc: BaseException) -> BaseException:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kdlora.analysis import walsh
-from kdlora.lazy import lazy_module
+from kdlora.lazy import imports_without_collector, lazy_module
 
 st = lazy_module("scipy.stats")  # imported on first use (~0.7 CPU s), after `kdlora report` forks its figure workers
 
@@ -23,8 +23,9 @@ st = lazy_module("scipy.stats")  # imported on first use (~0.7 CPU s), after `kd
 def import_libraries() -> None:
     """Import the statistics libraries now, when the caller has a core to spare for them
     (`report.build` does while a worker loads the records)."""
-    import scipy.stats  # noqa: F401
-    import statsmodels.stats.multitest  # noqa: F401
+    with imports_without_collector():
+        import scipy.stats  # noqa: F401
+        import statsmodels.stats.multitest  # noqa: F401
 
 
 NAN = float("nan")

@@ -39,15 +39,17 @@ def report(
     import warnings
 
     from kdlora.analysis.drawing import FigureWorkers
+    from kdlora.lazy import imports_without_collector
 
     # Non-finite inputs are failed runs listed in problems.csv, and statistics of too few values
     # are n/a in the report: numpy's RuntimeWarnings about them would only repeat that, without
     # saying which run (set before the figure workers fork, so they inherit it).
     warnings.simplefilter("ignore", RuntimeWarning)
 
-    from kdlora.analysis.model import Settings
-    from kdlora.analysis.report import build, write_report
-    from kdlora.analysis.summary import print_summary
+    with imports_without_collector():
+        from kdlora.analysis.model import Settings
+        from kdlora.analysis.report import build, write_report
+        from kdlora.analysis.summary import print_summary
 
     # Forked after the analysis's imports (pandas), which the workers then share instead of
     # importing them again on the same cores: one loads the records while the other imports
