@@ -15,7 +15,7 @@ from kdlora.analysis import plots
 
 MEASURED = re.compile(r"time|param|memory|RSS|throughput|samples|FLOP|energy|latency", re.I)
 UNIT = re.compile(r"\((s|ms|M|k|MB|GB|samples/s|tokens/s|J|FLOPs|% of the grid)\)")
-INTERNAL = re.compile(r"_|:|\bvs\b")
+INTERNAL = re.compile(r"_|:|\bvs\b|\b(nan|None)\b")  # a missing value printed as a name, too
 
 
 @pytest.fixture(scope="module")
@@ -191,10 +191,12 @@ def test_the_checker_catches_what_it_should():
         ax.set_xlabel("train time")
         ax.text(1.5, 1.5, "lora_vs_kd: dora")
         ax.text(1.5, 1.5, "again")
+        ax.set_yticks([1, 2], ["FFT nan", "LoRA-only lora"])
         ax.legend(loc="center")
         problems = check_figure(fig, "single")
     assert any("overlap" in p for p in problems)
     assert any("internal id" in p for p in problems)
+    assert "internal id in a label: 'FFT nan'" in problems
     assert any("unit" in p for p in problems)
     assert any("legend" in p for p in problems)
 

@@ -109,6 +109,8 @@ def test_completion_matches_by_key_and_counts_outsiders():
     by = summary[summary["scope"] == "strategy"].set_index("level")
     assert (by.loc["fft", "done"], by.loc["lora", "done"]) == (1, 2)
     assert cells["expected"].sum() == 4 and cells["done"].sum() == 3
+    # named as everywhere else: FFT has no variant (the heatmap once labelled its row "FFT nan")
+    assert set(cells["method"]) == {"fft", "lora:lora", "lora:dora"}
 
 
 def test_completion_with_a_hyperparameter_axis_matches_by_run_id(tmp_path):

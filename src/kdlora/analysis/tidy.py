@@ -55,7 +55,8 @@ class Loaded:
 
 
 def method_of(strategy: str, variant: str | None) -> str:
-    return strategy if variant is None else f"{strategy}:{variant}"  # no variant: FFT
+    # no variant: FFT (None, or NaN where a string column of a frame holds the missing value)
+    return strategy if variant is None or variant != variant else f"{strategy}:{variant}"
 
 
 def method_label(method: str) -> str:
