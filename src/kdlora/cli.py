@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 
-from kdlora.lazy import imports_without_collector
+from kdlora.lazy import command_process, imports_without_collector
 
 with imports_without_collector():
     import typer
@@ -39,6 +39,7 @@ app.add_typer(example_cmd.app, name="example")
 
 
 def main() -> None:
+    command_process()
     try:
         app()
     finally:

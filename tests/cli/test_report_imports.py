@@ -53,3 +53,24 @@ def test_imports_without_collector_pause_it_and_restore_what_was_there():
         assert not gc.isenabled()  # a caller's own pause is left as it was
     finally:
         gc.enable()
+
+
+def test_imports_are_frozen_only_in_the_command_lines_own_process():
+    """Frozen objects are never collected: a program that imports kdlora keeps its collector's
+    view of its heap; `kdlora.cli.main` (a process that ends with its command) freezes."""
+    import gc
+
+    from kdlora import lazy
+
+    before = gc.get_freeze_count()
+    with lazy.imports_without_collector():
+        import json  # noqa: F401
+    assert gc.get_freeze_count() == before
+    lazy._COMMAND_PROCESS[0] = True
+    try:
+        with lazy.imports_without_collector():
+            junk = [[] for _ in range(100)]
+        assert gc.get_freeze_count() >= before + 100 and junk
+    finally:
+        lazy._COMMAND_PROCESS[0] = False
+        gc.unfreeze()

@@ -77,7 +77,8 @@ def _no_collector_pauses() -> Iterator[None]:
     """A figure makes some 10^5 short-lived objects, and the cyclic garbage collector would stop
     ~25 times a figure to scan them and every older object of the process (~12 % of the drawing
     time on the legacy study): it is off while a figure is drawn, and one pass over the objects
-    made meanwhile frees the figure's cycles after."""
+    made meanwhile frees the figure's cycles after. In a figure worker the collector stays off
+    (`_settle`): there is no pass."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -85,16 +86,17 @@ def _no_collector_pauses() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-        gc.collect(0)
+            gc.collect(0)
 
 
 def _settle() -> None:
     """The first worker as it starts. It runs at NICENESS: under load from other work a lowered
-    priority starved the workers (figures waited up to 3x the analysis's time). What the fork
-    leaves stays for good: it is frozen out of the garbage collector's scans (during matplotlib's
-    imports they cost ~0.1 s, and the figures' later ones too)."""
+    priority starved the workers (figures waited up to 3x the analysis's time). The workers run
+    without the cyclic garbage collector: they live for the pool's few figures, and what cycles
+    those leave go when the pool closes; its passes over each figure's 10^5 objects cost the two
+    workers ~0.1 CPU s a report."""
     os.nice(NICENESS)
-    gc.freeze()
+    gc.disable()
 
 
 def _warm_up() -> None:
@@ -105,18 +107,15 @@ def _warm_up() -> None:
     global _WARM
     if _WARM:
         return
-    with _no_collector_pauses():
-        from kdlora.analysis import plots
+    from kdlora.analysis import plots  # (the collector is off in a worker: see _settle)
 
-        plots.defer_font_subsetter()
-        from matplotlib.backends import backend_agg, backend_pdf  # noqa: F401
+    plots.defer_font_subsetter()
+    from matplotlib.backends import backend_agg, backend_pdf  # noqa: F401
 
-        with plots.style():  # fonts, and the PDFs' TrueType subset (every character the figures use)
-            fig = plots.new_figure("single", 1.0)
-            fig.text(0.5, 0.5, plots.FONT_CHARACTERS)
-            plots.render(fig, ("png", "pdf"))
-            del fig
-    gc.freeze()
+    with plots.style():  # fonts, and the PDFs' TrueType subset (every character the figures use)
+        fig = plots.new_figure("single", 1.0)
+        fig.text(0.5, 0.5, plots.FONT_CHARACTERS)
+        plots.render(fig, ("png", "pdf"))
     _WARM = True
 
 
