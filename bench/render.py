@@ -64,11 +64,14 @@ def render(results: list[dict]) -> str:
            "well above 0 before it means other work shared the machine, and its times are pessimistic. The CPU probe "
            "is the seconds one core takes for a fixed pure-Python loop (bench/common.py `cpu_speed_probe`), measured "
            "with each benchmark: the machines lent to this project differ from day to day, and a larger probe means "
-           "a slower machine, not a slower kdlora.", ""]
+           "a slower machine, not a slower kdlora; the second probe runs it on both cores at once (the slower "
+           "core's seconds): on these VMs two busy cores each run slower than one alone, which parallel work pays.", ""]
     for r in results:
         out += [f"## {r['name']}", "", f"`{RERUN.get(r['name'], '')}` — {r['date']} UTC, load "
                 + (f"{fmt(r['load_before'])} before, " if r["load_before"] is not None else "") + f"{fmt(r['load'])} after"
                 + (f", CPU probe {r['machine']['cpu_speed_probe_s']:.3f} s" if "cpu_speed_probe_s" in r["machine"] else "")
+                + (f" ({r['machine']['cpu_speed_probe_both_cores_s']:.3f} s on both cores at once)"
+                   if "cpu_speed_probe_both_cores_s" in r["machine"] else "")
                 + (" (quick mode: figures meaningless)" if r["quick"] else ""), "",
                 "| figure | median | spread (n) | target | met |", "|---|---|---|---|---|"]
         for row in r["rows"]:
