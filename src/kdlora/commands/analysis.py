@@ -49,11 +49,12 @@ def report(
     with imports_without_collector():
         from kdlora.analysis.model import Settings
         from kdlora.analysis.report import build, write_report
-        from kdlora.analysis.summary import print_summary
+        from kdlora.analysis.summary import import_rich, print_summary
 
     # Forked after the analysis's imports (pandas), which the workers then share instead of
-    # importing them again on the same cores: one loads the records while the other imports
-    # matplotlib and this process scipy.stats; then they draw while this process computes.
+    # importing them again on the same cores: the first loads the records while this process
+    # imports scipy.stats, then imports matplotlib and forks the second; they draw while this
+    # process computes and writes.
     with FigureWorkers(enabled=figures, width=figure_width, defer_warm_up=True) as workers:
 
         settings = Settings(policy=metric_policy, pool=tuple(pool), equivalence_margin=equivalence_margin,
@@ -62,6 +63,7 @@ def report(
 
         analysis = build([*results, *legacy], metric_policy, grid, settings, early=workers.early(out),
                          workers=workers)
+        import_rich()  # while the workers draw, instead of alone at the end
         path = write_report(analysis, out, figures=figures, workers=workers)
     print_summary(analysis, path)
 
