@@ -103,7 +103,7 @@ def worker(argv: list[str]) -> None:
     from kdlora.analysis import report as rep
     from kdlora.analysis import stats
     from kdlora.analysis.markdown import body, render
-    from kdlora.analysis.summary import print_summary
+    from kdlora.analysis.summary import import_rich, print_summary
     from kdlora.records import atomic_write_text
     mark("imports")
     workers = FigureWorkers(defer_warm_up=True)  # forked after the imports, as `kdlora report` does
@@ -120,6 +120,8 @@ def worker(argv: list[str]) -> None:
     analysis = rep.analyse(loaded, rep.Settings(policy=policy), expected, [str(results)], grid,
                            early=workers.early(out))
     mark("analyse")
+    import_rich()  # as `kdlora report` does before writing
+    mark("rich_import")
     drawn = workers.start(analysis, out)
     rep.write_csvs(analysis, out)
     mark("csv")

@@ -170,8 +170,9 @@ def cpu_speed_probe(reps: int = 5) -> float:
 
 def cpu_speed_probe_both_cores(reps: int = 5) -> float:
     """The same probe run on every core at once (the slowest core's seconds): on the lent VMs two
-    busy cores each run 20-50 % slower than one alone, which a parallel benchmark (the report's
-    three processes) pays and the one-core probe does not show."""
+    busy cores can each run slower than one alone (from -15 % to +35 % in one session's readings),
+    which a parallel benchmark (the report's three processes) pays and the one-core probe does not
+    show."""
     import multiprocessing
 
     cores = os.cpu_count() or 1

@@ -65,7 +65,7 @@ def render(results: list[dict]) -> str:
            "is the seconds one core takes for a fixed pure-Python loop (bench/common.py `cpu_speed_probe`), measured "
            "with each benchmark: the machines lent to this project differ from day to day, and a larger probe means "
            "a slower machine, not a slower kdlora; the second probe runs it on both cores at once (the slower "
-           "core's seconds): on these VMs two busy cores each run slower than one alone, which parallel work pays.", ""]
+           "core's seconds): on these VMs two busy cores can each run slower than one alone, which parallel work pays.", ""]
     for r in results:
         out += [f"## {r['name']}", "", f"`{RERUN.get(r['name'], '')}` — {r['date']} UTC, load "
                 + (f"{fmt(r['load_before'])} before, " if r["load_before"] is not None else "") + f"{fmt(r['load'])} after"

@@ -152,7 +152,6 @@ class FigureWorkers:
         self.enabled = enabled
         self.width = width  # the figures' size: a paper's column (3.3 in) or its text width (6.9 in)
         n = (worker_count() if workers is None else workers) if enabled else 0
-        self.size = n if n >= 2 else 0
         self.pending: dict[str, int] = {}  # figure name -> its task
         # One worker is forked here; the other is forked from it once matplotlib is warm there.
         self.pool = ForkTree(n, initializer=_settle, ready=_is_warm) if n >= 2 else None
@@ -196,9 +195,9 @@ class FigureWorkers:
         return lambda: [p for name in FIGURES for p in pool.result(pending[name], TIMEOUT_S)]
 
     def _submit(self, analysis, out: Path, names) -> None:
-        # The tables go through a file, read once per worker, and the tasks name it: a task bigger
-        # than the pipe's buffer (the tables are 1-8 MB) can leave the pool's feeder thread
-        # blocked on a worker that `terminate` has killed, and the report hung in `close`.
+        # The tables (1-8 MB) go through a file, read once per worker, and the tasks name it: in
+        # each task they would be pickled once per figure, and a task bigger than the pipe's buffer
+        # holds this process in `submit` until a worker is free to read it.
         token = next(_TOKENS)
         tables = Path(self.folder) / f"{token}.pickle"
         tables.write_bytes(pickle.dumps(analysis, protocol=pickle.HIGHEST_PROTOCOL))
