@@ -83,7 +83,7 @@ def execute(cfg, spec, results_dir: Path, device: torch.device, callbacks=()) ->
         return with_primary(metrics, spec, cfg.metric_policy, prefixes)
 
     epochs = EpochEvaluator(model, reported, selection if sel_loader is not None else None,
-                            keep_best=cfg.select_best_epoch)
+                            keep_best=cfg.select_best_epoch, variant=variant)
     per_epoch = cfg.eval_every_epoch or cfg.select_best_epoch
 
     def on_epoch_end(epoch: int) -> dict:

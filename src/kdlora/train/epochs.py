@@ -30,21 +30,31 @@ def score(metrics: dict[str, Any]) -> float:
     return -math.inf if value is None or math.isnan(value) else float(value)
 
 
-def snapshot(model) -> dict[str, Any]:
-    """A CPU copy of what training changes: trainable parameters and buffers."""
-    state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-    state.update({n: b.detach().to("cpu", copy=True) for n, b in model.named_buffers()})
-    return state
+@dataclass
+class Snapshot:
+    """A CPU copy of what training changes: trainable parameters and buffers, and the variant's
+    own state (AdaLoRA's rank pattern)."""
+
+    tensors: dict[str, Any]
+    variant_state: Any = None
 
 
-def restore(model, state: dict[str, Any]) -> None:
+def snapshot(model, variant=None) -> Snapshot:
+    tensors = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+    tensors.update({n: b.detach().to("cpu", copy=True) for n, b in model.named_buffers()})
+    return Snapshot(tensors, variant.training_state(model) if variant else None)
+
+
+def restore(model, state: Snapshot, variant=None) -> None:
     import torch
 
     tensors = dict(model.named_parameters())
     tensors.update(dict(model.named_buffers()))
     with torch.no_grad():
-        for name, value in state.items():
+        for name, value in state.tensors.items():
             tensors[name].copy_(value)
+    if variant:
+        variant.restore_training_state(model, state.variant_state)
 
 
 @dataclass
@@ -56,9 +66,10 @@ class EpochEvaluator:
     evaluate_reported: Callable[[], dict[str, Any]]
     evaluate_selection: Callable[[], dict[str, Any]] | None
     keep_best: bool
+    variant: Any = None  # the run's Variant plug-in (None: FFT)
     best_epoch: int | None = None
     best_score: float = -math.inf
-    best_state: dict[str, Any] | None = field(default=None, repr=False)
+    best_state: Snapshot | None = field(default=None, repr=False)
 
     def epoch_end(self, epoch: int) -> dict[str, Any]:
         """One history entry: reported metrics as they are, selection metrics prefixed."""
@@ -71,7 +82,7 @@ class EpochEvaluator:
         if not self.keep_best or score(selection) <= self.best_score:
             return  # ties keep the earlier epoch
         self.best_epoch, self.best_score = epoch, score(selection)
-        self.best_state = None if last else snapshot(self.model)
+        self.best_state = None if last else snapshot(self.model, self.variant)
 
     def finish(self, epoch: int, reported: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]:
         """After the last epoch (its metrics given): restores the best epoch's weights when it was
@@ -84,6 +95,6 @@ class EpochEvaluator:
             out.update(best_epoch=self.best_epoch, metrics_last_epoch=reported,
                        metrics_selection_last_epoch=selection)
             if self.best_state is not None:
-                restore(self.model, self.best_state)
+                restore(self.model, self.best_state, self.variant)
                 out["restored"] = True
         return out

@@ -3,6 +3,8 @@ steps, and it must be told after every step (PEFT leaves that call to the traini
 
 from __future__ import annotations
 
+import copy
+
 from kdlora.errors import UserError
 from kdlora.variants.base import AdapterTargets, Variant, register
 
@@ -55,3 +57,17 @@ class AdaLora(Variant):
 
     def after_optimizer_step(self, model, step: int) -> None:
         model.base_model.update_and_allocate(step)
+
+    # The rank pattern lives in the PEFT config, not in a tensor, and save_pretrained cuts P, E and Q
+    # down to it: the best epoch's weights saved with the last epoch's pattern would lose ranks the
+    # evaluated model used (or keep pruned ones), so it travels with the weights.
+    def training_state(self, model):
+        return copy.deepcopy(_config(model).rank_pattern)
+
+    def restore_training_state(self, model, state) -> None:
+        _config(model).rank_pattern = copy.deepcopy(state)
+
+
+def _config(model):
+    tuner = model.base_model
+    return tuner.peft_config[tuner.trainable_adapter_name]

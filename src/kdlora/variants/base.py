@@ -73,6 +73,14 @@ class Variant:
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         """Called after each optimizer step, before gradients are zeroed."""
 
+    def training_state(self, model: nn.Module) -> Any:
+        """What, besides the trainable tensors and buffers, training changes and saving reads (a
+        copy); kept with the best epoch's weights and put back with them (restore_training_state)."""
+        return None
+
+    def restore_training_state(self, model: nn.Module, state: Any) -> None:
+        """Put back what training_state copied."""
+
     def save(self, model: nn.Module, path) -> None:
         """Write the adapter weights (safetensors) to the directory `path`."""
         model.save_pretrained(str(path), safe_serialization=True)
