@@ -266,7 +266,7 @@ def use_saved_sizes(grid: GridConfig, results: Iterable[str | Path]) -> None:
     results = [Path(r) for r in results]
     if grid._runs is not None or not has_param_budget(grid) or not results:
         return
-    where = results[0] / SIZES_FILE
+    where = " or ".join(str(r / SIZES_FILE) for r in results)
     told: list[bool] = []
 
     def on_miss(cfg: RunConfig) -> None:
@@ -281,7 +281,7 @@ def use_saved_sizes(grid: GridConfig, results: Iterable[str | Path]) -> None:
                             f"with {how} where torch is installed (kdlora sweep saves them too)") from None
         import sys
 
-        print(f"note: {where} lacks param_budget sizes of {grid.source}; counting them on meta-device models "
+        print(f"note: param_budget sizes of {grid.source} missing from {where}; counting them on meta-device models "
               f"(imports torch); {how} saves them", file=sys.stderr)
 
     saved = Sizes.read(results, on_miss=on_miss)

@@ -97,6 +97,20 @@ def test_report_grid_without_saved_sizes(budget_grid, tmp_path, capsys):
     assert not (empty / "param_budget.json").exists()  # the report writes nothing beside the results
 
 
+def test_missing_sizes_name_every_results_directory(budget_grid, tmp_path):
+    """`--results A --results B` without sizes and without torch: the line names both files."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for d in (first, second):
+        (d / "runs").mkdir(parents=True)
+    code = (NO_TORCH + "from kdlora.analysis.report import expected_from_grid\n"
+            "expected_from_grid(sys.argv[1], sys.argv[2:])\n")
+    done = subprocess.run([sys.executable, "-c", "import sys\n" + code, str(budget_grid), str(first), str(second)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert str(first / "param_budget.json") in last and str(second / "param_budget.json") in last, last
+
+
 def test_sizes_file_is_checked(budget_grid, tmp_path):
     from kdlora.analysis.report import expected_from_grid
     from kdlora.errors import UserError

@@ -114,6 +114,18 @@ def test_sweep_selects_the_teacher_then_runs_its_students(tmp_path, monkeypatch)
     assert status.exit_code == 0, status.output
     assert "completion: 18/18" in status.output
 
+    # the same study kept in two directories, the teachers in the second: the report's --grid
+    # expects the same runs (the students of the chosen teacher), whichever directory comes first
+    from kdlora.analysis.report import expected_from_grid
+    from kdlora.records import record_path
+
+    whole = expected_from_grid(path, [results])
+    students = tmp_path / "students"
+    (students / "runs").mkdir(parents=True)
+    for rec in kd:
+        record_path(results, rec.run_id).rename(record_path(students, rec.run_id))
+    assert expected_from_grid(path, [students, results]).equals(whole)
+
 
 def test_status_counts_students_that_wait_for_their_teacher(tmp_path):
     search = {"fft": {"lr": [1e-5, 2e-5, 5e-5]}, "lora": {"lr": LRS}, "kd-lora": {"lr": LRS}}

@@ -111,16 +111,14 @@ def _efficiency_tables(t: dict[str, pd.DataFrame], df: pd.DataFrame, settings: S
 # ----- inputs ------------------------------------------------------------------------------------------
 def expected_from_grid(path: str | Path, results: Iterable[str | Path] = ()) -> pd.DataFrame:
     """The grid file's runs as keys, through the sweep's own grid expansion (KD-LoRA students that
-    wait for the protocol's teacher choice: as the sweep chose it from the first results directory)."""
+    wait for the protocol's teacher choice: as the sweep chose it from the teachers' records;
+    param_budget sizes: as saved in any of the directories)."""
     try:
-        from kdlora.grid import load_grid, use_saved_sizes
+        from kdlora.grid import load_grid
         from kdlora.sweep.teachers import expected_runs
     except ImportError as exc:  # pragma: no cover - the sweep module ships with kdlora
         raise UserError(f"--grid needs kdlora.grid ({exc})") from None
-    results = list(results)
-    grid = load_grid(path)
-    use_saved_sizes(grid, results)  # adapter sizes saved in any of the directories (param_budget grids)
-    return tables.expected_keys(expected_runs(grid, results[0] if results else None))
+    return tables.expected_keys(expected_runs(load_grid(path), list(results)))
 
 
 def load_inputs(results: list[Path], policy: str, grid: str | Path | None) -> tuple[pd.DataFrame | None, Loaded]:
