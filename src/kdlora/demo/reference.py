@@ -43,9 +43,10 @@ class ReferenceResult:
 
 def find_paper_grid() -> Path | None:
     """configs/paper.yaml in the working directory or the source tree (None: no completion rate)."""
-    for path in (Path.cwd() / "configs" / PAPER_GRID, Path(__file__).resolve().parents[3] / "configs" / PAPER_GRID):
-        if path.is_file():
-            return path
+    cwd = Path.cwd()
+    for path in (cwd / "configs" / PAPER_GRID, Path(__file__).resolve().parents[3] / "configs" / PAPER_GRID):
+        if path.is_file():  # the report names it as a user would type it: configs/paper.yaml
+            return path.relative_to(cwd) if path.is_relative_to(cwd) else path
     return None
 
 
