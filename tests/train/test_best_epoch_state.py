@@ -1,6 +1,6 @@
 """select_best_epoch restores the best epoch whole: with AdaLoRA that includes the rank pattern,
 which is not a tensor but decides which ranks the saved adapter keeps. The adapter saved after
-restoring an earlier epoch must reload to the very model that was evaluated."""
+restoring an earlier epoch must reload to the very model the engine evaluates after restoring."""
 
 from __future__ import annotations
 
@@ -41,6 +41,14 @@ def prune(model, keep: list[bool]) -> None:
     config.rank_pattern = pattern
 
 
+def regrow(model, keep: list[bool]) -> None:
+    """What the optimizer does between two budget steps: pruned singular values move off zero."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_E" in name:
+                param[[not k for k in keep]] = 0.3
+
+
 def logits(model) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
@@ -54,8 +62,9 @@ def test_restored_adalora_epoch_saves_its_own_rank_pattern(tiny_model_dirs, tmp_
                                variant=variant)
     first = [True, True, False, False]
     prune(model, first)
-    evaluator.epoch_end(1)
     best_logits = logits(model)
+    regrow(model, first)  # steps after the last budget step: pruned values are no longer zero
+    evaluator.epoch_end(1)
     prune(model, [False, False, True, True])  # the last epoch keeps other ranks
     protocol = evaluator.finish(2, {}, {"primary": next(scores)})
 

@@ -65,7 +65,12 @@ class AdaLora(Variant):
         return copy.deepcopy(_config(model).rank_pattern)
 
     def restore_training_state(self, model, state) -> None:
+        """The pattern back, and E masked by it: between two budget steps the optimizer regrows
+        pruned singular values, which saving drops. Masked here, the restored model (evaluated
+        again by the engine) is the one the saved adapter reloads to."""
         _config(model).rank_pattern = copy.deepcopy(state)
+        if state:
+            model.base_model.rankallocator.mask_using_rank_pattern(model.base_model.model, state)
 
 
 def _config(model):
