@@ -188,7 +188,7 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
                                runs_per_gpu=parse_runs_per_gpu(runs_per_gpu), mps=mps)
     staged = needs_teacher_selection(spec)  # KD-LoRA students wait for the protocol's teacher choice
     if staged and results.is_dir():
-        runs = expand_grid(spec, choose_teachers(spec, results))
+        runs = expand_grid(spec, choose_teachers(spec, [results]))
     tracked = tracking_settings(track, tracking_uri)
     runs = with_tracking(runs, tracked)
     pool = make_executor(executor, results.resolve(), run_fn, options)  # refuses bad settings: nothing written yet
@@ -216,7 +216,7 @@ def sweep(grid: Path = GridArg, results: Path = ResultsOpt,
                       highlight=False)
         failed = failed or bool(outcome.failed)
         pool = None
-        more = expand_grid(spec, choose_teachers(spec, results)) if staged else runs
+        more = expand_grid(spec, choose_teachers(spec, [results])) if staged else runs
         if {r.run_id for r in more} <= {r.run_id for r in runs}:
             break
         console.print(f"teachers chosen on the selection split: {len(more) - len(runs)} KD-LoRA runs follow",
@@ -338,7 +338,7 @@ def status(grid: Path = GridArg, results: Path = ResultsOpt,
     from kdlora.sweep.teachers import expected_runs
 
     spec = load_grid(grid)
-    runs = expected_runs(spec, results)  # with an FFT search: the chosen teachers' students; saved budget sizes
+    runs = expected_runs(spec, [results])  # with an FFT search: the chosen teachers' students; saved budget sizes
     table = st.run_table(runs, results)
     console = _console()
     queue_line = _slurm_queue(table, results)

@@ -12,9 +12,9 @@ from kdlora.grid import (GridConfig, TeacherChoice, expand_grid, needs_teacher_s
                          search_space, teacher_strategies, use_saved_sizes)
 
 
-def choose_teachers(grid: GridConfig, results: str | Path | Sequence[str | Path]) -> TeacherChoice:
+def choose_teachers(grid: GridConfig, results: Sequence[str | Path]) -> TeacherChoice:
     """The chosen teacher setting per (family, task), from the FFT records in the results
-    directory (or directories: a record is read from the first that has it)."""
+    directories (a record is read from the first that has it)."""
     import pandas as pd
 
     from kdlora.analysis.selection import SELECTION_SCORE, choose
@@ -24,7 +24,7 @@ def choose_teachers(grid: GridConfig, results: str | Path | Sequence[str | Path]
     keys = list(search_space(grid, teacher, None)) if teacher else []
     rows, unfinished = [], set()
     for cfg in (c for c in expand_grid(grid) if c.strategy == teacher):
-        path = next((p for p in (record_path(d, cfg.run_id) for d in _dirs(results)) if p.is_file()), None)
+        path = next((p for p in (record_path(d, cfg.run_id) for d in results) if p.is_file()), None)
         if path is None:
             unfinished.add((cfg.family, cfg.task))
             continue
@@ -39,22 +39,16 @@ def choose_teachers(grid: GridConfig, results: str | Path | Sequence[str | Path]
     return {(row["family"], row["task"]): {k: row[k] for k in keys} for _, row in chosen.iterrows()}
 
 
-def expected_runs(grid: GridConfig, results: str | Path | Sequence[str | Path] | None) -> list:
-    """Every run the grid expects given what is in the results directory (or directories): the
+def expected_runs(grid: GridConfig, results: Sequence[str | Path]) -> list:
+    """Every run the grid expects given what is in the results directories: the
     students of chosen teachers, and, for cells whose teacher is not chosen yet, one stand-in per
     student (first FFT candidate as teacher: counted as to do, never run under that id). A grid
     with param_budget not yet expanded is sized with the sizes the directories keep
     (param_budget.json): no torch needed."""
-    dirs = _dirs(results)
+    dirs = [Path(r) for r in results]
     use_saved_sizes(grid, dirs)
     if not needs_teacher_selection(grid):
         return expand_grid(grid)
     present = [d for d in dirs if d.is_dir()]
     choice = choose_teachers(grid, present) if present else {}
     return expand_grid(grid, choice) + [p for p in pending_students(grid) if (p.family, p.task) not in choice]
-
-
-def _dirs(results: str | Path | Sequence[str | Path] | None) -> list[Path]:
-    if results is None:
-        return []
-    return [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
